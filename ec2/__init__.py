@@ -1,0 +1,1 @@
+"""Cloudify plugin ``aws``: EC2 resources managed from Cloudify blueprints."""

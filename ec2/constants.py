@@ -1,0 +1,34 @@
+"""Names and defaults shared by the resource modules."""
+
+# Runtime properties written by every resource type.
+AWS_RESOURCE_ID = "aws_resource_id"
+EXTERNAL_RESOURCE = "external_resource"
+
+# Runtime properties written by the Instance type on start.
+INSTANCE_NETWORK_PROPERTIES = ("ip", "private_dns_name", "public_dns_name", "public_ip_address")
+RESERVATION_ID = "reservation_id"
+
+# Runtime properties written by the KeyPair type.
+KEY_FILE_WRITTEN = "private_key_file"
+
+# Runtime properties written by the ElasticIP type.
+ALLOCATION_ID = "allocation_id"
+ASSOCIATION_ID = "association_id"
+ASSOCIATED_INSTANCE_ID = "associated_instance_id"
+
+# Tags that tie an AWS resource to the node instance that made it.
+TAG_DEPLOYMENT_ID = "cloudify:deployment-id"
+TAG_NODE_INSTANCE_ID = "cloudify:node-instance-id"
+
+# Waiting policy: poll in-process for a bounded time, then hand back to the
+# workflow engine with ctx.operation.retry.
+DEFAULT_WAIT_TIMEOUT = 30
+DEFAULT_WAIT_INTERVAL = 2
+DEFAULT_RETRY_AFTER = 10
+
+# botocore's retry policy, used unless aws_config says otherwise.
+DEFAULT_RETRY_MODE = "standard"
+DEFAULT_MAX_ATTEMPTS = 5
+
+# boto 2 had us-east-1 as its default region; old blueprints rely on it.
+DEFAULT_REGION = "us-east-1"

@@ -1,0 +1,14 @@
+from setuptools import setup
+
+setup(
+    name="cloudify-aws-plugin",
+    version="2.0.0",
+    description="Cloudify plugin for AWS EC2 (Python 3, boto3)",
+    license="Apache License 2.0",
+    packages=["ec2"],
+    python_requires=">=3.11",
+    install_requires=[
+        "boto3>=1.34,<2",
+        "cloudify-common[dispatcher]>=7.0.5,<8",
+    ],
+)

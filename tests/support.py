@@ -1,0 +1,149 @@
+"""Test helpers: a moto EC2 server over HTTP, and blueprints run through
+cloudify-common's local workflow engine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+from cloudify.workflows import local
+from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_YAML = ROOT / "plugin.yaml"
+OFFLINE_TYPES = ROOT / "offline" / "types.yaml"
+REFERENCE_TYPES = ROOT.parent / "shared" / "reference" / "cloudify-types"
+TYPES_URL = "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml"
+AGENT_MODULES = ["cloudify_agent.operations", "cloudify_agent.installer.operations"]
+IMAGE_ID = "ami-12c6146b"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MotoServer:
+    """A moto server in its own process, reached over HTTP on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, MOTO_ENABLE_AMI_VALIDATION="true")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("the moto server did not start") from None
+                time.sleep(0.1)
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")).close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def types_resolver(types_file: Path = OFFLINE_TYPES) -> DefaultImportResolver:
+    return DefaultImportResolver(rules=[{TYPES_URL: types_file.as_uri()}])
+
+
+def write_blueprint(folder: Path, node_templates: dict | str, dsl: str = "cloudify_dsl_1_3", **sections) -> Path:
+    """Writes a blueprint importing the standard types URL and plugin.yaml."""
+    if isinstance(node_templates, str):
+        node_templates = yaml.safe_load(textwrap.dedent(node_templates))
+    blueprint = {
+        "tosca_definitions_version": dsl,
+        "imports": [TYPES_URL, PLUGIN_YAML.as_uri()],
+        "node_templates": node_templates,
+        **sections,
+    }
+    path = folder / "blueprint.yaml"
+    path.write_text(yaml.safe_dump(blueprint, sort_keys=False))
+    return path
+
+
+class LocalDeployment:
+    """A blueprint deployed in memory with cloudify.workflows.local."""
+
+    def __init__(self, blueprint: Path, name: str = "test", inputs: dict | None = None, resolver=None) -> None:
+        self.env = local.init_env(
+            str(blueprint),
+            name=name,
+            inputs=inputs,
+            storage=local.InMemoryStorage(),
+            resolver=resolver or types_resolver(),
+            ignored_modules=AGENT_MODULES,
+        )
+
+    def execute(self, workflow: str, task_retries: int = 0, **parameters):
+        return self.env.execute(
+            workflow, parameters=parameters, task_retries=task_retries, task_retry_interval=0
+        )
+
+    def install(self, **kwargs):
+        return self.execute("install", **kwargs)
+
+    def uninstall(self, **kwargs):
+        return self.execute("uninstall", **kwargs)
+
+    def execute_operation(self, operation: str, node_ids: list[str], **kwargs):
+        return self.execute("execute_operation", operation=operation, node_ids=node_ids, **kwargs)
+
+    def instances(self, node_id: str) -> list:
+        return [i for i in self.env.storage.get_node_instances() if i.node_id == node_id]
+
+    def runtime(self, node_id: str) -> dict:
+        (instance,) = self.instances(node_id)
+        return dict(instance.runtime_properties)
+
+    def state(self, node_id: str) -> str:
+        (instance,) = self.instances(node_id)
+        return instance.state
+
+
+class CallRecorder:
+    """Records the EC2 API operations the plugin's clients make."""
+
+    MUTATING_PREFIXES = (
+        "Create", "Delete", "Run", "Terminate", "Start", "Stop", "Authorize", "Revoke",
+        "Allocate", "Release", "Associate", "Disassociate", "Import", "Modify",
+    )
+
+    def __init__(self) -> None:
+        self.operations: list[str] = []
+
+    def record(self, model, **_) -> None:
+        self.operations.append(model.name)
+
+    @property
+    def mutating(self) -> list[str]:
+        return [name for name in self.operations if name.startswith(self.MUTATING_PREFIXES)]
+
+
+def quiet_logs() -> None:
+    for name in ("werkzeug", "botocore", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
