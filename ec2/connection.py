@@ -135,7 +135,7 @@ def _create_client(settings: dict) -> Any:
         profile_name=settings.get("profile_name"),
     )
     config = Config(
-        retries={"mode": settings["retry_mode"], "max_attempts": settings["max_attempts"]},
+        retries={"mode": settings["retry_mode"], "total_max_attempts": settings["max_attempts"]},
         proxies=settings.get("proxies"),
         connect_timeout=settings.get("connect_timeout", 60),
         read_timeout=settings.get("read_timeout", 60),

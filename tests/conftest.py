@@ -39,8 +39,11 @@ def aws_environment(moto_server, monkeypatch):
 def ec2(moto_server):
     """A boto3 client for checking what exists in the emulator."""
     return boto3.client(
-        "ec2", endpoint_url=moto_server.url, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "ec2",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 
@@ -68,8 +71,11 @@ def make_ctx():
     def build(properties: dict, node_id: str = "node", instance_id: str = "node_abc123", **kwargs):
         defaults = {"use_external_resource": False, "resource_id": "", "aws_config": {}, "tags": {}}
         ctx = MockCloudifyContext(
-            node_id=instance_id, node_name=node_id, deployment_id=kwargs.pop("deployment_id", "dep"),
-            properties={**defaults, **properties}, **kwargs,
+            node_id=instance_id,
+            node_name=node_id,
+            deployment_id=kwargs.pop("deployment_id", "dep"),
+            properties={**defaults, **properties},
+            **kwargs,
         )
         current_ctx.set(ctx)
         made.append(ctx)

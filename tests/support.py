@@ -100,9 +100,7 @@ class LocalDeployment:
         )
 
     def execute(self, workflow: str, task_retries: int = 0, **parameters):
-        return self.env.execute(
-            workflow, parameters=parameters, task_retries=task_retries, task_retry_interval=0
-        )
+        return self.env.execute(workflow, parameters=parameters, task_retries=task_retries, task_retry_interval=0)
 
     def install(self, **kwargs):
         return self.execute("install", **kwargs)
@@ -129,8 +127,20 @@ class CallRecorder:
     """Records the EC2 API operations the plugin's clients make."""
 
     MUTATING_PREFIXES = (
-        "Create", "Delete", "Run", "Terminate", "Start", "Stop", "Authorize", "Revoke",
-        "Allocate", "Release", "Associate", "Disassociate", "Import", "Modify",
+        "Create",
+        "Delete",
+        "Run",
+        "Terminate",
+        "Start",
+        "Stop",
+        "Authorize",
+        "Revoke",
+        "Allocate",
+        "Release",
+        "Associate",
+        "Disassociate",
+        "Import",
+        "Modify",
     )
 
     def __init__(self) -> None:

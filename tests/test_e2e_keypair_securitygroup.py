@@ -5,6 +5,7 @@ import os
 import stat
 
 import pytest
+from cloudify.exceptions import WorkflowFailed
 
 
 @pytest.fixture
@@ -61,3 +62,46 @@ def test_uninstall_leaves_nothing_behind(deploy, blueprint, ec2):
     assert not key_path.exists()
     assert "aws_resource_id" not in deployment.runtime("key")
     assert "aws_resource_id" not in deployment.runtime("group")
+
+
+def test_a_bad_rule_fails_the_install_before_the_group_is_created(deploy, blueprint, ec2, calls):
+    _, nodes = blueprint
+    nodes["group"]["properties"]["rules"].append({"ip_protocol": "tcp", "from_port": 22, "to_port": 22})
+    deployment = deploy(nodes)
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    assert not [name for name in calls.mutating if "SecurityGroup" in name]
+    assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+
+
+def test_after_a_failed_install_uninstall_removes_what_other_nodes_made(deploy, blueprint, ec2):
+    key_path, nodes = blueprint
+    nodes["group"]["properties"]["rules"][0]["from_port"] = 99999
+    deployment = deploy(nodes)
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    deployment.uninstall()
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    assert not key_path.exists()
+
+
+def test_an_existing_key_path_fails_the_install_before_the_key_pair_is_created(deploy, blueprint, ec2, calls):
+    key_path, nodes = blueprint
+    key_path.parent.mkdir()
+    key_path.write_text("precious")
+    deployment = deploy({"key": nodes["key"]})
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    assert calls.mutating == []
+    assert key_path.read_text() == "precious"
+
+
+def test_the_failure_message_names_the_node_the_property_and_the_fix(deploy, blueprint, capsys):
+    _, nodes = blueprint
+    nodes["group"]["properties"]["rules"][0]["cidr_ip"] = "0.0.0.0"
+    deployment = deploy(nodes)
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    messages = capsys.readouterr().out
+    assert "node 'group': property 'rules[0].cidr_ip'" in messages
+    assert "Fix:" in messages

@@ -1,0 +1,123 @@
+"""ec2/connection.py: the one client factory, driven by a node's aws_config."""
+
+import pytest
+from cloudify.exceptions import NonRecoverableError
+
+from ec2 import connection
+
+
+def test_empty_aws_config_falls_back_to_the_standard_boto3_chain(ec2):
+    client = connection.ec2_client({})
+    ec2.create_key_pair(KeyName="seen-through-env")
+    assert [k["KeyName"] for k in client.describe_key_pairs()["KeyPairs"]] == ["seen-through-env"]
+
+
+def test_aws_endpoint_url_from_the_environment_is_honoured(moto_server):
+    client = connection.ec2_client({})
+    assert client.meta.endpoint_url == moto_server.url
+
+
+@pytest.mark.parametrize(
+    "key, value, setting, expected",
+    [
+        ("aws_access_key_id", "AKIDEXAMPLE", "aws_access_key_id", "AKIDEXAMPLE"),
+        ("aws_secret_access_key", "secret", "aws_secret_access_key", "secret"),
+        ("aws_session_token", "token", "aws_session_token", "token"),
+        ("region_name", "eu-west-1", "region_name", "eu-west-1"),
+        ("endpoint_url", "http://127.0.0.1:1", "endpoint_url", "http://127.0.0.1:1"),
+        ("profile_name", "dev", "profile_name", "dev"),
+        ("verify", False, "verify", False),
+    ],
+)
+def test_boto3_names_are_accepted(key, value, setting, expected):
+    assert connection.client_settings({key: value})[setting] == expected
+
+
+@pytest.mark.parametrize(
+    "classic, setting, expected",
+    [
+        ({"ec2_region_name": "eu-west-2"}, "region_name", "eu-west-2"),
+        ({"security_token": "tok"}, "aws_session_token", "tok"),
+        ({"validate_certs": False}, "verify", False),
+        ({"validate_certs": "false"}, "verify", False),
+        ({"ec2_region_endpoint": "ec2.eu-west-1.amazonaws.com"}, "endpoint_url", "https://ec2.eu-west-1.amazonaws.com"),
+        (
+            {"ec2_region_endpoint": "127.0.0.1", "is_secure": False, "port": 5000},
+            "endpoint_url",
+            "http://127.0.0.1:5000",
+        ),
+        ({"is_secure": "False"}, "use_ssl", False),
+    ],
+)
+def test_classic_boto2_names_are_mapped_onto_boto3(classic, setting, expected):
+    assert connection.client_settings(classic)[setting] == expected
+
+
+def test_port_alone_targets_the_regional_endpoint():
+    settings = connection.client_settings({"ec2_region_name": "eu-west-1", "port": 8443})
+    assert settings["endpoint_url"] == "https://ec2.eu-west-1.amazonaws.com:8443"
+
+
+def test_classic_proxy_settings_become_a_botocore_proxy():
+    settings = connection.client_settings(
+        {"proxy": "proxy.example", "proxy_port": 3128, "proxy_user": "me", "proxy_pass": "p@ss"}
+    )
+    assert settings["proxies"] == {
+        "http": "http://me:p%40ss@proxy.example:3128",
+        "https": "http://me:p%40ss@proxy.example:3128",
+    }
+
+
+def test_the_proxy_reaches_the_client_config():
+    client = connection.ec2_client({"proxy": "proxy.example", "proxy_port": 3128})
+    assert client.meta.config.proxies == {"http": "http://proxy.example:3128", "https": "http://proxy.example:3128"}
+
+
+def test_an_unknown_key_is_refused_with_the_accepted_keys_listed():
+    with pytest.raises(NonRecoverableError) as error:
+        connection.client_settings({"region": "us-east-1"}, "vm")
+    message = str(error.value)
+    assert "node 'vm'" in message and "'region'" in message
+    for key in ("region_name", "ec2_region_name", "aws_access_key_id", "proxy_pass"):
+        assert key in message
+
+
+def test_aws_config_must_be_a_dictionary():
+    with pytest.raises(NonRecoverableError, match="must be a dictionary"):
+        connection.client_settings(["region_name"], "vm")
+
+
+def test_retries_use_botocore_standard_mode_by_default():
+    client = connection.ec2_client({})
+    assert client.meta.config.retries["mode"] == "standard"
+
+
+def test_retry_mode_and_max_attempts_are_configurable():
+    client = connection.ec2_client({"retry_mode": "adaptive", "max_attempts": 9})
+    assert client.meta.config.retries["mode"] == "adaptive"
+    assert client.meta.config.retries["total_max_attempts"] == 9
+
+
+def test_an_unknown_retry_mode_is_refused():
+    with pytest.raises(NonRecoverableError, match="retry_mode"):
+        connection.client_settings({"retry_mode": "eager"})
+
+
+def test_an_explicit_region_wins_over_the_environment():
+    assert connection.ec2_client({"region_name": "ap-south-1"}).meta.region_name == "ap-south-1"
+
+
+def test_without_any_region_the_classic_default_us_east_1_is_used(monkeypatch):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    assert connection.ec2_client({}).meta.region_name == "us-east-1"
+
+
+def test_the_same_settings_share_one_client():
+    assert connection.ec2_client({"region_name": "us-east-1"}) is connection.ec2_client({"region_name": "us-east-1"})
+
+
+def test_credentials_never_appear_in_error_messages():
+    with pytest.raises(NonRecoverableError) as error:
+        connection.client_settings({"aws_secret_access_key": "TOPSECRET", "bogus": 1})
+    assert "TOPSECRET" not in str(error.value)
