@@ -29,6 +29,7 @@ def create(ctx, **_):
     if utils.adopt_external(ctx, "key pair", lambda name: _find(ctx, client, name)):
         return
 
+    _remove_leftover(ctx, client)
     public_key = _public_key_material(ctx)
     tags = utils.creation_tags(ctx, "key-pair")
     if public_key:
@@ -207,6 +208,15 @@ def _public_key_material(ctx) -> str:
 def _find(ctx, client, key_name: str) -> str | None:
     found = utils.call(ctx, client, "describe_key_pairs", not_found_ok=True, KeyNames=[key_name])
     return key_name if found and found.get("KeyPairs") else None
+
+
+def _remove_leftover(ctx, client) -> None:
+    """Deletes a key an interrupted earlier create made: its private key is lost."""
+    for key in utils.find_own(ctx, client, "describe_key_pairs", "KeyPairs"):
+        ctx.logger.warning(
+            f"Deleting key pair {key['KeyName']}, left by an interrupted create without its private key."
+        )
+        utils.call(ctx, client, "delete_key_pair", not_found_ok=True, KeyName=key["KeyName"])
 
 
 def write_private_key(path: str, material: str) -> None:

@@ -240,11 +240,13 @@ def _find(ctx, client, wanted: str) -> str | None:
 
 def _remove_leftover(ctx, client) -> None:
     """Deletes a group an interrupted earlier create made for this node instance."""
-    leftover = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    if not leftover:
-        found = utils.call(ctx, client, "describe_security_groups", Filters=utils.own_resource_filters(ctx))
-        leftover = found["SecurityGroups"][0]["GroupId"] if found["SecurityGroups"] else None
-    if leftover:
-        ctx.logger.warning(f"Deleting security group {leftover}, left half-made by an interrupted create.")
-        utils.call(ctx, client, "delete_security_group", not_found_ok=True, GroupId=leftover)
-        utils.forget(ctx.instance, constants.AWS_RESOURCE_ID)
+    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    leftovers = (
+        [recorded]
+        if recorded
+        else [g["GroupId"] for g in utils.find_own(ctx, client, "describe_security_groups", "SecurityGroups")]
+    )
+    for group_id in leftovers:
+        ctx.logger.warning(f"Deleting security group {group_id}, left half-made by an interrupted create.")
+        utils.call(ctx, client, "delete_security_group", not_found_ok=True, GroupId=group_id)
+    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID)

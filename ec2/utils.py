@@ -226,6 +226,11 @@ def own_resource_filters(ctx) -> list[dict]:
     ]
 
 
+def find_own(ctx, client, operation: str, result_key: str, **params: Any) -> list[dict]:
+    """What an earlier, interrupted run of this node instance created."""
+    return call(ctx, client, operation, Filters=own_resource_filters(ctx), **params)[result_key]
+
+
 def generated_name(ctx) -> str:
     """A readable name unique to this node instance of this deployment."""
     return f"{ctx.deployment.id}-{ctx.instance.id}"

@@ -8,7 +8,7 @@ from cloudify.exceptions import NonRecoverableError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ec2 import keypair
+from ec2 import keypair, utils
 
 PUBLIC_KEY = (
     ed25519.Ed25519PrivateKey.generate()
@@ -245,3 +245,19 @@ def test_validation_of_an_external_key_fails_when_the_key_does_not_exist(make_ct
 def test_private_key_path_is_required(make_ctx):
     with pytest.raises(NonRecoverableError, match="'private_key_path' is empty"):
         keypair.creation_validation(ctx=make_ctx({"private_key_path": ""}))
+
+
+def test_a_rerun_after_a_create_that_died_before_writing_the_file_makes_a_fresh_key(make_ctx, tmp_path, ec2):
+    path = tmp_path / "k.pem"
+    ctx = key_ctx(make_ctx, path)
+    ec2.create_key_pair(KeyName="k", TagSpecifications=utils.creation_tags(ctx, "key-pair"))
+    keypair.create(ctx=ctx)
+    assert key_names(ec2) == ["k"]
+    assert path.exists()
+
+
+def test_a_key_pair_of_another_node_instance_is_never_removed(make_ctx, tmp_path, ec2):
+    ec2.create_key_pair(KeyName="k")
+    with pytest.raises(NonRecoverableError, match="Duplicate"):
+        keypair.create(ctx=key_ctx(make_ctx, tmp_path / "k.pem"))
+    assert key_names(ec2) == ["k"]
