@@ -23,3 +23,6 @@ test: lint
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
