@@ -32,7 +32,8 @@ def timed(action, repeat: int) -> list[float]:
 
 
 def report(name: str, times: list[float]) -> None:
-    print(f"{name:<44} median {statistics.median(times) * 1000:9.2f} ms   max {max(times) * 1000:9.2f} ms   n={len(times)}")
+    median, worst = statistics.median(times) * 1000, max(times) * 1000
+    print(f"{name:<44} median {median:9.2f} ms   max {worst:9.2f} ms   n={len(times)}")
 
 
 def main() -> None:
