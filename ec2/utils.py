@@ -71,7 +71,7 @@ def error_code(error: ClientError) -> str:
 
 
 def is_not_found(code: str) -> bool:
-    return code.endswith(".NotFound") or code.endswith("NotFound") or code == "InvalidGroup.NotFound"
+    return code.endswith("NotFound")
 
 
 def call(
