@@ -4,7 +4,8 @@ validation errors, waiting, delete and check_status, against the moto server."""
 from __future__ import annotations
 
 import pytest
-from cloudify.exceptions import NonRecoverableError
+from botocore.exceptions import ClientError
+from cloudify.exceptions import NonRecoverableError, RecoverableError
 from cloudify.mocks import MockNodeContext, MockNodeInstanceContext, MockRelationshipContext
 from cloudify.mocks import MockRelationshipSubjectContext as Subject
 
@@ -362,3 +363,25 @@ def test_check_status_passes_for_a_running_instance(server_ctx):
     instance.run_instances(ctx=ctx)
     instance.start(ctx=ctx)
     instance.check_status(ctx=ctx)
+
+
+def test_creation_validation_of_a_new_instance_fails_when_resource_id_names_an_existing_one(server_ctx, ec2):
+    existing = ec2.run_instances(ImageId=IMAGE_ID, InstanceType="t3.micro", MinCount=1, MaxCount=1)
+    ctx = server_ctx(resource_id=existing["Instances"][0]["InstanceId"])
+    with pytest.raises(NonRecoverableError, match="use_external_resource"):
+        instance.creation_validation(ctx=ctx)
+
+
+def test_a_stop_refused_while_the_instance_is_in_transition_is_retried(server_ctx, monkeypatch):
+    class InTransition:
+        def describe_instances(self, **_):
+            return {"Reservations": [{"Instances": [{"InstanceId": "i-1", "State": {"Name": "pending"}}]}]}
+
+        def stop_instances(self, **_):
+            error = {"Error": {"Code": "IncorrectInstanceState", "Message": "pending"}}
+            raise ClientError(error, "StopInstances")
+
+    monkeypatch.setattr(instance.utils, "client_for", lambda node: InTransition())
+    ctx = server_ctx(runtime_properties={"aws_resource_id": "i-1"})
+    with pytest.raises(RecoverableError, match="IncorrectInstanceState"):
+        instance.stop(ctx=ctx)
