@@ -23,7 +23,7 @@ import botocore.session
 from botocore.validate import ParamValidator
 from cloudify import constants as cloudify_constants
 from cloudify.decorators import operation
-from cloudify.exceptions import NonRecoverableError
+from cloudify.exceptions import NonRecoverableError, RecoverableError
 from cloudify.utils import internal as cloudify_internal
 
 from ec2 import constants, utils
@@ -121,7 +121,13 @@ def start(ctx, **_):
             raise _gone(ctx, instance_id)
         _record_addresses(ctx, instance)
         return
-    if state in GONE_STATES or state == NOT_FOUND:
+    if state == NOT_FOUND:
+        # EC2 is eventually consistent: a new instance may not be visible yet.
+        raise RecoverableError(
+            f"{utils.node_label(ctx)}: instance {instance_id} is not visible yet; trying again.",
+            retry_after=utils.wait_settings(ctx.node)[2],
+        )
+    if state in GONE_STATES:
         raise _gone(ctx, instance_id, state)
 
     if state == "stopping":

@@ -385,3 +385,17 @@ def test_a_stop_refused_while_the_instance_is_in_transition_is_retried(server_ct
     ctx = server_ctx(runtime_properties={"aws_resource_id": "i-1"})
     with pytest.raises(RecoverableError, match="IncorrectInstanceState"):
         instance.stop(ctx=ctx)
+
+
+def test_start_of_an_instance_not_yet_visible_is_retried(server_ctx):
+    ctx = server_ctx(runtime_properties={"aws_resource_id": "i-0123456789abcdef0"})
+    with pytest.raises(RecoverableError, match="not visible yet"):
+        instance.start(ctx=ctx)
+
+
+def test_start_of_a_terminated_instance_fails_for_good(server_ctx, ec2):
+    ctx = server_ctx()
+    instance.run_instances(ctx=ctx)
+    ec2.terminate_instances(InstanceIds=[ctx.instance.runtime_properties["aws_resource_id"]])
+    with pytest.raises(NonRecoverableError, match="terminated"):
+        instance.start(ctx=ctx)
