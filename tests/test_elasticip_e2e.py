@@ -5,9 +5,10 @@ topology, and the external-resource variants of the relationship."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from ec2 import connection
-from tests.support import IMAGE_ID
+from tests.support import IMAGE_ID, ROOT
 
 ELASTIC_IP_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_elastic_ip"
 
@@ -237,3 +238,16 @@ def test_unlink_leaves_alone_an_address_meanwhile_moved_to_another_instance(depl
     assert address["InstanceId"] == other["InstanceId"]
     assert address["AssociationId"] == moved["AssociationId"]
     assert deployment.runtime("address")["allocation_id"] == allocation_id
+
+
+def test_the_readme_example_installs_and_uninstalls(deploy, ec2):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## ElasticIP: `cloudify.aws.nodes.ElasticIP`", 1)[1].split("\n## ", 1)[0]
+    example = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    deployment = deploy(example["node_templates"], outputs=example["outputs"])
+    deployment.install()
+    (address,) = addresses(ec2)
+    assert deployment.env.outputs() == {"public_ip": address["PublicIp"]}
+    assert address["InstanceId"] == deployment.runtime("server")["aws_resource_id"]
+    deployment.uninstall()
+    assert addresses(ec2) == []
