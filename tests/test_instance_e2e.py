@@ -259,8 +259,8 @@ def test_install_fails_when_the_external_instance_does_not_exist(deploy, ec2):
 # --- crash and heal -----------------------------------------------------------
 
 
-def test_create_run_again_after_a_crash_adopts_the_launched_instance(deploy, ec2, monkeypatch):
-    deployment = deploy({"server": server()})
+def create_dies_right_after_run_instances(deployment, monkeypatch) -> None:
+    """Runs create in a process that "dies" before recording the instance id."""
     record = utils.record
 
     def die_before_recording(instance, save=False, **values):
@@ -271,10 +271,15 @@ def test_create_run_again_after_a_crash_adopts_the_launched_instance(deploy, ec2
     monkeypatch.setattr(utils, "record", die_before_recording)
     with pytest.raises(BaseException):  # noqa: B017
         deployment.execute_operation("cloudify.interfaces.lifecycle.create", ["server"])
+    monkeypatch.setattr(utils, "record", record)
+
+
+def test_create_run_again_after_a_crash_adopts_the_launched_instance(deploy, ec2, monkeypatch):
+    deployment = deploy({"server": server()})
+    create_dies_right_after_run_instances(deployment, monkeypatch)
     assert "aws_resource_id" not in deployment.runtime("server")
     assert len(live_instances(ec2)) == 1
 
-    monkeypatch.setattr(utils, "record", record)
     deployment.execute_operation("cloudify.interfaces.lifecycle.create", ["server"])
     (instance,) = live_instances(ec2)
     assert deployment.runtime("server")["aws_resource_id"] == instance["InstanceId"]
@@ -282,17 +287,7 @@ def test_create_run_again_after_a_crash_adopts_the_launched_instance(deploy, ec2
 
 def test_uninstall_after_a_crash_terminates_the_unrecorded_instance(deploy, ec2, monkeypatch):
     deployment = deploy({"server": server()})
-    record = utils.record
-
-    def die_before_recording(instance, save=False, **values):
-        if constants.RESERVATION_ID in values:
-            raise SystemExit("the process died right after RunInstances")
-        record(instance, save=save, **values)
-
-    monkeypatch.setattr(utils, "record", die_before_recording)
-    with pytest.raises(BaseException):  # noqa: B017
-        deployment.execute_operation("cloudify.interfaces.lifecycle.create", ["server"])
-    monkeypatch.setattr(utils, "record", record)
+    create_dies_right_after_run_instances(deployment, monkeypatch)
     deployment.execute_operation("cloudify.interfaces.lifecycle.delete", ["server"])
     assert live_instances(ec2) == []
 
