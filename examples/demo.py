@@ -216,8 +216,7 @@ def load_inputs(path: Path) -> dict:
     return inputs
 
 
-def run(target: str, inputs_path: Path | None, retries: int | None, interval: int | None) -> None:
-    workdir = BUILD / target
+def run(target: str, inputs_path: Path | None, retries: int | None, interval: int | None, workdir: Path) -> None:
     emulator: Emulator | None = None
     installed = False
     try:
@@ -305,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=("emulator", "aws"), default="emulator")
     parser.add_argument("--inputs", type=Path, help="inputs file (emulator default: examples/inputs-emulator.yaml)")
+    parser.add_argument("--workdir", type=Path, help="working folder (default: build/demo/TARGET)")
     parser.add_argument("--task-retries", type=int, help="cfy --task-retries (default: 10 emulator, 60 aws)")
     parser.add_argument("--task-retry-interval", type=int, help="cfy --task-retry-interval (default: 2 / 15)")
     args = parser.parse_args(argv)
@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     # Clean up on SIGTERM too, not only on Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run(args.target, args.inputs, args.task_retries, args.task_retry_interval)
+        workdir = (args.workdir or BUILD / args.target).resolve()
+        run(args.target, args.inputs, args.task_retries, args.task_retry_interval, workdir)
     except DemoError as error:
         print(f"\ndemo FAILED: {error}", file=sys.stderr)
         return 1
