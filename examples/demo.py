@@ -134,15 +134,34 @@ def prepare_workdir(workdir: Path) -> None:
 
 
 def cfy(*args: str, quiet: bool = False, capture: bool = False) -> str:
-    """Runs a cfy command; raises DemoError when it fails."""
+    """Runs a cfy command; raises DemoError when it fails. Unless quiet or
+    captured, its output is shown as it comes, and the reasons of failed tasks
+    (which cfy's own error message leaves out) are collected for the error."""
     command = [str(CFY), *args]
-    if not quiet and not capture:
-        print("$ cfy " + " ".join(args), flush=True)
-    result = subprocess.run(command, text=True, capture_output=quiet or capture)
-    if result.returncode != 0:
-        detail = (result.stdout or "") + (result.stderr or "") if (quiet or capture) else ""
-        raise DemoError(f"`cfy {' '.join(args)}` failed with exit code {result.returncode}\n{detail}".rstrip())
-    return result.stdout or ""
+    shown = " ".join(args)
+    if quiet or capture:
+        result = subprocess.run(command, text=True, capture_output=True)
+        if result.returncode != 0:
+            raise DemoError(f"`cfy {shown}` failed with exit code {result.returncode}\n{result.stdout}{result.stderr}")
+        return result.stdout
+    print(f"$ cfy {shown}", flush=True)
+    reasons: list[str] = []
+    process = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            if "Task failed '" in line and " -> " in line:
+                reasons.append(line.split(" -> ", 1)[1].strip())
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        why = "".join(f"\n  - {reason}" for reason in dict.fromkeys(reasons))
+        because = f"; because:{why}" if why else ""
+        raise DemoError(f"`cfy {shown}` failed with exit code {process.returncode}{because}")
+    return ""
 
 
 def cfy_json(*args: str) -> Any:

@@ -75,6 +75,8 @@ def test_demo_fails_clearly_and_still_stops_its_emulator(tmp_path):
     result = run_demo("--workdir", str(tmp_path / "work"), "--inputs", str(bad), "--task-retries", "0")
     assert result.returncode == 1
     assert "demo FAILED: `cfy install" in result.stderr
+    # The failed task's reason, which cfy's own error leaves out, is shown.
+    assert "because:" in result.stderr and "image_id" in result.stderr
     assert "Stopping the EC2 emulator" in result.stdout
     assert_gone(emulator_pid(result.stdout))
 
