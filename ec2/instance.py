@@ -23,7 +23,7 @@ import botocore.session
 from botocore.validate import ParamValidator
 from cloudify import constants as cloudify_constants
 from cloudify.decorators import operation
-from cloudify.exceptions import NonRecoverableError
+from cloudify.exceptions import NonRecoverableError, RecoverableError
 from cloudify.utils import internal as cloudify_internal
 
 from ec2 import constants, utils
@@ -40,6 +40,8 @@ CLIENT_TOKEN_LIMIT = 64
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 GONE_STATES = ("shutting-down", "terminated")
 NOT_FOUND = "not-found"
+# An instance between states refuses start and stop for a moment: retry later.
+IN_TRANSITION = ("IncorrectInstanceState",)
 
 # Every runtime property this module sets; delete pops them all.
 RUNTIME_PROPERTIES = (
@@ -119,7 +121,13 @@ def start(ctx, **_):
             raise _gone(ctx, instance_id)
         _record_addresses(ctx, instance)
         return
-    if state in GONE_STATES or state == NOT_FOUND:
+    if state == NOT_FOUND:
+        # EC2 is eventually consistent: a new instance may not be visible yet.
+        raise RecoverableError(
+            f"{utils.node_label(ctx)}: instance {instance_id} is not visible yet; trying again.",
+            retry_after=utils.wait_settings(ctx.node)[2],
+        )
+    if state in GONE_STATES:
         raise _gone(ctx, instance_id, state)
 
     if state == "stopping":
@@ -128,7 +136,7 @@ def start(ctx, **_):
             return
         state = _state(instance)
     if state == "stopped":
-        utils.call(ctx, client, "start_instances", InstanceIds=[instance_id])
+        utils.call(ctx, client, "start_instances", retry_codes=IN_TRANSITION, InstanceIds=[instance_id])
         ctx.logger.info(f"Starting instance {instance_id}.")
     if state != "running":
         instance = _wait(ctx, client, instance_id, "running", failed=GONE_STATES)
@@ -151,7 +159,7 @@ def stop(ctx, **_):
         ctx.logger.warning(f"Instance {instance_id} is {state}; there is nothing to stop.")
     else:
         if state not in ("stopping", "stopped"):
-            utils.call(ctx, client, "stop_instances", InstanceIds=[instance_id])
+            utils.call(ctx, client, "stop_instances", retry_codes=IN_TRANSITION, InstanceIds=[instance_id])
             ctx.logger.info(f"Stopping instance {instance_id}.")
         if state != "stopped" and _wait(ctx, client, instance_id, "stopped", failed=GONE_STATES) is None:
             return
@@ -195,6 +203,14 @@ def creation_validation(ctx, **_):
         return
 
     request = validate(ctx)
+    named = utils.resource_id(ctx.node)
+    if named.startswith("i-") and _find(ctx, client, named):
+        raise utils.bad_input(
+            ctx,
+            "resource_id",
+            f"names instance '{named}', which already exists, while use_external_resource is false",
+            "set use_external_resource to true to use that instance, or clear resource_id",
+        )
     image_id = request["ImageId"]
     found = utils.call(ctx, client, "describe_images", not_found_ok=True, ImageIds=[image_id])
     images = (found or {}).get("Images", [])

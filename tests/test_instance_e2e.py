@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import email
+from pathlib import Path
 
 import pytest
+import yaml
 from cloudify import context as cloudify_context
 
 from ec2 import constants, utils
@@ -378,3 +380,25 @@ def test_the_agent_init_script_ends_up_in_user_data_with_the_users_own(deploy, e
         "text/cloud-config": "#cloud-config\npackages: [nginx]\n",
         "text/x-shellscript": "#!/bin/sh\nagent\n",
     }
+
+
+# --- documentation --------------------------------------------------------------
+
+
+def readme_instance_example() -> dict:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## Instance: `cloudify.aws.nodes.Instance`", 1)[1].split("\n## ", 1)[0]
+    block = section.split("**Example**", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)["node_templates"]
+
+
+def test_the_readme_example_installs_and_uninstalls(deploy, ec2, tmp_path):
+    nodes = readme_instance_example()
+    nodes["key"]["properties"]["private_key_path"] = str(tmp_path / "web-key.pem")
+    deployment = deploy(nodes)
+    deployment.install()
+    instance = describe(ec2, deployment.runtime("web")["aws_resource_id"])
+    assert instance["Placement"]["AvailabilityZone"] == "us-east-1a"
+    assert instance["KeyName"] == "web-key"
+    deployment.uninstall()
+    assert live_instances(ec2) == []

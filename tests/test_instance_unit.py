@@ -1,0 +1,401 @@
+"""Narrow behaviour of cloudify.aws.nodes.Instance: the RunInstances request,
+validation errors, waiting, delete and check_status, against the moto server."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+from cloudify.exceptions import NonRecoverableError, RecoverableError
+from cloudify.mocks import MockNodeContext, MockNodeInstanceContext, MockRelationshipContext
+from cloudify.mocks import MockRelationshipSubjectContext as Subject
+
+from ec2 import constants, instance
+from tests.support import IMAGE_ID
+
+KEYPAIR_REL = "cloudify.aws.relationships.instance_connected_to_keypair"
+GROUP_REL = "cloudify.aws.relationships.instance_connected_to_security_group"
+NO_AGENT = {"install_method": "none"}
+
+
+def target(node_id: str, aws_id: str, rel_type: str) -> MockRelationshipContext:
+    return MockRelationshipContext(
+        Subject(MockNodeContext(node_id, {}), MockNodeInstanceContext(f"{node_id}_1", {"aws_resource_id": aws_id})),
+        type=rel_type,
+    )
+
+
+@pytest.fixture
+def server_ctx(make_ctx):
+    """An Instance node's context; keyword arguments override its properties."""
+
+    def build(relationships=None, provider_context=None, runtime_properties=None, **properties):
+        return make_ctx(
+            {
+                "image_id": IMAGE_ID,
+                "instance_type": "t3.micro",
+                "parameters": {},
+                "agent_config": NO_AGENT,
+                "wait_timeout": 30,
+                "wait_interval": 0,
+                "retry_after": 7,
+                **properties,
+            },
+            node_id="server",
+            instance_id="server_abc123",
+            relationships=relationships or [],
+            provider_context=provider_context,
+            runtime_properties=runtime_properties,
+        )
+
+    return build
+
+
+def live_instances(ec2) -> list[dict]:
+    found = ec2.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    )
+    return [i for r in found["Reservations"] for i in r["Instances"]]
+
+
+# --- parameters ---------------------------------------------------------------
+
+
+def test_an_unknown_parameters_key_is_refused_listing_the_accepted_keys(server_ctx, calls):
+    ctx = server_ctx(parameters={"key_nmae": "oops"})
+    with pytest.raises(NonRecoverableError) as error:
+        instance.run_instances(ctx=ctx)
+    message = str(error.value)
+    assert "'server'" in message and "parameters" in message and "key_nmae" in message
+    assert "key_name" in message and "placement" in message and "MetadataOptions" in message
+    assert calls.operations == []
+
+
+@pytest.mark.parametrize(
+    ("boto2", "value", "expected"),
+    [
+        ("key_name", "k", {"KeyName": "k"}),
+        ("security_groups", ["web"], {"SecurityGroups": ["web"]}),
+        ("security_group_ids", ["sg-12345678"], {"SecurityGroupIds": ["sg-12345678"]}),
+        ("user_data", "#!/bin/sh\n", {"UserData": "#!/bin/sh\n"}),
+        ("placement", "us-east-1a", {"Placement": {"AvailabilityZone": "us-east-1a"}}),
+        ("subnet_id", "subnet-1234abcd", {"SubnetId": "subnet-1234abcd"}),
+        ("private_ip_address", "172.31.0.10", {"PrivateIpAddress": "172.31.0.10"}),
+        ("instance_profile_name", "role", {"IamInstanceProfile": {"Name": "role"}}),
+        ("instance_profile_arn", "arn:aws:iam::1:x", {"IamInstanceProfile": {"Arn": "arn:aws:iam::1:x"}}),
+        ("ebs_optimized", "true", {"EbsOptimized": True}),
+        ("monitoring_enabled", True, {"Monitoring": {"Enabled": True}}),
+        ("disable_api_termination", False, {"DisableApiTermination": False}),
+        ("instance_initiated_shutdown_behavior", "stop", {"InstanceInitiatedShutdownBehavior": "stop"}),
+        ("placement_group", "cluster-1", {"Placement": {"GroupName": "cluster-1"}}),
+        ("tenancy", "dedicated", {"Placement": {"Tenancy": "dedicated"}}),
+        ("kernel_id", "aki-12345678", {"KernelId": "aki-12345678"}),
+        ("ramdisk_id", "ari-12345678", {"RamdiskId": "ari-12345678"}),
+        ("additional_info", "info", {"AdditionalInfo": "info"}),
+        ("client_token", "my-token", {"ClientToken": "my-token"}),
+    ],
+)
+def test_each_boto2_parameter_is_translated_to_its_run_instances_field(server_ctx, boto2, value, expected):
+    assert instance.translate_parameters(server_ctx(parameters={boto2: value})) == expected
+
+
+def test_boto2_placement_keys_combine_into_one_placement(server_ctx):
+    ctx = server_ctx(parameters={"placement": "us-east-1b", "placement_group": "g", "tenancy": "default"})
+    assert instance.translate_parameters(ctx)["Placement"] == {
+        "AvailabilityZone": "us-east-1b",
+        "GroupName": "g",
+        "Tenancy": "default",
+    }
+
+
+def test_the_two_spellings_of_one_setting_must_agree(server_ctx):
+    ctx = server_ctx(parameters={"subnet_id": "subnet-1111aaaa", "SubnetId": "subnet-2222bbbb"})
+    with pytest.raises(NonRecoverableError, match="SubnetId"):
+        instance.translate_parameters(ctx)
+
+
+def test_min_and_max_count_are_the_plugins_own(server_ctx):
+    with pytest.raises(NonRecoverableError, match="MaxCount"):
+        instance.build_request(server_ctx(parameters={"MaxCount": 3}))
+
+
+def test_a_malformed_boto3_value_is_refused_before_aws_is_called(server_ctx, calls):
+    ctx = server_ctx(parameters={"MetadataOptions": {"HttpTokens": 5}})
+    with pytest.raises(NonRecoverableError, match="HttpTokens"):
+        instance.run_instances(ctx=ctx)
+    assert calls.operations == []
+
+
+@pytest.mark.parametrize(
+    ("prop", "value"), [("image_id", ""), ("instance_type", ""), ("image_id", "ubuntu"), ("instance_type", "large")]
+)
+def test_image_and_type_are_required_and_checked_before_aws_is_called(server_ctx, calls, prop, value):
+    with pytest.raises(NonRecoverableError) as error:
+        instance.run_instances(ctx=server_ctx(**{prop: value}))
+    assert f"property '{prop}'" in str(error.value) and "Fix:" in str(error.value)
+    assert calls.operations == []
+
+
+# --- key pair, groups, provider context -----------------------------------------
+
+
+def test_the_connected_key_pair_is_the_instance_key(server_ctx):
+    request = instance.build_request(server_ctx(relationships=[target("key", "my-key", KEYPAIR_REL)]))
+    assert request["KeyName"] == "my-key"
+
+
+def test_two_key_pair_relationships_are_an_error(server_ctx):
+    ctx = server_ctx(relationships=[target("a", "key-a", KEYPAIR_REL), target("b", "key-b", KEYPAIR_REL)])
+    with pytest.raises(NonRecoverableError, match="one key pair"):
+        instance.build_request(ctx)
+
+
+def test_a_key_name_disagreeing_with_the_connected_key_pair_is_an_error(server_ctx):
+    ctx = server_ctx(relationships=[target("key", "key-a", KEYPAIR_REL)], parameters={"key_name": "key-b"})
+    with pytest.raises(NonRecoverableError, match="key_name"):
+        instance.build_request(ctx)
+
+
+def test_security_groups_come_from_relationships_parameters_and_the_provider_context(server_ctx):
+    ctx = server_ctx(
+        relationships=[target("g1", "sg-11111111", GROUP_REL), target("g2", "sg-22222222", GROUP_REL)],
+        parameters={"security_group_ids": ["sg-33333333", "sg-11111111"]},
+        provider_context={"resources": {"agents_security_group": {"id": "sg-44444444"}}},
+    )
+    assert instance.build_request(ctx)["SecurityGroupIds"] == [
+        "sg-11111111",
+        "sg-22222222",
+        "sg-33333333",
+        "sg-44444444",
+    ]
+
+
+def test_the_provider_contexts_agents_keypair_is_the_default_key(server_ctx):
+    ctx = server_ctx(provider_context={"resources": {"agents_keypair": {"id": "agents-key"}}})
+    assert instance.build_request(ctx)["KeyName"] == "agents-key"
+
+
+def test_key_name_in_parameters_wins_over_the_provider_context(server_ctx):
+    ctx = server_ctx(
+        parameters={"key_name": "mine"}, provider_context={"resources": {"agents_keypair": {"id": "agents-key"}}}
+    )
+    assert instance.build_request(ctx)["KeyName"] == "mine"
+
+
+def test_a_missing_provider_context_is_tolerated(server_ctx):
+    request = instance.build_request(server_ctx(provider_context={}))
+    assert "KeyName" not in request and "SecurityGroupIds" not in request
+
+
+def test_a_relationship_type_derived_from_instance_connected_to_keypair_counts(deploy, tmp_path, ec2):
+    deployment = deploy(
+        {
+            "key": {
+                "type": "cloudify.aws.nodes.KeyPair",
+                "properties": {"private_key_path": str(tmp_path / "derived-key.pem")},
+            },
+            "server": {
+                "type": "cloudify.aws.nodes.Instance",
+                "properties": {"image_id": IMAGE_ID, "instance_type": "t3.micro", "agent_config": NO_AGENT},
+                "relationships": [{"type": "my.uses_key", "target": "key"}],
+            },
+        },
+        relationships={"my.uses_key": {"derived_from": KEYPAIR_REL}},
+    )
+    deployment.install()
+    (server,) = live_instances(ec2)
+    assert server["KeyName"] == "derived-key"
+
+
+# --- request details --------------------------------------------------------------
+
+
+def test_the_client_token_is_stable_ascii_and_at_most_64_characters(server_ctx, make_ctx):
+    first = instance.client_token(server_ctx())
+    again = instance.client_token(server_ctx())
+    other = instance.client_token(make_ctx({}, instance_id="server_other"))
+    assert first == again != other
+    assert first.isascii() and len(first) <= 64
+
+
+def test_run_instances_sends_the_token_and_all_tags_in_one_call(server_ctx, calls, ec2):
+    ctx = server_ctx(tags={"team": "qa"})
+    instance.run_instances(ctx=ctx)
+    assert calls.mutating == ["RunInstances"]
+    (server,) = live_instances(ec2)
+    assert server["ClientToken"] == instance.client_token(ctx)
+    assert {t["Key"] for t in server["Tags"]} == {
+        "Name",
+        "team",
+        constants.TAG_DEPLOYMENT_ID,
+        constants.TAG_NODE_INSTANCE_ID,
+    }
+
+
+def test_create_records_the_instance_and_reservation_before_any_waiting(server_ctx, calls):
+    ctx = server_ctx()
+    instance.run_instances(ctx=ctx)
+    assert ctx.instance.runtime_properties["aws_resource_id"].startswith("i-")
+    assert ctx.instance.runtime_properties["reservation_id"].startswith("r-")
+    assert "DescribeInstances" not in calls.operations[calls.operations.index("RunInstances") :]
+
+
+def test_create_keeps_an_instance_already_recorded(server_ctx, ec2):
+    ctx = server_ctx()
+    instance.run_instances(ctx=ctx)
+    instance.run_instances(ctx=ctx)
+    assert len(live_instances(ec2)) == 1
+
+
+def test_a_repeated_token_answered_with_a_terminated_instance_launches_a_new_one(server_ctx, monkeypatch):
+    ctx = server_ctx()
+    sent = []
+
+    def fake_call(ctx, client, operation, **params):
+        assert operation == "run_instances"
+        sent.append(params["ClientToken"])
+        state = "terminated" if len(sent) == 1 else "pending"
+        return {"ReservationId": "r-1", "Instances": [{"InstanceId": f"i-{len(sent)}", "State": {"Name": state}}]}
+
+    monkeypatch.setattr(instance.utils, "call", fake_call)
+    launched, _ = instance._run(ctx, None, instance.build_request(ctx))
+    assert launched["InstanceId"] == "i-2"
+    assert sent[0] != sent[1] and len(sent[1]) <= 64
+
+
+# --- waiting --------------------------------------------------------------------
+
+
+def test_start_asks_the_workflow_to_retry_while_the_instance_is_not_running(server_ctx, monkeypatch):
+    ctx = server_ctx(wait_timeout=0)
+    instance.run_instances(ctx=ctx)
+    monkeypatch.setattr(instance, "_describe", lambda *_: {"InstanceId": "i-x", "State": {"Name": "pending"}})
+    instance.start(ctx=ctx)
+    retry = ctx.operation._operation_retry
+    assert retry is not None and retry.retry_after == 7
+    assert "ip" not in ctx.instance.runtime_properties
+
+
+def test_start_records_the_addresses_from_a_single_describe(server_ctx, calls, ec2):
+    ctx = server_ctx()
+    instance.run_instances(ctx=ctx)
+    calls.operations.clear()
+    instance.start(ctx=ctx)
+    assert calls.operations == ["DescribeInstances"]
+    (server,) = live_instances(ec2)
+    assert ctx.instance.runtime_properties["public_dns_name"] == server["PublicDnsName"]
+
+
+# --- delete -----------------------------------------------------------------------
+
+
+def test_delete_of_an_instance_that_no_longer_exists_counts_as_done(server_ctx):
+    ctx = server_ctx(runtime_properties={"aws_resource_id": "i-0123456789abcdef0", "reservation_id": "r-1"})
+    instance.terminate(ctx=ctx)
+    assert ctx.instance.runtime_properties == {}
+
+
+def test_delete_of_an_external_instance_that_no_longer_exists_fails(server_ctx):
+    ctx = server_ctx(
+        use_external_resource=True,
+        resource_id="i-0123456789abcdef0",
+        runtime_properties={"aws_resource_id": "i-0123456789abcdef0", "external_resource": True},
+    )
+    with pytest.raises(NonRecoverableError, match="resource_id"):
+        instance.terminate(ctx=ctx)
+
+
+# --- validation and check_status ------------------------------------------------
+
+
+def test_creation_validation_passes_for_an_available_image(server_ctx):
+    instance.creation_validation(ctx=server_ctx())
+
+
+def test_creation_validation_fails_for_an_image_the_account_cannot_use(server_ctx):
+    with pytest.raises(NonRecoverableError) as error:
+        instance.creation_validation(ctx=server_ctx(image_id="ami-0000000000000dead"))
+    assert "'server'" in str(error.value) and "'image_id'" in str(error.value) and "Fix:" in str(error.value)
+
+
+def test_creation_validation_fails_for_a_missing_key_name(server_ctx):
+    with pytest.raises(NonRecoverableError, match="parameters.key_name"):
+        instance.creation_validation(ctx=server_ctx(parameters={"key_name": "nope"}))
+
+
+def test_creation_validation_fails_for_a_missing_subnet(server_ctx):
+    with pytest.raises(NonRecoverableError, match="parameters.subnet_id"):
+        instance.creation_validation(ctx=server_ctx(parameters={"subnet_id": "subnet-0000dead"}))
+
+
+def test_creation_validation_fails_for_an_implausible_instance_type(server_ctx):
+    with pytest.raises(NonRecoverableError, match="'instance_type'"):
+        instance.creation_validation(ctx=server_ctx(instance_type="huge"))
+
+
+def test_creation_validation_of_an_external_instance_requires_it_to_exist(server_ctx):
+    ctx = server_ctx(use_external_resource=True, resource_id="i-0123456789abcdef0", image_id="")
+    with pytest.raises(NonRecoverableError, match="resource_id"):
+        instance.creation_validation(ctx=ctx)
+
+
+def test_install_with_an_unavailable_image_fails_before_any_instance_exists(deploy, ec2, calls):
+    node = {
+        "type": "cloudify.aws.nodes.Instance",
+        "properties": {"image_id": "ami-0000000000000dead", "instance_type": "t3.micro", "agent_config": NO_AGENT},
+    }
+    deployment = deploy({"server": node})
+    with pytest.raises(Exception):  # noqa: B017 - the engine's own error type
+        deployment.install()
+    assert "RunInstances" not in calls.operations
+    assert live_instances(ec2) == []
+
+
+def test_check_status_fails_for_a_stopped_instance(server_ctx, ec2):
+    ctx = server_ctx()
+    instance.run_instances(ctx=ctx)
+    ec2.stop_instances(InstanceIds=[ctx.instance.runtime_properties["aws_resource_id"]])
+    with pytest.raises(NonRecoverableError, match="stopped"):
+        instance.check_status(ctx=ctx)
+
+
+def test_check_status_passes_for_a_running_instance(server_ctx):
+    ctx = server_ctx()
+    instance.run_instances(ctx=ctx)
+    instance.start(ctx=ctx)
+    instance.check_status(ctx=ctx)
+
+
+def test_creation_validation_of_a_new_instance_fails_when_resource_id_names_an_existing_one(server_ctx, ec2):
+    existing = ec2.run_instances(ImageId=IMAGE_ID, InstanceType="t3.micro", MinCount=1, MaxCount=1)
+    ctx = server_ctx(resource_id=existing["Instances"][0]["InstanceId"])
+    with pytest.raises(NonRecoverableError, match="use_external_resource"):
+        instance.creation_validation(ctx=ctx)
+
+
+def test_a_stop_refused_while_the_instance_is_in_transition_is_retried(server_ctx, monkeypatch):
+    class InTransition:
+        def describe_instances(self, **_):
+            return {"Reservations": [{"Instances": [{"InstanceId": "i-1", "State": {"Name": "pending"}}]}]}
+
+        def stop_instances(self, **_):
+            error = {"Error": {"Code": "IncorrectInstanceState", "Message": "pending"}}
+            raise ClientError(error, "StopInstances")
+
+    monkeypatch.setattr(instance.utils, "client_for", lambda node: InTransition())
+    ctx = server_ctx(runtime_properties={"aws_resource_id": "i-1"})
+    with pytest.raises(RecoverableError, match="IncorrectInstanceState"):
+        instance.stop(ctx=ctx)
+
+
+def test_start_of_an_instance_not_yet_visible_is_retried(server_ctx):
+    ctx = server_ctx(runtime_properties={"aws_resource_id": "i-0123456789abcdef0"})
+    with pytest.raises(RecoverableError, match="not visible yet"):
+        instance.start(ctx=ctx)
+
+
+def test_start_of_a_terminated_instance_fails_for_good(server_ctx, ec2):
+    ctx = server_ctx()
+    instance.run_instances(ctx=ctx)
+    ec2.terminate_instances(InstanceIds=[ctx.instance.runtime_properties["aws_resource_id"]])
+    with pytest.raises(NonRecoverableError, match="terminated"):
+        instance.start(ctx=ctx)
