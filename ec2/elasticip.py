@@ -46,6 +46,10 @@ def allocate(ctx, **_):
             "node instance by an earlier, interrupted run."
         )
     else:
+        if utils.resource_id(ctx.node):
+            ctx.logger.warning(
+                f"resource_id {utils.resource_id(ctx.node)} is ignored for a new address: AWS chooses the IP."
+            )
         address = utils.call(
             ctx, client, "allocate_address", Domain="vpc", TagSpecifications=utils.creation_tags(ctx, "elastic-ip")
         )
@@ -133,6 +137,10 @@ def associate(ctx, **_):
 @operation(resumable=True)
 def disassociate(ctx, **_):
     """Relationship unlink: unties the address, only while it is still tied to this instance."""
+    if not _recorded_ends(ctx):
+        ctx.logger.info("The instance or the elastic IP was never created; nothing to disassociate.")
+        utils.forget(ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID)
+        return
     instance_id, public_ip, allocation_id = _ends(ctx)
     if _both_external(ctx):
         utils.forget(ctx.target.instance, constants.ASSOCIATED_INSTANCE_ID)
@@ -202,6 +210,14 @@ def _ends(ctx) -> tuple[str, str, str | None]:
             "Fix: reinstall the elastic IP node so that it records its allocation id."
         )
     return instance_id, public_ip, allocation_id
+
+
+def _recorded_ends(ctx) -> bool:
+    """Whether both ends of the relationship have recorded their AWS ids."""
+    return bool(
+        ctx.source.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+        and ctx.target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    )
 
 
 def _both_external(ctx) -> bool:

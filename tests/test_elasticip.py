@@ -417,3 +417,9 @@ def test_if_both_are_external_disassociate_only_unassigns(relationship_ctx, new_
     assert addresses(ec2)[0]["InstanceId"] == instance_id
     assert "associated_instance_id" not in ctx.target.instance.runtime_properties
     assert "public_ip_address" not in ctx.source.instance.runtime_properties
+
+
+def test_disassociate_when_the_instance_was_never_created_does_nothing(allocated, relationship_ctx, calls):
+    ctx = relationship_ctx("", allocated.instance.runtime_properties)
+    elasticip.disassociate(ctx=ctx)
+    assert calls.operations == []
