@@ -126,8 +126,9 @@ def prepare_workdir(workdir: Path) -> None:
     from the project's offline types file."""
     os.environ["CFY_WORKDIR"] = str(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    cfy("init", quiet=True)
     config = workdir / ".cloudify" / "config.yaml"
+    if not config.exists():
+        cfy("init", quiet=True)  # writes config.yaml; refuses to run twice
     settings = yaml.safe_load(config.read_text()) or {}
     settings["import_resolver"] = {"parameters": {"rules": [{TYPES_URL: OFFLINE_TYPES.as_uri()}]}}
     config.write_text(yaml.safe_dump(settings, sort_keys=False))

@@ -6,6 +6,7 @@ are skipped when `cfy` is missing (CI runs `make demo` before `make test`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT
+from tests.support import ROOT, TYPES_URL
 
 DEMO = ROOT / "examples" / "demo.py"
 CFY = Path(sys.executable).parent / "cfy"
@@ -114,3 +115,16 @@ def test_real_aws_needs_explicit_inputs_without_placeholders():
     assert result.returncode == 1
     assert "placeholder" in result.stderr
     assert "cfy install" not in result.stdout
+
+
+def test_demo_workdir_can_be_prepared_again(tmp_path, monkeypatch):
+    """A kept working folder (the real-AWS one) is reused on the next run."""
+    spec = importlib.util.spec_from_file_location("demo_driver", DEMO)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    monkeypatch.setenv("CFY_WORKDIR", str(tmp_path))
+    demo.prepare_workdir(tmp_path / "work")
+    demo.prepare_workdir(tmp_path / "work")
+    config = yaml.safe_load((tmp_path / "work" / ".cloudify" / "config.yaml").read_text())
+    assert "logging" in config
+    assert config["import_resolver"]["parameters"]["rules"] == [{TYPES_URL: (ROOT / "offline" / "types.yaml").as_uri()}]
