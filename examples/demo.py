@@ -1,0 +1,349 @@
+"""Run the example blueprint end to end with the Cloudify CLI.
+
+By default everything happens on an EC2 emulator (a moto server started on
+127.0.0.1 on a free port, with fake credentials): nothing reaches AWS. Steps:
+start the emulator, prepare a private CFY_WORKDIR under build/demo/, `cfy
+install` the example, print its outputs and runtime properties, `cfy
+uninstall`, check with boto3 that nothing is left, stop the emulator. The
+emulator is stopped on success, on failure and on Ctrl-C.
+
+Real AWS only with ``--target aws --inputs FILE`` (``make demo TARGET=aws
+INPUTS=FILE``): then the credentials come from boto3's standard chain and it
+costs money while the deployment exists.
+
+Run it with the project's virtual environment (``make demo`` does), which has
+the plugin, the ``cfy`` command and moto installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+BLUEPRINT = EXAMPLES / "blueprint.yaml"
+EMULATOR_INPUTS = EXAMPLES / "inputs-emulator.yaml"
+OFFLINE_TYPES = ROOT / "offline" / "types.yaml"
+TYPES_URL = "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml"
+BUILD = ROOT / "build" / "demo"
+BLUEPRINT_ID = "cloudify-aws-demo"
+CFY = Path(sys.executable).parent / "cfy"
+
+# The plugin waits in-process up to wait_timeout (30 s) and then asks for a
+# retry in retry_after (10 s); errors such as throttling are retried too. Each
+# retry counts against --task-retries, so give enough for the slowest wait.
+RETRIES = {"emulator": (10, 2), "aws": (60, 15)}
+PLACEHOLDERS = ("REGION", "ami-XXXXXXXXXXXXXXXXX")
+
+
+class DemoError(Exception):
+    """A step failed; the message says which and what to do."""
+
+
+def say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Emulator:
+    """A moto EC2 server in its own process group on 127.0.0.1."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env=dict(os.environ, MOTO_ENABLE_AMI_VALIDATION="true"),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            # Its own session: Ctrl-C reaches this script, which then stops it.
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise DemoError(f"the EC2 emulator exited with code {self.process.returncode}; see {self.log.name}")
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise DemoError(
+                        f"the EC2 emulator did not answer within {timeout:.0f}s; see {self.log.name}"
+                    ) from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def emulator_environment(url: str) -> None:
+    """Point boto3 (here and in cfy) at the emulator with fake credentials,
+    and away from any real profile or credentials file."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        AWS_ENDPOINT_URL=url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """A CFY_WORKDIR whose import-resolver rule serves the standard types URL
+    from the project's offline types file."""
+    os.environ["CFY_WORKDIR"] = str(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / ".cloudify" / "config.yaml"
+    if not config.exists():
+        cfy("init", quiet=True)  # writes config.yaml; refuses to run twice
+    settings = yaml.safe_load(config.read_text()) or {}
+    settings["import_resolver"] = {"parameters": {"rules": [{TYPES_URL: OFFLINE_TYPES.as_uri()}]}}
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
+def cfy(*args: str, quiet: bool = False, capture: bool = False) -> str:
+    """Runs a cfy command; raises DemoError when it fails. Unless quiet or
+    captured, its output is shown as it comes, and the reasons of failed tasks
+    (which cfy's own error message leaves out) are collected for the error."""
+    command = [str(CFY), *args]
+    shown = " ".join(args)
+    if quiet or capture:
+        result = subprocess.run(command, text=True, capture_output=True)
+        if result.returncode != 0:
+            raise DemoError(f"`cfy {shown}` failed with exit code {result.returncode}\n{result.stdout}{result.stderr}")
+        return result.stdout
+    print(f"$ cfy {shown}", flush=True)
+    reasons: list[str] = []
+    process = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            if "Task failed '" in line and " -> " in line:
+                reasons.append(line.split(" -> ", 1)[1].strip())
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        why = "".join(f"\n  - {reason}" for reason in dict.fromkeys(reasons))
+        because = f"; because:{why}" if why else ""
+        raise DemoError(f"`cfy {shown}` failed with exit code {process.returncode}{because}")
+    return ""
+
+
+def cfy_json(*args: str) -> Any:
+    # In local mode cfy prints these as JSON already (and nothing with --json).
+    text = cfy(*args, capture=True)
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        raise DemoError(f"`cfy {' '.join(args)}` printed no JSON:\n{text}")
+    return json.JSONDecoder().raw_decode(text[start:])[0]
+
+
+def show_deployment() -> list[dict]:
+    """Prints the outputs and every node instance's runtime properties."""
+    outputs = cfy_json("deployments", "outputs", "-b", BLUEPRINT_ID)
+    say("Outputs")
+    for name, value in outputs.items():
+        if isinstance(value, dict) and "value" in value:
+            value = value["value"]
+        print(f"  {name:<12} {value}")
+    instances = cfy_json("node-instances", "-b", BLUEPRINT_ID)
+    say("Node instances and their runtime properties")
+    for instance in sorted(instances, key=lambda i: i["node_id"]):
+        print(f"  {instance['node_id']} ({instance['id']}, {instance['state']})")
+        for key, value in sorted(instance.get("runtime_properties", {}).items()):
+            print(f"      {key:<24} {json.dumps(value) if not isinstance(value, str) else value}")
+    return instances
+
+
+def check_nothing_left(instances: list[dict], aws_config: dict, emulator: bool) -> None:
+    """Asks EC2 whether anything the deployment made is still there. On the
+    emulator anything beyond its defaults is a leak; on AWS only the ids the
+    deployment recorded are checked."""
+    sys.path.insert(0, str(ROOT))
+    from ec2.connection import ec2_client
+
+    client = ec2_client(aws_config)
+    made = {i.get("runtime_properties", {}).get("aws_resource_id") for i in instances} - {None, ""}
+
+    def ours(*ids: str | None) -> bool:
+        return emulator or bool(made & set(ids))
+
+    left = [
+        f"instance {i['InstanceId']} ({i['State']['Name']})"
+        for r in client.describe_instances()["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] != "terminated" and ours(i["InstanceId"])
+    ]
+    left += [f"key pair {k['KeyName']}" for k in client.describe_key_pairs()["KeyPairs"] if ours(k["KeyName"])]
+    left += [
+        f"security group {g['GroupId']} ({g['GroupName']})"
+        for g in client.describe_security_groups()["SecurityGroups"]
+        if g["GroupName"] != "default" and ours(g["GroupId"], g["GroupName"])
+    ]
+    left += [
+        f"elastic IP {a['PublicIp']}"
+        for a in client.describe_addresses()["Addresses"]
+        if ours(a["PublicIp"], a.get("AllocationId"))
+    ]
+    if left:
+        raise DemoError("uninstall left resources behind: " + ", ".join(left))
+    print("  nothing left: the instance is terminated; the key pair, security group and elastic IP are gone")
+
+
+def load_inputs(path: Path) -> dict:
+    try:
+        inputs = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise DemoError(f"cannot read the inputs file {path}: {error}") from None
+    if not isinstance(inputs, dict):
+        raise DemoError(f"the inputs file {path} must hold a mapping of input names to values")
+    return inputs
+
+
+def run(target: str, inputs_path: Path | None, retries: int | None, interval: int | None, workdir: Path) -> None:
+    emulator: Emulator | None = None
+    installed = False
+    try:
+        if target == "emulator":
+            inputs = load_inputs(inputs_path or EMULATOR_INPUTS)
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            say("Starting the EC2 emulator (moto server)")
+            emulator = Emulator(workdir / "moto.log")
+            emulator.wait_ready()
+            print(f"  listening on {emulator.url}, pid {emulator.process.pid}")
+            emulator_environment(emulator.url)
+            inputs["aws_config"] = {**(inputs.get("aws_config") or {}), "endpoint_url": emulator.url}
+            inputs["key_path"] = str(workdir / "keys" / Path(str(inputs.get("key_path") or "demo.pem")).name)
+        else:
+            if inputs_path is None:
+                raise DemoError("real AWS needs an inputs file: make demo TARGET=aws INPUTS=examples/inputs-aws.yaml")
+            inputs = load_inputs(inputs_path)
+            text = inputs_path.read_text()
+            missing = [p for p in PLACEHOLDERS if p in text]
+            if missing:
+                raise DemoError(f"{inputs_path} still holds the placeholder(s) {missing}: fill them in first")
+            if (workdir / ".cloudify" / "profiles" / "local" / "deployments" / BLUEPRINT_ID).exists():
+                raise DemoError(
+                    f"a previous real-AWS demo deployment is still recorded in {workdir}. Remove it first with\n"
+                    f"  CFY_WORKDIR={workdir} {CFY} uninstall -b {BLUEPRINT_ID}\n"
+                    f"then delete {workdir}."
+                )
+            print("  target: REAL AWS (region and credentials from the inputs and boto3's standard chain)")
+        say(f"Preparing the cfy working directory {workdir}")
+        prepare_workdir(workdir)
+        resolved_inputs = workdir / "inputs.yaml"
+        resolved_inputs.write_text(yaml.safe_dump(inputs, sort_keys=False))
+        print(f"  inputs: {resolved_inputs}")
+
+        default_retries, default_interval = RETRIES[target]
+        retry_args = [
+            "--task-retries", str(default_retries if retries is None else retries),
+            "--task-retry-interval", str(default_interval if interval is None else interval),
+        ]
+        say("Installing the example blueprint")
+        installed = True
+        cfy("install", str(BLUEPRINT), "-b", BLUEPRINT_ID, "-i", str(resolved_inputs), *retry_args)
+        instances = show_deployment()
+
+        say("Uninstalling")
+        cfy("uninstall", "-b", BLUEPRINT_ID, *retry_args)
+        installed = False
+
+        say("Checking with boto3 that nothing is left")
+        check_nothing_left(instances, inputs.get("aws_config") or {}, emulator is not None)
+        say("Demo finished: installed, inspected and uninstalled the example blueprint")
+    finally:
+        if installed and target == "aws":
+            cleanup_aws(retries)
+        if emulator is not None:
+            say("Stopping the EC2 emulator")
+            emulator.stop()
+
+
+def cleanup_aws(retries: int | None) -> None:
+    """After a failure or an interruption on real AWS, tries to uninstall so
+    that nothing keeps costing money, and says what to do if that fails."""
+    say("Cleaning up on AWS after the failure: uninstalling with ignore_failure")
+    try:
+        cfy(
+            "uninstall", "-b", BLUEPRINT_ID, "-p", "ignore_failure=true",
+            "--task-retries", str(60 if retries is None else retries), "--task-retry-interval", "15",
+        )
+    except (DemoError, KeyboardInterrupt) as error:
+        print(
+            f"!! cleanup did not finish ({error or 'interrupted'}). Resources may remain and cost money.\n"
+            f"!! Retry with: CFY_WORKDIR={os.environ.get('CFY_WORKDIR')} {CFY} uninstall -b {BLUEPRINT_ID}\n"
+            "!! and check the EC2 console for instances, key pairs, security groups and elastic IPs "
+            "tagged example=cloudify-aws-plugin.",
+            file=sys.stderr,
+        )
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", choices=("emulator", "aws"), default="emulator")
+    parser.add_argument("--inputs", type=Path, help="inputs file (emulator default: examples/inputs-emulator.yaml)")
+    parser.add_argument("--workdir", type=Path, help="working folder (default: build/demo/TARGET)")
+    parser.add_argument("--task-retries", type=int, help="cfy --task-retries (default: 10 emulator, 60 aws)")
+    parser.add_argument("--task-retry-interval", type=int, help="cfy --task-retry-interval (default: 2 / 15)")
+    args = parser.parse_args(argv)
+    if not CFY.exists():
+        print(f"demo failed: {CFY} is missing; run `make demo`, which installs the Cloudify CLI", file=sys.stderr)
+        return 2
+    # Clean up on SIGTERM too, not only on Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        workdir = (args.workdir or BUILD / args.target).resolve()
+        run(args.target, args.inputs, args.task_retries, args.task_retry_interval, workdir)
+    except DemoError as error:
+        print(f"\ndemo FAILED: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo INTERRUPTED: cleaned up and stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
