@@ -24,7 +24,7 @@ from ec2 import constants, utils
 KIND = "elastic IP"
 ALLOCATION_ID_PATTERN = re.compile(r"^eipalloc-([0-9a-f]{8}|[0-9a-f]{17})$")
 ADDRESS_PROPERTIES = (constants.ALLOCATION_ID, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID)
-FREE, IN_USE, GONE = "free", "in use", "released"
+FREE, GONE = "free", "released"
 
 
 # --- operations -------------------------------------------------------------
@@ -250,15 +250,18 @@ class AddressLookup:
 
 def _left_over(ctx, client) -> dict | None:
     """An address this node instance allocated in an earlier run, if any."""
-    found = utils.call(ctx, client, "describe_addresses", Filters=utils.own_resource_filters(ctx))
-    return found["Addresses"][0] if found["Addresses"] else None
+    found = utils.find_own(ctx, client, "describe_addresses", "Addresses")
+    return found[0] if found else None
 
 
 def _usage(ctx, client, allocation_id: str) -> str:
     address = AddressLookup(ctx, client).address(allocation_id)
     if address is None:
         return GONE
-    return IN_USE if address.get("AssociationId") else FREE
+    if not address.get("AssociationId"):
+        return FREE
+    holder = address.get("InstanceId") or address.get("NetworkInterfaceId") or "another resource"
+    return f"in use by {holder} (disassociate it there to let uninstall release it)"
 
 
 def refresh_instance_addresses(ctx, instance_id: str) -> None:
