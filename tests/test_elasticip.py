@@ -13,7 +13,7 @@ from cloudify.mocks import (
 )
 from cloudify.state import current_ctx
 
-from ec2 import elasticip, utils
+from ec2 import connection, elasticip, utils
 from tests.support import IMAGE_ID
 
 DEFAULTS = {"use_external_resource": False, "resource_id": "", "aws_config": {}, "tags": {}}
@@ -423,3 +423,33 @@ def test_disassociate_when_the_instance_was_never_created_does_nothing(allocated
     ctx = relationship_ctx("", allocated.instance.runtime_properties)
     elasticip.disassociate(ctx=ctx)
     assert calls.operations == []
+
+
+class Recording:
+    """Wraps a client, noting which node's client made each call."""
+
+    def __init__(self, client, node_id: str, sent: list) -> None:
+        self._client, self._node_id, self._sent = client, node_id, sent
+
+    def __getattr__(self, operation: str):
+        self._sent.append((self._node_id, operation))
+        return getattr(self._client, operation)
+
+
+def test_a_relationship_operation_builds_each_sides_client_from_that_sides_own_node(
+    allocated, relationship_ctx, new_instance, monkeypatch
+):
+    """The address's aws_config serves the association, the instance's the refresh."""
+    sent = []
+
+    def client_for(node):
+        client = connection.ec2_client(node.properties.get("aws_config"), node.id)
+        return Recording(client, node.id, sent)
+
+    monkeypatch.setattr(utils, "client_for", client_for)
+    ctx = relationship_ctx(new_instance(), allocated.instance.runtime_properties)
+    elasticip.associate(ctx=ctx)
+    assert ("ip", "associate_address") in sent
+    assert ("server", "describe_instances") in sent
+    assert ("server", "associate_address") not in sent
+
