@@ -26,6 +26,7 @@ $(DEMO_STAMP): $(STAMP) demo-requirements.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: lint
 	$(BIN)/python -m pytest -q tests

@@ -274,8 +274,10 @@ def run(target: str, inputs_path: Path | None, retries: int | None, interval: in
 
         default_retries, default_interval = RETRIES[target]
         retry_args = [
-            "--task-retries", str(default_retries if retries is None else retries),
-            "--task-retry-interval", str(default_interval if interval is None else interval),
+            "--task-retries",
+            str(default_retries if retries is None else retries),
+            "--task-retry-interval",
+            str(default_interval if interval is None else interval),
         ]
         say("Installing the example blueprint")
         installed = True
@@ -303,8 +305,15 @@ def cleanup_aws(retries: int | None) -> None:
     say("Cleaning up on AWS after the failure: uninstalling with ignore_failure")
     try:
         cfy(
-            "uninstall", "-b", BLUEPRINT_ID, "-p", "ignore_failure=true",
-            "--task-retries", str(60 if retries is None else retries), "--task-retry-interval", "15",
+            "uninstall",
+            "-b",
+            BLUEPRINT_ID,
+            "-p",
+            "ignore_failure=true",
+            "--task-retries",
+            str(60 if retries is None else retries),
+            "--task-retry-interval",
+            "15",
         )
     except (DemoError, KeyboardInterrupt) as error:
         print(

@@ -452,4 +452,3 @@ def test_a_relationship_operation_builds_each_sides_client_from_that_sides_own_n
     assert ("ip", "associate_address") in sent
     assert ("server", "describe_instances") in sent
     assert ("server", "associate_address") not in sent
-

@@ -94,8 +94,12 @@ def existing(tmp_path, ec2):
     key_path.chmod(0o600)
     group_id = ec2.create_security_group(GroupName="existing-group", Description="made by hand")["GroupId"]
     (instance,) = ec2.run_instances(
-        ImageId=IMAGE_ID, InstanceType="t2.micro", MinCount=1, MaxCount=1,
-        KeyName="existing-key", SecurityGroupIds=[group_id],
+        ImageId=IMAGE_ID,
+        InstanceType="t2.micro",
+        MinCount=1,
+        MaxCount=1,
+        KeyName="existing-key",
+        SecurityGroupIds=[group_id],
     )["Instances"]
     address = ec2.allocate_address(Domain="vpc")
     ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=instance["InstanceId"])

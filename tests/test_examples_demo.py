@@ -85,7 +85,10 @@ def test_demo_fails_clearly_and_still_stops_its_emulator(tmp_path):
 def test_demo_cleans_up_when_interrupted(tmp_path):
     process = subprocess.Popen(
         [sys.executable, str(DEMO), "--workdir", str(tmp_path / "work")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=demo_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=demo_environment(),
     )
     seen = []
     try:

@@ -30,7 +30,10 @@ def wagon_file(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wagon")
     result = subprocess.run(
         [str(WAGON), "create", str(source), "-o", str(out), "-f", "--add-file", "plugin.yaml"],
-        cwd=source, capture_output=True, text=True, timeout=600,
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     (built,) = out.glob("*.wgn")
