@@ -15,7 +15,10 @@ from typing import Any
 from urllib.parse import quote
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
+from botocore.exceptions import ProfileNotFound
 from cloudify.exceptions import NonRecoverableError
 
 from ec2 import constants
@@ -50,7 +53,14 @@ RETRY_MODES = ("legacy", "standard", "adaptive")
 def ec2_client(aws_config: dict | None, node_id: str = "") -> Any:
     """An EC2 client for a node's ``aws_config`` (boto3 or boto 2 keys)."""
     settings = client_settings(aws_config or {}, node_id)
-    return _cached_client(json.dumps(settings, sort_keys=True))
+    try:
+        return _cached_client(json.dumps(settings, sort_keys=True))
+    except ProfileNotFound as error:
+        where = f"node '{node_id}': " if node_id else ""
+        raise NonRecoverableError(
+            f"{where}{error}. Fix: correct aws_config 'profile_name' (or AWS_PROFILE), "
+            "or add that profile to the shared AWS config and credentials files."
+        ) from None
 
 
 def client_settings(aws_config: dict, node_id: str = "") -> dict:
@@ -126,8 +136,15 @@ def _cached_client(settings_json: str) -> Any:
     return _create_client(json.loads(settings_json))
 
 
+# One loader for every session: the EC2 service model is read from disk once.
+_DATA_LOADER = botocore.loaders.create_loader()
+
+
 def _create_client(settings: dict) -> Any:
+    core_session = botocore.session.Session()
+    core_session.register_component("data_loader", _DATA_LOADER)
     session = boto3.session.Session(
+        botocore_session=core_session,
         aws_access_key_id=settings.get("aws_access_key_id"),
         aws_secret_access_key=settings.get("aws_secret_access_key"),
         aws_session_token=settings.get("aws_session_token"),

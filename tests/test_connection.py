@@ -121,3 +121,9 @@ def test_credentials_never_appear_in_error_messages():
     with pytest.raises(NonRecoverableError) as error:
         connection.client_settings({"aws_secret_access_key": "TOPSECRET", "bogus": 1})
     assert "TOPSECRET" not in str(error.value)
+
+
+def test_an_unknown_profile_is_a_clear_error_naming_the_node():
+    with pytest.raises(NonRecoverableError) as error:
+        connection.ec2_client({"profile_name": "no-such-profile"}, "vm")
+    assert "node 'vm'" in str(error.value) and "profile_name" in str(error.value)
