@@ -147,17 +147,25 @@ def start(ctx, **_):
 
 @operation(resumable=True)
 def stop(ctx, **_):
-    """Stops the instance, waits until it is stopped, forgets its addresses."""
+    """Stops the instance, waits until it is stopped, forgets its addresses.
+
+    With no instance recorded (a failed or interrupted install), it stops the
+    live instances tagged as this node instance's, if any, and otherwise only
+    logs: uninstall must get through after any failed install.
+    """
     if utils.use_external(ctx.node):
         utils.forget(ctx.instance, *constants.INSTANCE_NETWORK_PROPERTIES)
         ctx.logger.info("External instance: addresses forgotten; the instance is left as it is.")
         return
     client = utils.client_for(ctx.node)
-    instance_id = _recorded_id(ctx)
-    state = _state(_describe(ctx, client, instance_id))
-    if state in GONE_STATES or state == NOT_FOUND:
-        ctx.logger.warning(f"Instance {instance_id} is {state}; there is nothing to stop.")
-    else:
+    instance_ids = _own_instance_ids(ctx, client)
+    if not instance_ids:
+        ctx.logger.info("No instance was recorded or found for this node instance; there is nothing to stop.")
+    for instance_id in instance_ids:
+        state = _state(_describe(ctx, client, instance_id))
+        if state in GONE_STATES or state == NOT_FOUND:
+            ctx.logger.warning(f"Instance {instance_id} is {state}; there is nothing to stop.")
+            continue
         if state not in ("stopping", "stopped"):
             utils.call(ctx, client, "stop_instances", retry_codes=IN_TRANSITION, InstanceIds=[instance_id])
             ctx.logger.info(f"Stopping instance {instance_id}.")
@@ -179,17 +187,16 @@ def terminate(ctx, **_):
     ):
         return
 
-    instance_id = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    if not instance_id:
-        # An interrupted create may have launched an instance it never recorded.
-        leftover = _own_live_instances(ctx, client)
-        instance_id = leftover[0]["InstanceId"] if leftover else None
-    if instance_id:
+    instance_ids = _own_instance_ids(ctx, client)
+    if not instance_ids:
+        ctx.logger.info("No instance was recorded or found for this node instance; there is nothing to terminate.")
+    for instance_id in instance_ids:
         terminated = utils.call(ctx, client, "terminate_instances", not_found_ok=True, InstanceIds=[instance_id])
-        if terminated is not None:
-            ctx.logger.info(f"Terminating instance {instance_id}.")
-            if _wait(ctx, client, instance_id, ("terminated", NOT_FOUND)) is None:
-                return
+        if terminated is None:
+            continue
+        ctx.logger.info(f"Terminating instance {instance_id}.")
+        if _wait(ctx, client, instance_id, ("terminated", NOT_FOUND)) is None:
+            return
     utils.forget(ctx.instance, *RUNTIME_PROPERTIES)
 
 
@@ -601,6 +608,15 @@ def _own_live_instances(ctx, client) -> list[dict]:
         for instance in reservation["Instances"]
     ]
     return sorted(instances, key=lambda instance: str(instance.get("LaunchTime", "")))
+
+
+def _own_instance_ids(ctx, client) -> list[str]:
+    """The recorded instance, or else the live instances tagged as this node
+    instance's: an interrupted create may have launched one it never recorded."""
+    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    if recorded:
+        return [str(recorded)]
+    return [instance["InstanceId"] for instance in _own_live_instances(ctx, client)]
 
 
 def _describe(ctx, client, instance_id: str) -> dict | None:

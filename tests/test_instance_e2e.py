@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cloudify import context as cloudify_context
+from cloudify.exceptions import WorkflowFailed
 
 from ec2 import constants, utils
 from tests.support import IMAGE_ID
@@ -285,11 +286,32 @@ def test_create_run_again_after_a_crash_adopts_the_launched_instance(deploy, ec2
     assert deployment.runtime("server")["aws_resource_id"] == instance["InstanceId"]
 
 
-def test_uninstall_after_a_crash_terminates_the_unrecorded_instance(deploy, ec2, monkeypatch):
+def test_delete_after_a_crash_terminates_the_unrecorded_instance(deploy, ec2, monkeypatch):
     deployment = deploy({"server": server()})
     create_dies_right_after_run_instances(deployment, monkeypatch)
     deployment.execute_operation("cloudify.interfaces.lifecycle.delete", ["server"])
     assert live_instances(ec2) == []
+
+
+def test_the_uninstall_workflow_after_a_crash_terminates_the_unrecorded_instance(deploy, ec2, monkeypatch):
+    deployment = deploy({"server": server()})
+    create_dies_right_after_run_instances(deployment, monkeypatch)
+    (leaked,) = live_instances(ec2)
+    deployment.uninstall()
+    assert live_instances(ec2) == []
+    assert describe(ec2, leaked["InstanceId"])["State"]["Name"] == "terminated"
+    assert deployment.runtime("server") == {}
+
+
+def test_uninstall_after_an_install_that_failed_on_a_bad_image_succeeds(deploy, ec2, calls, capsys):
+    deployment = deploy({"server": server(image_id="ami-0000000000000dead")})
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    assert "node 'server': property 'image_id'" in capsys.readouterr().out
+    deployment.uninstall()
+    assert "RunInstances" not in calls.operations
+    assert live_instances(ec2) == []
+    assert deployment.runtime("server") == {}
 
 
 def test_check_status_passes_while_the_instance_runs(deploy):

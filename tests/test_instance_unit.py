@@ -285,6 +285,35 @@ def test_start_records_the_addresses_from_a_single_describe(server_ctx, calls, e
     assert ctx.instance.runtime_properties["public_dns_name"] == server["PublicDnsName"]
 
 
+# --- stop and delete without a recorded instance ----------------------------------
+
+
+def test_stop_with_no_instance_recorded_or_found_only_logs(server_ctx, calls):
+    ctx = server_ctx()
+    instance.stop(ctx=ctx)
+    assert calls.mutating == []
+    assert ctx.instance.runtime_properties == {}
+
+
+def test_stop_with_no_instance_recorded_stops_the_one_tagged_as_this_node_instances(server_ctx, ec2):
+    ctx = server_ctx()
+    instance.run_instances(ctx=ctx)
+    instance_id = ctx.instance.runtime_properties.pop("aws_resource_id")
+    instance.stop(ctx=ctx)
+    (stopped,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
+    assert stopped["State"]["Name"] == "stopped"
+
+
+def test_delete_with_no_instance_recorded_terminates_every_one_tagged_as_this_node_instances(server_ctx, ec2):
+    ctx = server_ctx()
+    owner = instance.utils.creation_tags(ctx, "instance")
+    for _ in range(2):
+        ec2.run_instances(ImageId=IMAGE_ID, InstanceType="t3.micro", MinCount=1, MaxCount=1, TagSpecifications=owner)
+    assert len(live_instances(ec2)) == 2
+    instance.terminate(ctx=ctx)
+    assert live_instances(ec2) == []
+
+
 # --- delete -----------------------------------------------------------------------
 
 
