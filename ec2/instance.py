@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -331,7 +332,7 @@ def build_request(ctx) -> dict[str, Any]:
     if user_data:
         request["UserData"] = user_data
     request["TagSpecifications"] = _tag_specifications(ctx, request.get("TagSpecifications", []))
-    request.setdefault("ClientToken", client_token(ctx))
+    request.setdefault("ClientToken", client_token(ctx, request))
 
     report = ParamValidator().validate(request, _run_instances_shape())
     if report.has_errors():
@@ -439,10 +440,19 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def client_token(ctx) -> str:
-    """A RunInstances idempotency token, stable for this node instance."""
-    digest = hashlib.sha256(f"{ctx.deployment.id}/{ctx.instance.id}".encode()).hexdigest()
-    return f"cloudify-{digest}"[:CLIENT_TOKEN_LIMIT]
+def client_token(ctx, request: dict[str, Any]) -> str:
+    """A RunInstances idempotency token for this node instance and this request.
+
+    An identical request gets the same token, so AWS deduplicates a repeated
+    call; a changed one (new tags, user data, ...) gets a new token, so AWS
+    does not refuse it with IdempotentParameterMismatch.
+    """
+    canonical = json.dumps(
+        {key: value for key, value in request.items() if key != "ClientToken"}, sort_keys=True, default=str
+    )
+    request_digest = hashlib.sha256(canonical.encode()).hexdigest()
+    seed = f"{ctx.deployment.id}/{ctx.instance.id}/{request_digest}"
+    return f"cloudify-{hashlib.sha256(seed.encode()).hexdigest()}"[:CLIENT_TOKEN_LIMIT]
 
 
 # --- relationships and the provider context -------------------------------
@@ -520,7 +530,10 @@ def _user_data(ctx, user_data: str | None) -> str | None:
 
 def multipart_user_data(*parts: str) -> str:
     """Combines user data parts into one multipart MIME document for cloud-init."""
-    message = MIMEMultipart()
+    # A boundary made from the parts, not a random one: the same user data must
+    # give the same request, and so the same ClientToken.
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()
+    message = MIMEMultipart(boundary=f"==============={digest[:32]}==")
     for part in parts:
         charset = "us-ascii" if part.isascii() else "utf-8"
         message.attach(MIMEText(part, _subtype=_cloud_init_subtype(part), _charset=charset))

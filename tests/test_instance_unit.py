@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, RecoverableError
-from cloudify.mocks import MockNodeContext, MockNodeInstanceContext, MockRelationshipContext
+from cloudify.mocks import MockCloudifyContext, MockNodeContext, MockNodeInstanceContext, MockRelationshipContext
 from cloudify.mocks import MockRelationshipSubjectContext as Subject
 
 from ec2 import constants, instance
@@ -209,12 +209,60 @@ def test_a_relationship_type_derived_from_instance_connected_to_keypair_counts(d
 # --- request details --------------------------------------------------------------
 
 
-def test_the_client_token_is_stable_ascii_and_at_most_64_characters(server_ctx, make_ctx):
-    first = instance.client_token(server_ctx())
-    again = instance.client_token(server_ctx())
-    other = instance.client_token(make_ctx({}, instance_id="server_other"))
-    assert first == again != other
+def test_the_client_token_is_the_same_for_an_identical_request(server_ctx):
+    first = instance.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
+    again = instance.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
+    assert first == again
     assert first.isascii() and len(first) <= 64
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"tags": {"team": "ops"}},
+        {"instance_type": "t3.small"},
+        {"parameters": {"user_data": "#!/bin/sh\necho changed\n"}},
+        {"relationships": [target("g", "sg-11111111", GROUP_REL)]},
+    ],
+)
+def test_the_client_token_changes_when_the_request_changes(server_ctx, changed):
+    before = instance.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
+    after = instance.build_request(server_ctx(**{"tags": {"team": "qa"}, **changed}))["ClientToken"]
+    assert before != after
+    assert after.isascii() and len(after) <= 64
+
+
+def test_the_client_token_differs_between_node_instances_and_deployments(server_ctx, make_ctx):
+    request = {"ImageId": IMAGE_ID, "InstanceType": "t3.micro", "MinCount": 1, "MaxCount": 1}
+    ours = instance.client_token(server_ctx(), request)
+    other_instance = instance.client_token(make_ctx({}, instance_id="server_other"), request)
+    other_deployment = instance.client_token(make_ctx({}, instance_id="server_abc123", deployment_id="d2"), request)
+    assert len({ours, other_instance, other_deployment}) == 3
+
+
+def test_the_client_token_ignores_a_token_already_in_the_request(server_ctx):
+    ctx = server_ctx()
+    request = {"ImageId": IMAGE_ID, "InstanceType": "t3.micro"}
+    assert instance.client_token(ctx, request) == instance.client_token(ctx, {**request, "ClientToken": "old"})
+
+
+def test_a_client_token_in_parameters_replaces_the_plugins_own(server_ctx):
+    assert instance.build_request(server_ctx(parameters={"client_token": "mine"}))["ClientToken"] == "mine"
+
+
+class FakeAgent:
+    def init_script(self) -> str:
+        return "#!/bin/sh\nagent\n"
+
+
+def test_the_agent_init_script_gives_the_same_user_data_and_token_each_time(server_ctx, monkeypatch):
+    monkeypatch.setattr(instance.cloudify_internal, "get_install_method", lambda _: "init_script")
+    monkeypatch.setattr(MockCloudifyContext, "agent", property(lambda _: FakeAgent()), raising=False)
+    first = instance.build_request(server_ctx(parameters={"user_data": "#cloud-config\n"}))
+    again = instance.build_request(server_ctx(parameters={"user_data": "#cloud-config\n"}))
+    assert first["UserData"].startswith("Content-Type: multipart/mixed")
+    assert first["UserData"] == again["UserData"]
+    assert first["ClientToken"] == again["ClientToken"]
 
 
 def test_run_instances_sends_the_token_and_all_tags_in_one_call(server_ctx, calls, ec2):
@@ -222,7 +270,7 @@ def test_run_instances_sends_the_token_and_all_tags_in_one_call(server_ctx, call
     instance.run_instances(ctx=ctx)
     assert calls.mutating == ["RunInstances"]
     (server,) = live_instances(ec2)
-    assert server["ClientToken"] == instance.client_token(ctx)
+    assert server["ClientToken"] == instance.build_request(ctx)["ClientToken"]
     assert {t["Key"] for t in server["Tags"]} == {
         "Name",
         "team",
