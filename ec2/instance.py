@@ -34,6 +34,7 @@ KEYPAIR_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_keypair
 SECURITY_GROUP_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_security_group"
 
 IMAGE_ID_PATTERN = re.compile(r"^ami-[0-9a-f]{8,17}$")
+INSTANCE_ID_PATTERN = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 INSTANCE_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 CLIENT_TOKEN_LIMIT = 64
 
@@ -92,8 +93,9 @@ LIST_FIELDS = ("SecurityGroups", "SecurityGroupIds")
 @operation(resumable=True)
 def run_instances(ctx, **_):
     """create: runs one instance, or adopts the one this node instance owns."""
+    check_external_relationships(ctx)
     client = utils.client_for(ctx.node)
-    if utils.adopt_external(ctx, KIND, lambda wanted: _find(ctx, client, wanted)):
+    if utils.adopt_external(ctx, KIND, _external_finder(ctx, client)):
         return
 
     request = build_request(ctx)
@@ -182,7 +184,7 @@ def terminate(ctx, **_):
     if utils.release_external(
         ctx,
         KIND,
-        lambda wanted: _find(ctx, client, wanted),
+        _external_finder(ctx, client),
         constants.RESERVATION_ID,
         *constants.INSTANCE_NETWORK_PROPERTIES,
     ):
@@ -204,15 +206,16 @@ def terminate(ctx, **_):
 @operation(resumable=True)
 def creation_validation(ctx, **_):
     """Checks the image, the type, and any key pair or subnet named in parameters."""
+    check_external_relationships(ctx)
     client = utils.client_for(ctx.node)
     if utils.use_external(ctx.node):
-        instance_id = utils.require_external(ctx, KIND, lambda wanted: _find(ctx, client, wanted))
+        instance_id = utils.require_external(ctx, KIND, _external_finder(ctx, client))
         ctx.logger.info(f"External instance {instance_id} exists.")
         return
 
     request = validate(ctx)
     named = utils.resource_id(ctx.node)
-    if named.startswith("i-") and _find(ctx, client, named):
+    if INSTANCE_ID_PATTERN.match(named) and _find(ctx, client, named):
         raise utils.bad_input(
             ctx,
             "resource_id",
@@ -263,14 +266,26 @@ def creation_validation(ctx, **_):
 def check_status(ctx, **_):
     """Passes when the instance exists and is running; raises otherwise."""
     client = utils.client_for(ctx.node)
+    external = utils.use_external(ctx.node)
     instance_id = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    if not instance_id and utils.use_external(ctx.node):
+    if not instance_id and external:
         instance_id = utils.resource_id(ctx.node)
+        _check_instance_id(ctx, instance_id)
     if not instance_id:
-        raise NonRecoverableError(f"{utils.node_label(ctx)}: no instance is recorded; it was never created.")
+        raise NonRecoverableError(
+            f"{utils.node_label(ctx)}: no instance is recorded; it was never created. "
+            "Fix: run the install workflow, or the heal workflow for this node instance."
+        )
     state = _state(_describe(ctx, client, instance_id))
     if state != "running":
-        raise NonRecoverableError(f"{utils.node_label(ctx)}: instance {instance_id} is {state}, not running.")
+        fix = (
+            "start it in AWS, or correct resource_id"
+            if external
+            else "run the heal workflow to replace it, or run the start operation if it is stopped"
+        )
+        raise NonRecoverableError(
+            f"{utils.node_label(ctx)}: instance {instance_id} is {state}, not running. Fix: {fix}."
+        )
     ctx.logger.info(f"Instance {instance_id} is running.")
 
 
@@ -481,6 +496,30 @@ def _related_ids(ctx, relationship_type: str) -> list[str]:
     return ids
 
 
+def check_external_relationships(ctx) -> None:
+    """The reference page's rule for an external instance: each security group
+    it is connected to must be external too; a new key pair only warrants a
+    warning. Calls nothing on AWS."""
+    if not utils.use_external(ctx.node):
+        return
+    for relationship in _related(ctx, SECURITY_GROUP_RELATIONSHIP):
+        group = relationship.target.node.id
+        if not utils.use_external(relationship.target.node):
+            raise NonRecoverableError(
+                f"{utils.node_label(ctx)}: it is an existing instance (use_external_resource is true), but its "
+                f"{relationship.type} relationship targets '{group}', a security group Cloudify creates "
+                "(use_external_resource is false); the plugin does not change an existing instance's groups. "
+                f"Fix: make '{group}' external too (use_external_resource: true and its resource_id), "
+                "or set use_external_resource to false on this node so that Cloudify creates the instance."
+            )
+    for relationship in _related(ctx, KEYPAIR_RELATIONSHIP):
+        if not utils.use_external(relationship.target.node):
+            ctx.logger.warning(
+                f"{utils.node_label(ctx)}: it is an existing instance, connected to '{relationship.target.node.id}', "
+                "a key pair Cloudify creates; the instance keeps the key it was launched with."
+            )
+
+
 def _key_name(ctx, from_parameters: str | None) -> str | None:
     """The key pair: a connected KeyPair node, else parameters, else the provider's agents keypair."""
     related = _related_ids(ctx, KEYPAIR_RELATIONSHIP)
@@ -645,6 +684,27 @@ def _state(instance: dict | None) -> str:
 def _find(ctx, client, instance_id: str) -> str | None:
     """The id of an existing, non-terminated instance."""
     return instance_id if _state(_describe(ctx, client, instance_id)) in LIVE_STATES else None
+
+
+def _check_instance_id(ctx, instance_id: str) -> None:
+    """An external resource_id must look like an instance id before AWS is asked."""
+    if not INSTANCE_ID_PATTERN.match(instance_id):
+        raise utils.bad_input(
+            ctx,
+            "resource_id",
+            f"is {instance_id!r}, not an instance id",
+            "give the existing instance's id: 'i-' and 8 or 17 hexadecimal digits, such as i-0123456789abcdef0",
+        )
+
+
+def _external_finder(ctx, client):
+    """What the shared external-resource helpers call to find resource_id."""
+
+    def find(wanted: str) -> str | None:
+        _check_instance_id(ctx, wanted)
+        return _find(ctx, client, wanted)
+
+    return find
 
 
 def _wait(ctx, client, instance_id: str, wanted, failed=()) -> dict | None:

@@ -250,6 +250,30 @@ def test_an_external_instance_in_an_external_group_calls_nothing_that_changes_aw
     assert describe(ec2, instance_id)["State"]["Name"] == "running"
 
 
+def test_an_external_instance_connected_to_a_new_security_group_fails_the_install(deploy, ec2, calls, capsys):
+    instance_id = launch(ec2)
+    groups_before = describe(ec2, instance_id)["SecurityGroups"]
+    deployment = deploy(
+        {
+            "group": {"type": "cloudify.aws.nodes.SecurityGroup", "properties": {"description": "new"}},
+            "server": {
+                **server(use_external_resource=True, resource_id=instance_id),
+                "relationships": [
+                    {"type": "cloudify.aws.relationships.instance_connected_to_security_group", "target": "group"}
+                ],
+            },
+        }
+    )
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    out = capsys.readouterr().out
+    assert "Task failed 'ec2.instance.creation_validation' -> node 'server': it is an existing instance" in out
+    assert "Fix: make 'group' external too" in out
+    assert "aws_resource_id" not in deployment.runtime("server")
+    assert not [name for name in calls.mutating if "Instance" in name]
+    assert describe(ec2, instance_id)["SecurityGroups"] == groups_before
+
+
 def test_install_fails_when_the_external_instance_does_not_exist(deploy, ec2):
     deployment = deploy({"server": server(use_external_resource=True, resource_id="i-0123456789abcdef0")})
     with pytest.raises(Exception):  # noqa: B017 - the engine's own error type

@@ -17,9 +17,12 @@ GROUP_REL = "cloudify.aws.relationships.instance_connected_to_security_group"
 NO_AGENT = {"install_method": "none"}
 
 
-def target(node_id: str, aws_id: str, rel_type: str) -> MockRelationshipContext:
+def target(node_id: str, aws_id: str, rel_type: str, external: bool = False) -> MockRelationshipContext:
     return MockRelationshipContext(
-        Subject(MockNodeContext(node_id, {}), MockNodeInstanceContext(f"{node_id}_1", {"aws_resource_id": aws_id})),
+        Subject(
+            MockNodeContext(node_id, {"use_external_resource": external, "resource_id": aws_id if external else ""}),
+            MockNodeInstanceContext(f"{node_id}_1", {"aws_resource_id": aws_id}),
+        ),
         type=rel_type,
     )
 
@@ -204,6 +207,83 @@ def test_a_relationship_type_derived_from_instance_connected_to_keypair_counts(d
     deployment.install()
     (server,) = live_instances(ec2)
     assert server["KeyName"] == "derived-key"
+
+
+def test_a_new_instance_joins_an_external_security_group(server_ctx):
+    ctx = server_ctx(relationships=[target("group", "sg-55555555", GROUP_REL, external=True)])
+    assert instance.build_request(ctx)["SecurityGroupIds"] == ["sg-55555555"]
+
+
+# --- an external instance's relationships -------------------------------------------
+
+
+@pytest.fixture
+def external_server(server_ctx, ec2):
+    """An external Instance context for an instance that exists; takes its relationships."""
+    instance_id = ec2.run_instances(ImageId=IMAGE_ID, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0][
+        "InstanceId"
+    ]
+
+    def build(*relationships):
+        return server_ctx(
+            use_external_resource=True, resource_id=instance_id, image_id="", relationships=list(relationships)
+        )
+
+    return build
+
+
+@pytest.mark.parametrize("operation", ["run_instances", "creation_validation"])
+def test_an_external_instance_connected_to_a_new_security_group_is_refused(external_server, calls, operation):
+    ctx = external_server(target("web_group", "sg-66666666", GROUP_REL))
+    with pytest.raises(NonRecoverableError) as error:
+        getattr(instance, operation)(ctx=ctx)
+    message = str(error.value)
+    assert "node 'server'" in message and "instance_connected_to_security_group" in message
+    assert "'web_group'" in message and "use_external_resource" in message and "Fix:" in message
+    assert calls.operations == []
+    assert "aws_resource_id" not in ctx.instance.runtime_properties
+
+
+@pytest.mark.parametrize("operation", ["run_instances", "creation_validation"])
+def test_an_external_instance_connected_to_an_external_security_group_is_accepted(external_server, operation):
+    ctx = external_server(target("web_group", "sg-66666666", GROUP_REL, external=True))
+    getattr(instance, operation)(ctx=ctx)
+
+
+def test_an_external_instance_connected_to_a_new_key_pair_is_a_warning(external_server, caplog):
+    ctx = external_server(target("key", "new-key", KEYPAIR_REL))
+    with caplog.at_level("WARNING", logger=ctx.logger.name):
+        instance.run_instances(ctx=ctx)
+    assert ctx.instance.runtime_properties["external_resource"] is True
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "'key'" in warning and "keeps the key" in warning
+
+
+def test_an_external_instance_connected_to_an_external_key_pair_logs_no_warning(external_server, caplog):
+    ctx = external_server(target("key", "old-key", KEYPAIR_REL, external=True))
+    with caplog.at_level("WARNING", logger=ctx.logger.name):
+        instance.run_instances(ctx=ctx)
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+# --- a malformed external resource_id ---------------------------------------------
+
+
+@pytest.mark.parametrize("operation", ["run_instances", "creation_validation", "terminate", "check_status"])
+@pytest.mark.parametrize("resource_id", ["i-xyz", "i-0123456789abcdef", "0123456789abcdef0", "I-0123456789ABCDEF0"])
+def test_a_malformed_external_resource_id_is_refused_before_aws_is_called(server_ctx, calls, operation, resource_id):
+    ctx = server_ctx(use_external_resource=True, resource_id=resource_id, image_id="")
+    with pytest.raises(NonRecoverableError) as error:
+        getattr(instance, operation)(ctx=ctx)
+    message = str(error.value)
+    assert "node 'server': property 'resource_id'" in message and repr(resource_id) in message
+    assert "Fix:" in message and "i-0123456789abcdef0" in message
+    assert calls.operations == []
+
+
+@pytest.mark.parametrize("resource_id", ["i-12345678", "i-0123456789abcdef0"])
+def test_both_instance_id_lengths_are_accepted(resource_id):
+    assert instance.INSTANCE_ID_PATTERN.match(resource_id)
 
 
 # --- request details --------------------------------------------------------------
@@ -427,12 +507,27 @@ def test_install_with_an_unavailable_image_fails_before_any_instance_exists(depl
     assert live_instances(ec2) == []
 
 
-def test_check_status_fails_for_a_stopped_instance(server_ctx, ec2):
+def test_check_status_fails_for_a_stopped_instance_and_says_how_to_fix_it(server_ctx, ec2):
     ctx = server_ctx()
     instance.run_instances(ctx=ctx)
     ec2.stop_instances(InstanceIds=[ctx.instance.runtime_properties["aws_resource_id"]])
-    with pytest.raises(NonRecoverableError, match="stopped"):
+    with pytest.raises(NonRecoverableError, match="stopped") as error:
         instance.check_status(ctx=ctx)
+    assert "Fix: run the heal workflow" in str(error.value)
+
+
+def test_check_status_without_a_recorded_instance_says_how_to_fix_it(server_ctx):
+    with pytest.raises(NonRecoverableError, match="never created") as error:
+        instance.check_status(ctx=server_ctx())
+    assert "Fix: run the install workflow" in str(error.value)
+
+
+def test_check_status_of_a_stopped_external_instance_says_how_to_fix_it(external_server, ec2):
+    ctx = external_server()
+    ec2.stop_instances(InstanceIds=[ctx.node.properties["resource_id"]])
+    with pytest.raises(NonRecoverableError, match="stopped") as error:
+        instance.check_status(ctx=ctx)
+    assert "Fix: start it in AWS" in str(error.value)
 
 
 def test_check_status_passes_for_a_running_instance(server_ctx):
