@@ -274,11 +274,25 @@ def test_an_external_instance_connected_to_a_new_security_group_fails_the_instal
     assert describe(ec2, instance_id)["SecurityGroups"] == groups_before
 
 
-def test_install_fails_when_the_external_instance_does_not_exist(deploy, ec2):
+def test_install_fails_when_the_external_instance_does_not_exist(deploy, calls, capsys):
     deployment = deploy({"server": server(use_external_resource=True, resource_id="i-0123456789abcdef0")})
-    with pytest.raises(Exception):  # noqa: B017 - the engine's own error type
+    with pytest.raises(WorkflowFailed):
         deployment.install()
-    assert live_instances(ec2) == []
+    out = capsys.readouterr().out
+    assert (
+        "Task failed 'ec2.instance.creation_validation' -> node 'server': property 'resource_id' "
+        "names instance 'i-0123456789abcdef0', which does not exist"
+    ) in out
+    assert "DescribeInstances" in calls.operations and "RunInstances" not in calls.operations
+    assert "aws_resource_id" not in deployment.runtime("server")
+
+
+def test_install_fails_on_a_malformed_external_instance_id_without_asking_aws(deploy, calls, capsys):
+    deployment = deploy({"server": server(use_external_resource=True, resource_id="i-xyz")})
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    assert "-> node 'server': property 'resource_id' is 'i-xyz', not an instance id" in capsys.readouterr().out
+    assert calls.operations == []
 
 
 # --- crash and heal -----------------------------------------------------------
@@ -294,7 +308,7 @@ def create_dies_right_after_run_instances(deployment, monkeypatch) -> None:
         record(instance, save=save, **values)
 
     monkeypatch.setattr(utils, "record", die_before_recording)
-    with pytest.raises(BaseException):  # noqa: B017
+    with pytest.raises(WorkflowFailed):
         deployment.execute_operation("cloudify.interfaces.lifecycle.create", ["server"])
     monkeypatch.setattr(utils, "record", record)
 
@@ -331,7 +345,9 @@ def test_uninstall_after_an_install_that_failed_on_a_bad_image_succeeds(deploy, 
     deployment = deploy({"server": server(image_id="ami-0000000000000dead")})
     with pytest.raises(WorkflowFailed):
         deployment.install()
-    assert "node 'server': property 'image_id'" in capsys.readouterr().out
+    assert "Task failed 'ec2.instance.creation_validation' -> node 'server': property 'image_id'" in (
+        capsys.readouterr().out
+    )
     deployment.uninstall()
     assert "RunInstances" not in calls.operations
     assert live_instances(ec2) == []
@@ -344,12 +360,17 @@ def test_check_status_passes_while_the_instance_runs(deploy):
     deployment.execute("check_status")
 
 
-def test_check_status_fails_when_the_instance_was_terminated(deploy, ec2):
+def test_check_status_fails_when_the_instance_was_terminated(deploy, ec2, capsys):
     deployment = deploy({"server": server()})
     deployment.install()
-    ec2.terminate_instances(InstanceIds=[deployment.runtime("server")["aws_resource_id"]])
-    with pytest.raises(Exception):  # noqa: B017
+    instance_id = deployment.runtime("server")["aws_resource_id"]
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    capsys.readouterr()
+    with pytest.raises(WorkflowFailed):
         deployment.execute("check_status")
+    out = capsys.readouterr().out
+    assert f"Task failed 'ec2.instance.check_status' -> node 'server': instance {instance_id} is terminated" in out
+    assert "Fix: run the heal workflow" in out
 
 
 def test_heal_replaces_an_instance_terminated_behind_cloudifys_back(deploy, ec2):

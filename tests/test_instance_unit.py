@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from cloudify.exceptions import NonRecoverableError, RecoverableError
+from cloudify.exceptions import NonRecoverableError, RecoverableError, WorkflowFailed
 from cloudify.mocks import MockCloudifyContext, MockNodeContext, MockNodeInstanceContext, MockRelationshipContext
 from cloudify.mocks import MockRelationshipSubjectContext as Subject
 
@@ -495,14 +495,18 @@ def test_creation_validation_of_an_external_instance_requires_it_to_exist(server
         instance.creation_validation(ctx=ctx)
 
 
-def test_install_with_an_unavailable_image_fails_before_any_instance_exists(deploy, ec2, calls):
+def test_install_with_an_unavailable_image_fails_before_any_instance_exists(deploy, ec2, calls, capsys):
     node = {
         "type": "cloudify.aws.nodes.Instance",
         "properties": {"image_id": "ami-0000000000000dead", "instance_type": "t3.micro", "agent_config": NO_AGENT},
     }
     deployment = deploy({"server": node})
-    with pytest.raises(Exception):  # noqa: B017 - the engine's own error type
+    with pytest.raises(WorkflowFailed):
         deployment.install()
+    assert (
+        "Task failed 'ec2.instance.creation_validation' -> node 'server': property 'image_id' "
+        "names image 'ami-0000000000000dead', which is not available"
+    ) in capsys.readouterr().out
     assert "RunInstances" not in calls.operations
     assert live_instances(ec2) == []
 
