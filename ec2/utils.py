@@ -185,10 +185,12 @@ def record(instance, save: bool = False, **values: Any) -> None:
         instance.update()
 
 
-def forget(instance, *names: str) -> None:
-    """Removes runtime properties the plugin set."""
+def forget(instance, *names: str, save: bool = False) -> None:
+    """Removes runtime properties the plugin set; ``save`` stores that at once."""
     for name in names:
         instance.runtime_properties.pop(name, None)
+    if save:
+        instance.update()
 
 
 # --- tags -------------------------------------------------------------------
