@@ -46,8 +46,12 @@ BOTO2_KEYS = (
     "proxy_user",
     "proxy_pass",
 )
+# Classic names that are the same setting as a boto3 name.
+BOTO2_ALIASES = {"ec2_region_name": "region_name", "security_token": "aws_session_token", "validate_certs": "verify"}
 ACCEPTED_KEYS = BOTO3_KEYS + RETRY_KEYS + TIMEOUT_KEYS + BOTO2_KEYS
 RETRY_MODES = ("legacy", "standard", "adaptive")
+TRUE_WORDS = ("true", "yes", "1", "on")
+FALSE_WORDS = ("false", "no", "0", "off")
 
 
 def ec2_client(aws_config: dict | None, node_id: str = "") -> Any:
@@ -80,22 +84,32 @@ def client_settings(aws_config: dict, node_id: str = "") -> dict:
     config = {key: value for key, value in aws_config.items() if value not in (None, "")}
 
     settings: dict[str, Any] = {key: config[key] for key in BOTO3_KEYS if key in config}
-    if "ec2_region_name" in config:
-        settings.setdefault("region_name", config["ec2_region_name"])
-    if "security_token" in config:
-        settings.setdefault("aws_session_token", config["security_token"])
     if "validate_certs" in config:
-        settings.setdefault("verify", _as_bool(config["validate_certs"], "validate_certs", where))
-    if "verify" in settings and not isinstance(settings["verify"], str):
+        config["validate_certs"] = _as_bool(config["validate_certs"], "validate_certs", where)
+    if "verify" in settings and _is_boolean_text(settings["verify"]):
         settings["verify"] = _as_bool(settings["verify"], "verify", where)
+    for boto2_key, boto3_key in BOTO2_ALIASES.items():
+        if boto2_key not in config:
+            continue
+        if boto3_key in settings and settings[boto3_key] != config[boto2_key]:
+            raise NonRecoverableError(
+                f"{where}aws_config sets both '{boto3_key}' and its classic name '{boto2_key}', differently. "
+                f"Fix: keep only '{boto3_key}'."
+            )
+        settings[boto3_key] = config[boto2_key]
+    for key in ("proxy_port", "proxy_user", "proxy_pass"):
+        if key in config and "proxy" not in config:
+            raise NonRecoverableError(f"{where}aws_config sets '{key}' without 'proxy'. Fix: add the proxy host.")
 
     is_secure = _as_bool(config.get("is_secure", True), "is_secure", where)
     if "endpoint_url" not in settings and ("ec2_region_endpoint" in config or "port" in config):
-        host = config.get("ec2_region_endpoint") or (
+        host = str(config.get("ec2_region_endpoint") or "").rstrip("/") or (
             f"ec2.{settings.get('region_name', constants.DEFAULT_REGION)}.amazonaws.com"
         )
+        if "://" not in host:
+            host = f"{'https' if is_secure else 'http'}://{host}"
         port = f":{_as_int(config['port'], 'port', where)}" if "port" in config else ""
-        settings["endpoint_url"] = f"{'https' if is_secure else 'http'}://{host}{port}"
+        settings["endpoint_url"] = f"{host}{port}"
     if not is_secure:
         settings["use_ssl"] = False
 
@@ -171,11 +185,15 @@ def _as_bool(value: Any, key: str, where: str) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
+    if text in TRUE_WORDS:
         return True
-    if text in ("false", "no", "0", "off"):
+    if text in FALSE_WORDS:
         return False
     raise NonRecoverableError(f"{where}aws_config '{key}' must be true or false, not {value!r}.")
+
+
+def _is_boolean_text(value: Any) -> bool:
+    return isinstance(value, bool) or str(value).strip().lower() in TRUE_WORDS + FALSE_WORDS
 
 
 def _as_int(value: Any, key: str, where: str) -> int:

@@ -172,6 +172,7 @@ def disassociate(ctx, **_):
 def validate(ctx) -> None:
     """Checks the properties before AWS is called."""
     utils.validate_tags(ctx)
+    utils.validate_wait_settings(ctx)
     wanted = utils.resource_id(ctx.node)
     if wanted and not (ALLOCATION_ID_PATTERN.match(wanted) or _is_ipv4(wanted)):
         raise utils.bad_input(

@@ -29,7 +29,8 @@ def create(ctx, **_):
     if utils.adopt_external(ctx, "key pair", lambda name: _find(ctx, client, name)):
         return
 
-    _remove_leftover(ctx, client)
+    # A rerun after an interrupted create starts afresh: the old private key may be lost.
+    _remove_own_key_and_file(ctx, client)
     public_key = _public_key_material(ctx)
     tags = utils.creation_tags(ctx, "key-pair")
     if public_key:
@@ -41,16 +42,18 @@ def create(ctx, **_):
         return
 
     created = utils.call(ctx, client, "create_key_pair", KeyName=key_name, TagSpecifications=tags)
+    # Saved before the file is written, so that an interrupted create leaves both recorded.
+    utils.record(ctx.instance, save=True, **{constants.AWS_RESOURCE_ID: key_name, constants.KEY_FILE_WRITTEN: key_path})
     try:
         write_private_key(key_path, created["KeyMaterial"])
     except Exception as error:
         utils.call(ctx, client, "delete_key_pair", not_found_ok=True, KeyName=key_name)
+        utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN, save=True)
         raise NonRecoverableError(
             f"{utils.node_label(ctx)}: could not write the private key to '{key_path}' ({error}); "
             f"key pair {key_name} was deleted again. Fix: make property 'private_key_path' "
             "point into a writable folder."
         ) from None
-    utils.record(ctx.instance, **{constants.AWS_RESOURCE_ID: key_name, constants.KEY_FILE_WRITTEN: key_path})
     ctx.logger.info(f"Created key pair {key_name}; private key saved to {key_path}.")
 
 
@@ -59,15 +62,7 @@ def delete(ctx, **_):
     client = utils.client_for(ctx.node)
     if utils.release_external(ctx, "key pair", lambda name: _find(ctx, client, name)):
         return
-    key_name = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    if key_name:
-        utils.call(ctx, client, "delete_key_pair", not_found_ok=True, KeyName=key_name)
-        ctx.logger.info(f"Deleted key pair {key_name}.")
-    key_file = ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)
-    if key_file and os.path.exists(key_file):
-        os.remove(key_file)
-        ctx.logger.info(f"Removed private key file {key_file}.")
-    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN)
+    _remove_own_key_and_file(ctx, client)
 
 
 @operation(resumable=True)
@@ -103,7 +98,11 @@ def validate(ctx) -> tuple[str, str]:
     utils.validate_tags(ctx)
     if utils.use_external(ctx.node):
         _check_existing_key_file(ctx, key_path)
-    elif not _public_key_material(ctx) and os.path.lexists(key_path):
+    elif (
+        not _public_key_material(ctx)
+        and os.path.lexists(key_path)
+        and key_path != ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)
+    ):
         raise utils.bad_input(
             ctx,
             "private_key_path",
@@ -210,13 +209,23 @@ def _find(ctx, client, key_name: str) -> str | None:
     return key_name if found and found.get("KeyPairs") else None
 
 
-def _remove_leftover(ctx, client) -> None:
-    """Deletes a key an interrupted earlier create made: its private key is lost."""
-    for key in utils.find_own(ctx, client, "describe_key_pairs", "KeyPairs"):
-        ctx.logger.warning(
-            f"Deleting key pair {key['KeyName']}, left by an interrupted create without its private key."
-        )
-        utils.call(ctx, client, "delete_key_pair", not_found_ok=True, KeyName=key["KeyName"])
+def _remove_own_key_and_file(ctx, client) -> None:
+    """Deletes the key pair this node instance made (recorded, or found by its
+    ownership tags after an interrupted create) and the file create wrote."""
+    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    names = (
+        [recorded]
+        if recorded
+        else [k["KeyName"] for k in utils.find_own(ctx, client, "describe_key_pairs", "KeyPairs")]
+    )
+    for key_name in names:
+        utils.call(ctx, client, "delete_key_pair", not_found_ok=True, KeyName=key_name)
+        ctx.logger.info(f"Deleted key pair {key_name}.")
+    key_file = ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)
+    if key_file and os.path.lexists(key_file):
+        os.remove(key_file)
+        ctx.logger.info(f"Removed private key file {key_file}.")
+    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN)
 
 
 def write_private_key(path: str, material: str) -> None:

@@ -32,7 +32,8 @@ def create(ctx, **_):
     if utils.adopt_external(ctx, "security group", lambda wanted: _find(ctx, client, wanted)):
         return
 
-    _remove_leftover(ctx, client)
+    # A rerun after an interrupted create starts afresh.
+    _delete_own_group(ctx, client)
     created = utils.call(
         ctx,
         client,
@@ -51,8 +52,10 @@ def create(ctx, **_):
             utils.call(ctx, client, "authorize_security_group_egress", GroupId=group_id, IpPermissions=egress)
     except Exception:
         ctx.logger.error(f"Authorising the rules of {group_id} failed; deleting the group again.")
-        utils.call(ctx, client, "delete_security_group", not_found_ok=True, GroupId=group_id)
-        utils.forget(ctx.instance, constants.AWS_RESOURCE_ID)
+        try:
+            _delete_own_group(ctx, client)
+        except Exception as cleanup_error:
+            ctx.logger.error(f"Could not delete {group_id} ({cleanup_error}); it stays recorded for uninstall.")
         raise
     ctx.logger.info(
         f"Created security group {name} ({group_id}) with {len(ingress)} ingress and {len(egress)} egress rules."
@@ -64,19 +67,7 @@ def delete(ctx, **_):
     client = utils.client_for(ctx.node)
     if utils.release_external(ctx, "security group", lambda wanted: _find(ctx, client, wanted)):
         return
-    group_id = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    if group_id:
-        # DependencyViolation: an instance using the group is still shutting down.
-        utils.call(
-            ctx,
-            client,
-            "delete_security_group",
-            not_found_ok=True,
-            retry_codes=("DependencyViolation",),
-            GroupId=group_id,
-        )
-        ctx.logger.info(f"Deleted security group {group_id}.")
-    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID)
+    _delete_own_group(ctx, client)
 
 
 @operation(resumable=True)
@@ -238,15 +229,24 @@ def _find(ctx, client, wanted: str) -> str | None:
     return groups[0]["GroupId"] if groups else None
 
 
-def _remove_leftover(ctx, client) -> None:
-    """Deletes a group an interrupted earlier create made for this node instance."""
+def _delete_own_group(ctx, client) -> None:
+    """Deletes the group this node instance made: the recorded one, or one an
+    interrupted create left unrecorded (found by its ownership tags)."""
     recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    leftovers = (
+    own = (
         [recorded]
         if recorded
         else [g["GroupId"] for g in utils.find_own(ctx, client, "describe_security_groups", "SecurityGroups")]
     )
-    for group_id in leftovers:
-        ctx.logger.warning(f"Deleting security group {group_id}, left half-made by an interrupted create.")
-        utils.call(ctx, client, "delete_security_group", not_found_ok=True, GroupId=group_id)
-    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID)
+    for group_id in own:
+        # DependencyViolation: an instance using the group is still shutting down.
+        utils.call(
+            ctx,
+            client,
+            "delete_security_group",
+            not_found_ok=True,
+            retry_codes=("DependencyViolation",),
+            GroupId=group_id,
+        )
+        ctx.logger.info(f"Deleted security group {group_id}.")
+    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, save=True)

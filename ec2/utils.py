@@ -18,6 +18,7 @@ from typing import Any
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
@@ -107,9 +108,9 @@ def call(
             f"{node_label(ctx)}: cannot reach EC2: {error}. Fix: set credentials and a region "
             "in the node's 'aws_config' property, or in the environment or shared AWS files."
         ) from None
-    except BotoConnectionError as error:
+    except (BotoConnectionError, HTTPClientError) as error:
         raise RecoverableError(
-            f"{node_label(ctx)}: EC2 {operation} could not connect: {error}",
+            f"{node_label(ctx)}: EC2 {operation} did not get through: {error}",
             retry_after=constants.DEFAULT_RETRY_AFTER,
         ) from None
     except BotoCoreError as error:
@@ -184,10 +185,12 @@ def record(instance, save: bool = False, **values: Any) -> None:
         instance.update()
 
 
-def forget(instance, *names: str) -> None:
-    """Removes runtime properties the plugin set."""
+def forget(instance, *names: str, save: bool = False) -> None:
+    """Removes runtime properties the plugin set; ``save`` stores that at once."""
     for name in names:
         instance.runtime_properties.pop(name, None)
+    if save:
+        instance.update()
 
 
 # --- tags -------------------------------------------------------------------
@@ -226,9 +229,9 @@ def own_resource_filters(ctx) -> list[dict]:
     ]
 
 
-def find_own(ctx, client, operation: str, result_key: str, **params: Any) -> list[dict]:
+def find_own(ctx, client, operation: str, result_key: str, extra_filters: Iterable[dict] = ()) -> list[dict]:
     """What an earlier, interrupted run of this node instance created."""
-    return call(ctx, client, operation, Filters=own_resource_filters(ctx), **params)[result_key]
+    return call(ctx, client, operation, Filters=[*own_resource_filters(ctx), *extra_filters])[result_key]
 
 
 def generated_name(ctx) -> str:
@@ -239,14 +242,35 @@ def generated_name(ctx) -> str:
 # --- waiting ----------------------------------------------------------------
 
 
+WAIT_PROPERTIES = (
+    ("wait_timeout", constants.DEFAULT_WAIT_TIMEOUT),
+    ("wait_interval", constants.DEFAULT_WAIT_INTERVAL),
+    ("retry_after", constants.DEFAULT_RETRY_AFTER),
+)
+
+
 def wait_settings(node) -> tuple[float, float, int]:
-    """(timeout, interval, retry_after) from the node's waiting properties."""
-    props = node.properties
-    return (
-        float(props.get("wait_timeout", constants.DEFAULT_WAIT_TIMEOUT)),
-        float(props.get("wait_interval", constants.DEFAULT_WAIT_INTERVAL)),
-        int(props.get("retry_after", constants.DEFAULT_RETRY_AFTER)),
-    )
+    """(timeout, interval, retry_after) from a node's waiting properties,
+    refusing anything that is not a number of seconds."""
+    values = []
+    for prop, default in WAIT_PROPERTIES:
+        value = node.properties.get(prop, default)
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = -1.0
+        if isinstance(value, bool) or seconds < 0 or (prop == "retry_after" and seconds < 1):
+            raise NonRecoverableError(
+                f"node '{node.id}': property '{prop}' is {value!r}. Fix: give a number of seconds (default {default})."
+            )
+        values.append(seconds)
+    timeout, interval, retry_after = values
+    return timeout, interval, int(retry_after)
+
+
+def validate_wait_settings(ctx) -> None:
+    """For validate(): refuses bad waiting properties before anything is created."""
+    wait_settings(ctx.node)
 
 
 def wait_for(

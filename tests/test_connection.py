@@ -127,3 +127,39 @@ def test_an_unknown_profile_is_a_clear_error_naming_the_node():
     with pytest.raises(NonRecoverableError) as error:
         connection.ec2_client({"profile_name": "no-such-profile"}, "vm")
     assert "node 'vm'" in str(error.value) and "profile_name" in str(error.value)
+
+
+@pytest.mark.parametrize("text, expected", [("false", False), ("True", True), ("/etc/ssl/ca.pem", "/etc/ssl/ca.pem")])
+def test_verify_as_text_is_a_boolean_or_a_ca_bundle_path(text, expected):
+    assert connection.client_settings({"verify": text})["verify"] == expected
+
+
+def test_a_classic_endpoint_with_a_scheme_is_used_as_given():
+    settings = connection.client_settings({"ec2_region_endpoint": "http://127.0.0.1", "port": 5000})
+    assert settings["endpoint_url"] == "http://127.0.0.1:5000"
+
+
+def test_a_boto3_name_and_its_classic_twin_must_agree():
+    with pytest.raises(NonRecoverableError, match="'region_name' and its classic name 'ec2_region_name'"):
+        connection.client_settings({"region_name": "us-east-1", "ec2_region_name": "eu-west-1"})
+
+
+def test_a_boto3_name_and_its_classic_twin_may_repeat_the_same_value():
+    assert connection.client_settings({"region_name": "eu-west-1", "ec2_region_name": "eu-west-1"})["region_name"] == (
+        "eu-west-1"
+    )
+
+
+def test_proxy_credentials_without_a_proxy_are_refused():
+    with pytest.raises(NonRecoverableError, match="without 'proxy'"):
+        connection.client_settings({"proxy_user": "me"})
+
+
+def test_the_built_client_carries_the_session_credentials_and_tls_settings(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    client = connection.ec2_client(
+        {"aws_access_key_id": "AKID", "aws_secret_access_key": "s", "aws_session_token": "tok", "is_secure": False}
+    )
+    credentials = client._request_signer._credentials
+    assert (credentials.access_key, credentials.token) == ("AKID", "tok")
+    assert client.meta.endpoint_url == "http://ec2.us-east-1.amazonaws.com"

@@ -261,3 +261,37 @@ def test_a_key_pair_of_another_node_instance_is_never_removed(make_ctx, tmp_path
     with pytest.raises(NonRecoverableError, match="Duplicate"):
         keypair.create(ctx=key_ctx(make_ctx, tmp_path / "k.pem"))
     assert key_names(ec2) == ["k"]
+
+
+def test_a_rerun_after_a_create_that_died_after_writing_the_file_makes_a_fresh_key(make_ctx, tmp_path, ec2):
+    path = tmp_path / "k.pem"
+    ctx = key_ctx(make_ctx, path)
+    keypair.create(ctx=ctx)
+    old_key = path.read_text()
+    keypair.create(ctx=ctx)
+    assert key_names(ec2) == ["k"]
+    assert path.read_text() != old_key
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_delete_after_a_create_that_died_before_recording_finds_the_key_by_its_tags(make_ctx, tmp_path, ec2):
+    ctx = key_ctx(make_ctx, tmp_path / "k.pem")
+    ec2.create_key_pair(KeyName="k", TagSpecifications=utils.creation_tags(ctx, "key-pair"))
+    keypair.delete(ctx=ctx)
+    assert key_names(ec2) == []
+
+
+def test_when_the_file_appears_meanwhile_it_is_kept_and_nothing_stays_recorded(make_ctx, tmp_path, ec2, monkeypatch):
+    path = tmp_path / "k.pem"
+    ctx = key_ctx(make_ctx, path)
+
+    def someone_else_writes_first(target, material):
+        path.write_text("theirs")
+        raise FileExistsError(target)
+
+    monkeypatch.setattr(keypair, "write_private_key", someone_else_writes_first)
+    with pytest.raises(NonRecoverableError):
+        keypair.create(ctx=ctx)
+    keypair.delete(ctx=ctx)
+    assert path.read_text() == "theirs"
+    assert key_names(ec2) == []

@@ -287,3 +287,29 @@ def test_validation_of_an_external_group_fails_when_it_does_not_exist(make_ctx):
 def test_validation_checks_the_rules(make_ctx, calls):
     with pytest.raises(NonRecoverableError, match="from_port"):
         securitygroup.creation_validation(ctx=group_ctx(make_ctx, rules=[{**SSH, "from_port": None}]))
+
+
+def test_delete_after_a_create_that_died_before_recording_finds_the_group_by_its_tags(make_ctx, ec2):
+    ctx = group_ctx(make_ctx)
+    ec2.create_security_group(
+        GroupName="orphan", Description="x", TagSpecifications=utils.creation_tags(ctx, "security-group")
+    )
+    securitygroup.delete(ctx=ctx)
+    assert non_default_groups(ec2) == []
+
+
+def test_when_the_cleanup_after_a_refused_rule_fails_the_group_stays_recorded(make_ctx, ec2, monkeypatch):
+    missing_source = {"ip_protocol": "tcp", "from_port": 1, "to_port": 2, "src_group_id": "sg-12345678"}
+    ctx = group_ctx(make_ctx, rules=[missing_source])
+
+    delete_own_group = securitygroup._delete_own_group
+
+    def cleanup_fails(ctx, client):
+        if ctx.instance.runtime_properties.get("aws_resource_id"):
+            raise RuntimeError("endpoint went away")
+        delete_own_group(ctx, client)
+
+    monkeypatch.setattr(securitygroup, "_delete_own_group", cleanup_fails)
+    with pytest.raises(NonRecoverableError, match="InvalidGroup.NotFound"):
+        securitygroup.create(ctx=ctx)
+    assert ctx.instance.runtime_properties["aws_resource_id"].startswith("sg-")

@@ -1,6 +1,8 @@
 """ec2/utils.py: the shared error policy, external short-circuits,
 bookkeeping and waiting policy."""
 
+import socket
+
 import boto3
 import pytest
 from botocore.stub import Stubber
@@ -62,7 +64,7 @@ def test_named_codes_can_be_made_retryable(ctx):
 
 def test_an_unreachable_endpoint_is_retryable(ctx):
     client = connection.ec2_client({"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1})
-    with pytest.raises(RecoverableError, match="could not connect"):
+    with pytest.raises(RecoverableError, match="did not get through"):
         utils.call(ctx, client, "describe_key_pairs")
 
 
@@ -140,3 +142,21 @@ def test_creation_tags_carry_user_tags_and_ownership(make_ctx):
     (spec,) = utils.creation_tags(ctx, "key-pair")
     tags = {tag["Key"]: tag["Value"] for tag in spec["Tags"]}
     assert tags == {"team": "qa", "cloudify:deployment-id": "dep1", "cloudify:node-instance-id": "node_1"}
+
+
+@pytest.mark.parametrize("prop, value", [("wait_timeout", "soon"), ("wait_interval", -1), ("retry_after", 0)])
+def test_waiting_properties_that_are_not_seconds_are_refused_naming_the_property(make_ctx, prop, value):
+    ctx = make_ctx({prop: value})
+    with pytest.raises(NonRecoverableError) as error:
+        utils.validate_wait_settings(ctx)
+    assert f"property '{prop}'" in str(error.value) and "Fix:" in str(error.value)
+
+
+def test_a_read_timeout_is_retryable(ctx):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        client = connection.ec2_client({"endpoint_url": endpoint, "read_timeout": 1, "max_attempts": 1})
+        with pytest.raises(RecoverableError, match="did not get through"):
+            utils.call(ctx, client, "describe_key_pairs")
