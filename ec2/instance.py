@@ -296,6 +296,7 @@ def validate(ctx) -> dict[str, Any]:
     """Checks the properties without calling AWS; returns the RunInstances
     fields they give (image, type and ``parameters``, translated)."""
     utils.validate_tags(ctx)
+    utils.validate_wait_settings(ctx)
     request = translate_parameters(ctx)
     for prop, field, fix in (
         ("image_id", "ImageId", "give the AMI id to launch, such as ami-0abc1234"),

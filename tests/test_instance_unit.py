@@ -138,6 +138,14 @@ def test_image_and_type_are_required_and_checked_before_aws_is_called(server_ctx
     assert calls.operations == []
 
 
+@pytest.mark.parametrize(("prop", "value"), [("wait_timeout", -1), ("wait_interval", "soon"), ("retry_after", 0)])
+def test_bad_waiting_properties_are_refused_before_aws_is_called(server_ctx, calls, prop, value):
+    with pytest.raises(NonRecoverableError) as error:
+        instance.run_instances(ctx=server_ctx(**{prop: value}))
+    assert "'server'" in str(error.value) and prop in str(error.value)
+    assert calls.operations == []
+
+
 # --- key pair, groups, provider context -----------------------------------------
 
 
