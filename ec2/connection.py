@@ -168,8 +168,8 @@ def _create_client(settings: dict) -> Any:
     config = Config(
         retries={"mode": settings["retry_mode"], "total_max_attempts": settings["max_attempts"]},
         proxies=settings.get("proxies"),
-        connect_timeout=settings.get("connect_timeout", 60),
-        read_timeout=settings.get("read_timeout", 60),
+        connect_timeout=settings.get("connect_timeout", constants.DEFAULT_CONNECT_TIMEOUT),
+        read_timeout=settings.get("read_timeout", constants.DEFAULT_READ_TIMEOUT),
     )
     return session.client(
         "ec2",

@@ -29,6 +29,10 @@ DEFAULT_RETRY_AFTER = 10
 # botocore's retry policy, used unless aws_config says otherwise.
 DEFAULT_RETRY_MODE = "standard"
 DEFAULT_MAX_ATTEMPTS = 5
+# Seconds. EC2 answers in well under a second; a hung endpoint must not hold a
+# workflow worker for long: at most 5 x (5 + 20) s per call with the defaults.
+DEFAULT_CONNECT_TIMEOUT = 5
+DEFAULT_READ_TIMEOUT = 20
 
 # boto 2 had us-east-1 as its default region; old blueprints rely on it.
 DEFAULT_REGION = "us-east-1"

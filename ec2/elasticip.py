@@ -67,8 +67,12 @@ def release(ctx, **_):
     if utils.release_external(ctx, KIND, AddressLookup(ctx, client).public_ip, *ADDRESS_PROPERTIES):
         return
     allocation_id = ctx.instance.runtime_properties.get(constants.ALLOCATION_ID)
+    public_ip = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    if not allocation_id:
+        # An allocate interrupted before recording: its address carries our tags.
+        left_over = _left_over(ctx, client)
+        allocation_id, public_ip = (left_over["AllocationId"], left_over["PublicIp"]) if left_over else (None, None)
     if allocation_id:
-        public_ip = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
         what = f"elastic IP {public_ip} ({allocation_id})"
         if not utils.wait_for(ctx, ctx.node, what, lambda: _usage(ctx, client, allocation_id), (FREE, GONE)):
             return

@@ -163,3 +163,13 @@ def test_the_built_client_carries_the_session_credentials_and_tls_settings(monke
     credentials = client._request_signer._credentials
     assert (credentials.access_key, credentials.token) == ("AKID", "tok")
     assert client.meta.endpoint_url == "http://ec2.us-east-1.amazonaws.com"
+
+
+def test_timeouts_default_to_short_values_so_a_hung_endpoint_does_not_hold_a_worker():
+    config = connection.ec2_client({}).meta.config
+    assert (config.connect_timeout, config.read_timeout) == (5, 20)
+
+
+def test_timeouts_are_configurable():
+    config = connection.ec2_client({"connect_timeout": 3, "read_timeout": 7}).meta.config
+    assert (config.connect_timeout, config.read_timeout) == (3, 7)

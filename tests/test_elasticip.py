@@ -112,8 +112,8 @@ def test_allocate_applies_tags_inline_with_ownership_tags(address_ctx, ec2, call
     assert calls.mutating == ["AllocateAddress"]
 
 
-def test_a_rerun_after_a_crash_after_allocate_address_adopts_the_same_address(address_ctx, ec2):
-    ctx = address_ctx()
+def allocate_dies_right_after_allocate_address(ctx) -> None:
+    """Runs allocate in a process that "dies" before recording the address."""
     client = utils.client_for(ctx.node)
 
     def crash(**_):
@@ -125,6 +125,11 @@ def test_a_rerun_after_a_crash_after_allocate_address_adopts_the_same_address(ad
             elasticip.allocate(ctx=ctx)
     finally:
         client.meta.events.unregister("after-call.ec2.AllocateAddress", unique_id="crash-after-allocate")
+
+
+def test_a_rerun_after_a_crash_after_allocate_address_adopts_the_same_address(address_ctx, ec2):
+    ctx = address_ctx()
+    allocate_dies_right_after_allocate_address(ctx)
     assert "aws_resource_id" not in ctx.instance.runtime_properties
     (leaked,) = addresses(ec2)
 
@@ -133,6 +138,13 @@ def test_a_rerun_after_a_crash_after_allocate_address_adopts_the_same_address(ad
     assert [a["AllocationId"] for a in addresses(ec2)] == [leaked["AllocationId"]]
     assert rerun.instance.runtime_properties["aws_resource_id"] == leaked["PublicIp"]
     assert rerun.instance.runtime_properties["allocation_id"] == leaked["AllocationId"]
+
+
+def test_release_after_a_crash_after_allocate_address_releases_the_unrecorded_address(address_ctx, ec2):
+    ctx = address_ctx()
+    allocate_dies_right_after_allocate_address(ctx)
+    elasticip.release(ctx=address_ctx())
+    assert addresses(ec2) == []
 
 
 def test_allocate_does_not_adopt_an_address_of_another_node_instance(address_ctx, ec2):
