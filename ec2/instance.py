@@ -653,11 +653,11 @@ def _adopt_own(ctx, client) -> bool:
 
 def _own_live_instances(ctx, client) -> list[dict]:
     """Non-terminated instances tagged as this node instance's, oldest first."""
-    filters = [*utils.own_resource_filters(ctx), {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
-    found = utils.call(ctx, client, "describe_instances", Filters=filters)
+    live = [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
+    reservations = utils.find_own(ctx, client, "describe_instances", "Reservations", extra_filters=live)
     instances = [
         {**instance, "ReservationId": reservation["ReservationId"]}
-        for reservation in found.get("Reservations", [])
+        for reservation in reservations
         for instance in reservation["Instances"]
     ]
     return sorted(instances, key=lambda instance: str(instance.get("LaunchTime", "")))

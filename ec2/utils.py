@@ -299,7 +299,11 @@ def wait_for(
         if state in wanted:
             return True
         if state in failed:
-            raise NonRecoverableError(f"{node_label(ctx)}: {what} reached state '{state}' instead of {sorted(wanted)}.")
+            raise NonRecoverableError(
+                f"{node_label(ctx)}: {what} reached state '{state}' instead of {'/'.join(sorted(wanted))}. "
+                "Fix: see the reason AWS gives for that state (EC2 console or describe), "
+                "then run the heal workflow, or uninstall and install again."
+            )
         if elapsed + interval > timeout:
             ctx.operation.retry(
                 f"{what} is still {state} after {elapsed:.0f}s; checking again in {retry_after}s",

@@ -53,7 +53,7 @@ def test_without_resource_id_a_unique_name_is_generated(make_ctx, ec2):
 def test_an_empty_description_gets_a_sensible_default(make_ctx, ec2):
     ctx = group_ctx(make_ctx)
     securitygroup.create(ctx=ctx)
-    assert "group" in created_group(ec2, ctx)["Description"]
+    assert created_group(ec2, ctx)["Description"] == "Cloudify security group for node group of deployment dep"
 
 
 def test_the_group_goes_in_the_default_vpc_unless_told_otherwise(make_ctx, ec2):
@@ -313,3 +313,12 @@ def test_when_the_cleanup_after_a_refused_rule_fails_the_group_stays_recorded(ma
     with pytest.raises(NonRecoverableError, match="InvalidGroup.NotFound"):
         securitygroup.create(ctx=ctx)
     assert ctx.instance.runtime_properties["aws_resource_id"].startswith("sg-")
+
+
+def test_an_external_group_by_name_is_looked_up_in_the_nodes_vpc_only(make_ctx, ec2):
+    other_vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    ec2.create_security_group(GroupName="shared-name", Description="x", VpcId=other_vpc)
+    mine = ec2.create_security_group(GroupName="shared-name", Description="x")["GroupId"]
+    ctx = group_ctx(make_ctx, use_external_resource=True, resource_id="shared-name")
+    securitygroup.create(ctx=ctx)
+    assert ctx.instance.runtime_properties["aws_resource_id"] == mine
