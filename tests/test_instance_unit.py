@@ -9,7 +9,7 @@ from cloudify.exceptions import NonRecoverableError, RecoverableError, WorkflowF
 from cloudify.mocks import MockCloudifyContext, MockNodeContext, MockNodeInstanceContext, MockRelationshipContext
 from cloudify.mocks import MockRelationshipSubjectContext as Subject
 
-from ec2 import constants, instance
+from ec2 import constants, instance, instance_request
 from tests.support import IMAGE_ID
 
 KEYPAIR_REL = "cloudify.aws.relationships.instance_connected_to_keypair"
@@ -98,12 +98,12 @@ def test_an_unknown_parameters_key_is_refused_listing_the_accepted_keys(server_c
     ],
 )
 def test_each_boto2_parameter_is_translated_to_its_run_instances_field(server_ctx, boto2, value, expected):
-    assert instance.translate_parameters(server_ctx(parameters={boto2: value})) == expected
+    assert instance_request.translate_parameters(server_ctx(parameters={boto2: value})) == expected
 
 
 def test_boto2_placement_keys_combine_into_one_placement(server_ctx):
     ctx = server_ctx(parameters={"placement": "us-east-1b", "placement_group": "g", "tenancy": "default"})
-    assert instance.translate_parameters(ctx)["Placement"] == {
+    assert instance_request.translate_parameters(ctx)["Placement"] == {
         "AvailabilityZone": "us-east-1b",
         "GroupName": "g",
         "Tenancy": "default",
@@ -113,12 +113,12 @@ def test_boto2_placement_keys_combine_into_one_placement(server_ctx):
 def test_the_two_spellings_of_one_setting_must_agree(server_ctx):
     ctx = server_ctx(parameters={"subnet_id": "subnet-1111aaaa", "SubnetId": "subnet-2222bbbb"})
     with pytest.raises(NonRecoverableError, match="SubnetId"):
-        instance.translate_parameters(ctx)
+        instance_request.translate_parameters(ctx)
 
 
 def test_min_and_max_count_are_the_plugins_own(server_ctx):
     with pytest.raises(NonRecoverableError, match="MaxCount"):
-        instance.build_request(server_ctx(parameters={"MaxCount": 3}))
+        instance_request.build_request(server_ctx(parameters={"MaxCount": 3}))
 
 
 def test_a_malformed_boto3_value_is_refused_before_aws_is_called(server_ctx, calls):
@@ -150,20 +150,20 @@ def test_bad_waiting_properties_are_refused_before_aws_is_called(server_ctx, cal
 
 
 def test_the_connected_key_pair_is_the_instance_key(server_ctx):
-    request = instance.build_request(server_ctx(relationships=[target("key", "my-key", KEYPAIR_REL)]))
+    request = instance_request.build_request(server_ctx(relationships=[target("key", "my-key", KEYPAIR_REL)]))
     assert request["KeyName"] == "my-key"
 
 
 def test_two_key_pair_relationships_are_an_error(server_ctx):
     ctx = server_ctx(relationships=[target("a", "key-a", KEYPAIR_REL), target("b", "key-b", KEYPAIR_REL)])
     with pytest.raises(NonRecoverableError, match="one key pair"):
-        instance.build_request(ctx)
+        instance_request.build_request(ctx)
 
 
 def test_a_key_name_disagreeing_with_the_connected_key_pair_is_an_error(server_ctx):
     ctx = server_ctx(relationships=[target("key", "key-a", KEYPAIR_REL)], parameters={"key_name": "key-b"})
     with pytest.raises(NonRecoverableError, match="key_name"):
-        instance.build_request(ctx)
+        instance_request.build_request(ctx)
 
 
 def test_security_groups_come_from_relationships_parameters_and_the_provider_context(server_ctx):
@@ -172,7 +172,7 @@ def test_security_groups_come_from_relationships_parameters_and_the_provider_con
         parameters={"security_group_ids": ["sg-33333333", "sg-11111111"]},
         provider_context={"resources": {"agents_security_group": {"id": "sg-44444444"}}},
     )
-    assert instance.build_request(ctx)["SecurityGroupIds"] == [
+    assert instance_request.build_request(ctx)["SecurityGroupIds"] == [
         "sg-11111111",
         "sg-22222222",
         "sg-33333333",
@@ -182,18 +182,18 @@ def test_security_groups_come_from_relationships_parameters_and_the_provider_con
 
 def test_the_provider_contexts_agents_keypair_is_the_default_key(server_ctx):
     ctx = server_ctx(provider_context={"resources": {"agents_keypair": {"id": "agents-key"}}})
-    assert instance.build_request(ctx)["KeyName"] == "agents-key"
+    assert instance_request.build_request(ctx)["KeyName"] == "agents-key"
 
 
 def test_key_name_in_parameters_wins_over_the_provider_context(server_ctx):
     ctx = server_ctx(
         parameters={"key_name": "mine"}, provider_context={"resources": {"agents_keypair": {"id": "agents-key"}}}
     )
-    assert instance.build_request(ctx)["KeyName"] == "mine"
+    assert instance_request.build_request(ctx)["KeyName"] == "mine"
 
 
 def test_a_missing_provider_context_is_tolerated(server_ctx):
-    request = instance.build_request(server_ctx(provider_context={}))
+    request = instance_request.build_request(server_ctx(provider_context={}))
     assert "KeyName" not in request and "SecurityGroupIds" not in request
 
 
@@ -219,7 +219,7 @@ def test_a_relationship_type_derived_from_instance_connected_to_keypair_counts(d
 
 def test_a_new_instance_joins_an_external_security_group(server_ctx):
     ctx = server_ctx(relationships=[target("group", "sg-55555555", GROUP_REL, external=True)])
-    assert instance.build_request(ctx)["SecurityGroupIds"] == ["sg-55555555"]
+    assert instance_request.build_request(ctx)["SecurityGroupIds"] == ["sg-55555555"]
 
 
 # --- an external instance's relationships -------------------------------------------
@@ -298,8 +298,8 @@ def test_both_instance_id_lengths_are_accepted(resource_id):
 
 
 def test_the_client_token_is_the_same_for_an_identical_request(server_ctx):
-    first = instance.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
-    again = instance.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
+    first = instance_request.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
+    again = instance_request.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
     assert first == again
     assert first.isascii() and len(first) <= 64
 
@@ -314,28 +314,32 @@ def test_the_client_token_is_the_same_for_an_identical_request(server_ctx):
     ],
 )
 def test_the_client_token_changes_when_the_request_changes(server_ctx, changed):
-    before = instance.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
-    after = instance.build_request(server_ctx(**{"tags": {"team": "qa"}, **changed}))["ClientToken"]
+    before = instance_request.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
+    after = instance_request.build_request(server_ctx(**{"tags": {"team": "qa"}, **changed}))["ClientToken"]
     assert before != after
     assert after.isascii() and len(after) <= 64
 
 
 def test_the_client_token_differs_between_node_instances_and_deployments(server_ctx, make_ctx):
     request = {"ImageId": IMAGE_ID, "InstanceType": "t3.micro", "MinCount": 1, "MaxCount": 1}
-    ours = instance.client_token(server_ctx(), request)
-    other_instance = instance.client_token(make_ctx({}, instance_id="server_other"), request)
-    other_deployment = instance.client_token(make_ctx({}, instance_id="server_abc123", deployment_id="d2"), request)
+    ours = instance_request.client_token(server_ctx(), request)
+    other_instance = instance_request.client_token(make_ctx({}, instance_id="server_other"), request)
+    other_deployment = instance_request.client_token(
+        make_ctx({}, instance_id="server_abc123", deployment_id="d2"), request
+    )
     assert len({ours, other_instance, other_deployment}) == 3
 
 
 def test_the_client_token_ignores_a_token_already_in_the_request(server_ctx):
     ctx = server_ctx()
     request = {"ImageId": IMAGE_ID, "InstanceType": "t3.micro"}
-    assert instance.client_token(ctx, request) == instance.client_token(ctx, {**request, "ClientToken": "old"})
+    assert instance_request.client_token(ctx, request) == instance_request.client_token(
+        ctx, {**request, "ClientToken": "old"}
+    )
 
 
 def test_a_client_token_in_parameters_replaces_the_plugins_own(server_ctx):
-    assert instance.build_request(server_ctx(parameters={"client_token": "mine"}))["ClientToken"] == "mine"
+    assert instance_request.build_request(server_ctx(parameters={"client_token": "mine"}))["ClientToken"] == "mine"
 
 
 class FakeAgent:
@@ -344,10 +348,10 @@ class FakeAgent:
 
 
 def test_the_agent_init_script_gives_the_same_user_data_and_token_each_time(server_ctx, monkeypatch):
-    monkeypatch.setattr(instance.cloudify_internal, "get_install_method", lambda _: "init_script")
+    monkeypatch.setattr(instance_request.cloudify_internal, "get_install_method", lambda _: "init_script")
     monkeypatch.setattr(MockCloudifyContext, "agent", property(lambda _: FakeAgent()), raising=False)
-    first = instance.build_request(server_ctx(parameters={"user_data": "#cloud-config\n"}))
-    again = instance.build_request(server_ctx(parameters={"user_data": "#cloud-config\n"}))
+    first = instance_request.build_request(server_ctx(parameters={"user_data": "#cloud-config\n"}))
+    again = instance_request.build_request(server_ctx(parameters={"user_data": "#cloud-config\n"}))
     assert first["UserData"].startswith("Content-Type: multipart/mixed")
     assert first["UserData"] == again["UserData"]
     assert first["ClientToken"] == again["ClientToken"]
@@ -358,7 +362,7 @@ def test_run_instances_sends_the_token_and_all_tags_in_one_call(server_ctx, call
     instance.run_instances(ctx=ctx)
     assert calls.mutating == ["RunInstances"]
     (server,) = live_instances(ec2)
-    assert server["ClientToken"] == instance.build_request(ctx)["ClientToken"]
+    assert server["ClientToken"] == instance_request.build_request(ctx)["ClientToken"]
     assert {t["Key"] for t in server["Tags"]} == {
         "Name",
         "team",
@@ -393,7 +397,7 @@ def test_a_repeated_token_answered_with_a_terminated_instance_launches_a_new_one
         return {"ReservationId": "r-1", "Instances": [{"InstanceId": f"i-{len(sent)}", "State": {"Name": state}}]}
 
     monkeypatch.setattr(instance.utils, "call", fake_call)
-    launched, _ = instance._run(ctx, None, instance.build_request(ctx))
+    launched, _ = instance._run(ctx, None, instance_request.build_request(ctx))
     assert launched["InstanceId"] == "i-2"
     assert sent[0] != sent[1] and len(sent[1]) <= 64
 
