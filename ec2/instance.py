@@ -174,43 +174,27 @@ def creation_validation(ctx, **_):
             f"names instance '{named}', which already exists, while use_external_resource is false",
             "set use_external_resource to true to use that instance, or clear resource_id",
         )
-    image_id = request["ImageId"]
-    found = utils.call(ctx, client, "describe_images", not_found_ok=True, ImageIds=[image_id])
-    images = (found or {}).get("Images", [])
-    if not images:
+    image_id, key_name, subnet_id = request["ImageId"], request.get("KeyName"), request.get("SubnetId")
+    images = _existing(ctx, client, "describe_images", "Images", ImageIds=[image_id])
+    if not images or images[0].get("State", "available") != "available":
+        state = images[0]["State"] if images else "not available to this account and region"
+        raise utils.bad_input(
+            ctx, "image_id", f"names image '{image_id}', which is {state}", "give an available AMI id of this region"
+        )
+    if key_name and not _existing(ctx, client, "describe_key_pairs", "KeyPairs", KeyNames=[key_name]):
         raise utils.bad_input(
             ctx,
-            "image_id",
-            f"names image '{image_id}', which is not available to this account and region",
-            "give an AMI id that exists in the region (see DescribeImages)",
+            "parameters.key_name",
+            f"names key pair '{key_name}', which does not exist",
+            "create the key pair first, or connect the instance to a KeyPair node",
         )
-    if images[0].get("State", "available") != "available":
+    if subnet_id and not _existing(ctx, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id]):
         raise utils.bad_input(
             ctx,
-            "image_id",
-            f"names image '{image_id}', which is {images[0]['State']}",
-            "give an AMI that is available",
+            "parameters.subnet_id",
+            f"names subnet '{subnet_id}', which does not exist",
+            "give the id of an existing subnet, or leave it out for the default VPC",
         )
-    key_name = request.get("KeyName")
-    if key_name:
-        found = utils.call(ctx, client, "describe_key_pairs", not_found_ok=True, KeyNames=[key_name])
-        if not (found or {}).get("KeyPairs"):
-            raise utils.bad_input(
-                ctx,
-                "parameters.key_name",
-                f"names key pair '{key_name}', which does not exist",
-                "create the key pair first, or connect the instance to a KeyPair node",
-            )
-    subnet_id = request.get("SubnetId")
-    if subnet_id:
-        found = utils.call(ctx, client, "describe_subnets", not_found_ok=True, SubnetIds=[subnet_id])
-        if not (found or {}).get("Subnets"):
-            raise utils.bad_input(
-                ctx,
-                "parameters.subnet_id",
-                f"names subnet '{subnet_id}', which does not exist",
-                "give the id of an existing subnet, or leave it out for the default VPC",
-            )
     ctx.logger.info(f"Instance of {request['InstanceType']} from {image_id} is valid.")
 
 
@@ -300,9 +284,14 @@ def _own_instance_ids(ctx, client) -> list[str]:
     return [instance["InstanceId"] for instance in _own_live_instances(ctx, client)]
 
 
+def _existing(ctx, client, operation: str, result_key: str, **params) -> list[dict]:
+    """What a describe call finds; nothing when AWS says NotFound."""
+    return (utils.call(ctx, client, operation, not_found_ok=True, **params) or {}).get(result_key, [])
+
+
 def _describe(ctx, client, instance_id: str) -> dict | None:
-    found = utils.call(ctx, client, "describe_instances", not_found_ok=True, InstanceIds=[instance_id])
-    instances = [i for r in (found or {}).get("Reservations", []) for i in r["Instances"]]
+    reservations = _existing(ctx, client, "describe_instances", "Reservations", InstanceIds=[instance_id])
+    instances = [instance for reservation in reservations for instance in reservation["Instances"]]
     return instances[0] if instances else None
 
 
