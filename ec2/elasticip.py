@@ -93,17 +93,7 @@ def release(ctx, **_):
 def creation_validation(ctx, **_):
     validate(ctx)
     client = utils.client_for(ctx.node)
-    lookup = AddressLookup(ctx, client)
-    if utils.use_external(ctx.node):
-        utils.require_external(ctx, KIND, lookup.public_ip)
-    elif utils.resource_id(ctx.node) and lookup.public_ip(utils.resource_id(ctx.node)):
-        raise utils.bad_input(
-            ctx,
-            "resource_id",
-            f"names elastic IP '{utils.resource_id(ctx.node)}', which already exists",
-            "leave resource_id empty to allocate a new address, "
-            "or set use_external_resource to true to use the existing one",
-        )
+    utils.check_existence(ctx, KIND, AddressLookup(ctx, client).public_ip, utils.resource_id(ctx.node))
     ctx.logger.info(f"Elastic IP {utils.resource_id(ctx.node) or '(new)'} is valid.")
 
 

@@ -69,22 +69,7 @@ def delete(ctx, **_):
 def creation_validation(ctx, **_):
     key_name, key_path = validate(ctx)
     client = utils.client_for(ctx.node)
-    exists = _find(ctx, client, key_name) is not None
-    if utils.use_external(ctx.node):
-        if not exists:
-            raise utils.bad_input(
-                ctx,
-                "resource_id",
-                f"names key pair '{key_name}', which does not exist",
-                "correct resource_id, or set use_external_resource to false",
-            )
-    elif exists:
-        raise utils.bad_input(
-            ctx,
-            "resource_id",
-            f"names key pair '{key_name}', which already exists",
-            "choose another name, or set use_external_resource to true to use the existing key",
-        )
+    utils.check_existence(ctx, "key pair", lambda name: _find(ctx, client, name), key_name)
     ctx.logger.info(f"Key pair {key_name} at {key_path} is valid.")
 
 

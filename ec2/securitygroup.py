@@ -74,15 +74,7 @@ def delete(ctx, **_):
 def creation_validation(ctx, **_):
     name, _description, _ingress, _egress = validate(ctx)
     client = utils.client_for(ctx.node)
-    if utils.use_external(ctx.node):
-        utils.require_external(ctx, "security group", lambda wanted: _find(ctx, client, wanted))
-    elif utils.resource_id(ctx.node) and _find(ctx, client, name):
-        raise utils.bad_input(
-            ctx,
-            "resource_id",
-            f"names security group '{name}', which already exists in the VPC",
-            "choose another name, or set use_external_resource to true to use the existing group",
-        )
+    utils.check_existence(ctx, "security group", lambda wanted: _find(ctx, client, wanted), utils.resource_id(ctx.node))
     ctx.logger.info(f"Security group {name or utils.resource_id(ctx.node)} is valid.")
 
 

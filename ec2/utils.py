@@ -155,6 +155,20 @@ def require_external(ctx, kind: str, find: Callable[[str], str | None]) -> str:
     return found
 
 
+def check_existence(ctx, kind: str, find: Callable[[str], str | None], new_name: str = "") -> None:
+    """The reference page's common validation: an external resource must
+    exist; a new one must not exist under the name it is to get."""
+    if use_external(ctx.node):
+        require_external(ctx, kind, find)
+    elif new_name and find(new_name):
+        raise bad_input(
+            ctx,
+            "resource_id",
+            f"names {kind} '{new_name}', which already exists",
+            f"choose another name, or set use_external_resource to true to use the existing {kind}",
+        )
+
+
 def adopt_external(ctx, kind: str, find: Callable[[str], str | None], **extra: Any) -> bool:
     """On create: records an existing resource's id and returns True when external."""
     if not use_external(ctx.node):
