@@ -230,17 +230,21 @@ def creation_tags(ctx, resource_type: str, name: str | None = None) -> list[dict
     if name is not None:
         tags["Name"] = name
     tags.update(validate_tags(ctx))
-    tags[constants.TAG_DEPLOYMENT_ID] = ctx.deployment.id
-    tags[constants.TAG_NODE_INSTANCE_ID] = ctx.instance.id
+    tags.update(_ownership(ctx))
     return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
 
 
 def own_resource_filters(ctx) -> list[dict]:
     """Describe filters that find what this node instance created earlier."""
-    return [
-        {"Name": f"tag:{constants.TAG_DEPLOYMENT_ID}", "Values": [ctx.deployment.id]},
-        {"Name": f"tag:{constants.TAG_NODE_INSTANCE_ID}", "Values": [ctx.instance.id]},
-    ]
+    return [{"Name": f"tag:{key}", "Values": [value]} for key, value in _ownership(ctx).items()]
+
+
+def _ownership(ctx) -> dict[str, str]:
+    """The tags that name the deployment and node instance that own a resource."""
+    return {
+        constants.TAG_DEPLOYMENT_ID: str(ctx.deployment.id or "local"),
+        constants.TAG_NODE_INSTANCE_ID: str(ctx.instance.id),
+    }
 
 
 def find_own(ctx, client, operation: str, result_key: str, extra_filters: Iterable[dict] = ()) -> list[dict]:

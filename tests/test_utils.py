@@ -160,3 +160,9 @@ def test_a_read_timeout_is_retryable(ctx):
         client = connection.ec2_client({"endpoint_url": endpoint, "read_timeout": 1, "max_attempts": 1})
         with pytest.raises(RecoverableError, match="did not get through"):
             utils.call(ctx, client, "describe_key_pairs")
+
+
+def test_ownership_tags_work_without_a_deployment_id(make_ctx):
+    ctx = make_ctx({}, deployment_id=None)
+    (spec,) = utils.creation_tags(ctx, "key-pair")
+    assert {"Key": "cloudify:deployment-id", "Value": "local"} in spec["Tags"]
