@@ -163,3 +163,9 @@ def test_a_key_pair_and_security_group_blueprint_installs_and_uninstalls(tmp_pat
     deployment.uninstall()
     assert ec2.describe_key_pairs()["KeyPairs"] == []
     assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+
+
+def test_plugin_yaml_parses_under_dsl_1_2_with_the_offline_types(tmp_path):
+    nodes = {"key": {"type": "cloudify.aws.nodes.KeyPair", "properties": {"private_key_path": "/tmp/k.pem"}}}
+    plan = parse_from_path(str(write_blueprint(tmp_path, nodes, dsl="cloudify_dsl_1_2")), resolver=types_resolver())
+    assert [node["type"] for node in plan["nodes"]] == ["cloudify.aws.nodes.KeyPair"]
