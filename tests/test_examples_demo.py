@@ -11,6 +11,7 @@ import importlib.util
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -65,6 +66,7 @@ def test_demo_runs_end_to_end_and_stops_its_emulator(tmp_path):
     assert re.search(r"elastic_ip\s+\d+\.\d+\.\d+\.\d+", result.stdout)
     assert "nothing left" in result.stdout
     assert_gone(emulator_pid(result.stdout))
+    assert stat.S_IMODE((tmp_path / "work" / "inputs.yaml").stat().st_mode) == 0o600
     config = yaml.safe_load((tmp_path / "work" / ".cloudify" / "config.yaml").read_text())
     (rule,) = config["import_resolver"]["parameters"]["rules"]
     assert list(rule.values()) == [(ROOT / "offline" / "types.yaml").as_uri()]
@@ -260,11 +262,47 @@ def test_real_aws_needs_explicit_inputs_without_placeholders():
     assert "cfy install" not in result.stdout
 
 
-def test_demo_workdir_can_be_prepared_again(tmp_path, monkeypatch):
-    """A kept working folder (the real-AWS one) is reused on the next run."""
+@pytest.mark.parametrize("key", ["aws_secret_access_key", "aws_session_token", "security_token"])
+def test_real_aws_refuses_credentials_in_the_inputs(tmp_path, key):
+    inputs = yaml.safe_load((ROOT / "examples" / "inputs-aws.yaml").read_text())
+    inputs["aws_config"] = {"region_name": "eu-west-1", "aws_access_key_id": "AKIAEXAMPLE", key: "s3cr3t"}
+    inputs["image_id"] = "ami-0123456789abcdef0"
+    path = tmp_path / "inputs.yaml"
+    path.write_text(yaml.safe_dump(inputs))
+    workdir = tmp_path / "work"
+    result = run_demo("--target", "aws", "--inputs", str(path), "--workdir", str(workdir))
+    assert result.returncode == 1
+    assert f"holds credentials in aws_config ({key})" in result.stderr
+    assert "boto3" in result.stderr and "s3cr3t" not in result.stderr
+    assert "cfy install" not in result.stdout
+    assert not workdir.exists()
+
+
+def load_demo():
     spec = importlib.util.spec_from_file_location("demo_driver", DEMO)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
+    return demo
+
+
+def test_resolved_inputs_are_written_private_even_with_umask_0(tmp_path):
+    demo = load_demo()
+    target = tmp_path / "inputs.yaml"
+    target.write_text("old")
+    target.chmod(0o644)
+    previous = os.umask(0)
+    try:
+        demo.write_private(target, "aws_config: {}\n")
+    finally:
+        os.umask(previous)
+    assert target.read_text() == "aws_config: {}\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["inputs.yaml"]
+
+
+def test_demo_workdir_can_be_prepared_again(tmp_path, monkeypatch):
+    """A kept working folder (the real-AWS one) is reused on the next run."""
+    demo = load_demo()
     monkeypatch.setenv("CFY_WORKDIR", str(tmp_path))
     demo.prepare_workdir(tmp_path / "work")
     demo.prepare_workdir(tmp_path / "work")
