@@ -5,7 +5,9 @@ By default everything happens on an EC2 emulator (a moto server started on
 start the emulator, prepare a private CFY_WORKDIR under build/demo/, `cfy
 install` the example, print its outputs and runtime properties, `cfy
 uninstall`, check with boto3 that nothing is left, stop the emulator. The
-emulator is stopped on success, on failure and on Ctrl-C.
+emulator and any running `cfy` are stopped on success, on failure, on Ctrl-C,
+SIGTERM and SIGHUP (terminal closed); if this script is killed outright, the
+emulator notices that its watchdog pipe closed and exits by itself.
 
 Real AWS only with ``--target aws --inputs FILE`` (``make demo TARGET=aws
 INPUTS=FILE``): then the credentials come from boto3's standard chain and it
@@ -18,6 +20,7 @@ the plugin, the ``cfy`` command and moto installed.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -47,6 +50,26 @@ CFY = Path(sys.executable).parent / "cfy"
 # retry counts against --task-retries, so give enough for the slowest wait.
 RETRIES = {"emulator": (10, 2), "aws": (60, 15)}
 PLACEHOLDERS = ("REGION", "ami-XXXXXXXXXXXXXXXXX")
+# aws_config keys that hold secrets (boto3 names and the classic boto 2 alias).
+SECRET_KEYS = ("aws_secret_access_key", "aws_session_token", "security_token")
+# The signals that end the demo cleanly, with exit code 128 + signal number.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# Runs the moto server in-process after starting a watchdog thread: when the
+# demo's end of the stdin pipe closes (the demo exited or was killed, even
+# with SIGKILL), the read sees EOF and the server exits at once.
+EMULATOR_WRAPPER = """
+import os, sys, threading
+
+def watchdog():
+    while os.read(0, 4096):
+        pass
+    os._exit(0)
+
+threading.Thread(target=watchdog, daemon=True).start()
+from moto.server import main
+main(sys.argv[1:])
+"""
 
 
 class DemoError(Exception):
@@ -54,7 +77,45 @@ class DemoError(Exception):
 
 
 def say(text: str) -> None:
-    print(f"\n==> {text}", flush=True)
+    show(f"\n==> {text}")
+
+
+def show(text: str, file: Any = None) -> None:
+    """Prints, ignoring a closed terminal (after SIGHUP) so cleanup goes on."""
+    try:
+        print(text, file=file or sys.stdout, flush=True)
+    except OSError:
+        pass
+
+
+def die_with_parent() -> None:
+    """preexec_fn for children: on Linux, SIGTERM them when the demo dies,
+    however it dies. Elsewhere (no prctl) the demo's own cleanup must do."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def write_private(path: Path, text: str) -> None:
+    """Writes a file readable by its owner only (0600), atomically: a temporary
+    file created with that mode and renamed over the target, so that the file
+    is never world-readable, not even for a moment."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def free_port() -> int:
@@ -64,19 +125,23 @@ def free_port() -> int:
 
 
 class Emulator:
-    """A moto EC2 server in its own process group on 127.0.0.1."""
+    """A moto EC2 server in its own session on 127.0.0.1 (so a Ctrl-C in the
+    terminal reaches only this script, which then stops it in order), tied to
+    this script by a watchdog pipe on its stdin and, on Linux, by
+    PR_SET_PDEATHSIG: it cannot outlive the demo."""
 
     def __init__(self, log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-c", EMULATOR_WRAPPER, "-H", "127.0.0.1", "-p", str(self.port)],
             env=dict(os.environ, MOTO_ENABLE_AMI_VALIDATION="true"),
+            stdin=subprocess.PIPE,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            # Its own session: Ctrl-C reaches this script, which then stops it.
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -95,14 +160,18 @@ class Emulator:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        finally:
+            # Should the above be interrupted, the watchdog still ends it.
+            self.process.stdin.close()
+            self.log.close()
 
 
 def emulator_environment(url: str) -> None:
@@ -141,23 +210,28 @@ def cfy(*args: str, quiet: bool = False, capture: bool = False) -> str:
     command = [str(CFY), *args]
     shown = " ".join(args)
     if quiet or capture:
-        result = subprocess.run(command, text=True, capture_output=True)
+        # subprocess.run kills the child on any exception, KeyboardInterrupt too.
+        result = subprocess.run(command, text=True, capture_output=True, preexec_fn=die_with_parent)
         if result.returncode != 0:
             raise DemoError(f"`cfy {shown}` failed with exit code {result.returncode}\n{result.stdout}{result.stderr}")
         return result.stdout
-    print(f"$ cfy {shown}", flush=True)
+    show(f"$ cfy {shown}")
     reasons: list[str] = []
-    process = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+    )
     try:
         for line in process.stdout:
-            print(line, end="", flush=True)
+            show(line.rstrip("\n"))
             if "Task failed '" in line and " -> " in line:
                 reasons.append(line.split(" -> ", 1)[1].strip())
         process.wait()
     finally:
+        # On every way out (failure, signal, closed terminal) cfy must end too.
         if process.poll() is None:
             process.kill()
             process.wait()
+        process.stdout.close()
     if process.returncode != 0:
         why = "".join(f"\n  - {reason}" for reason in dict.fromkeys(reasons))
         because = f"; because:{why}" if why else ""
@@ -236,6 +310,21 @@ def load_inputs(path: Path) -> dict:
     return inputs
 
 
+def refuse_secrets(inputs: dict, path: Path) -> None:
+    """Real AWS credentials belong in boto3's chain, not in an inputs file that
+    gets copied around (and into cfy's deployment storage)."""
+    aws_config = inputs.get("aws_config")
+    found = [key for key in SECRET_KEYS if isinstance(aws_config, dict) and aws_config.get(key)]
+    if found:
+        raise DemoError(
+            f"{path} holds credentials in aws_config ({', '.join(found)}). The demo refuses to copy secrets "
+            "into its working folder and cfy's storage: remove them and let boto3 find them in its standard "
+            "chain instead (AWS_PROFILE, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN in "
+            "the environment, ~/.aws/credentials, or an instance role), or name a profile with "
+            "aws_config.profile_name."
+        )
+
+
 def run(target: str, inputs_path: Path | None, retries: int | None, interval: int | None, workdir: Path) -> None:
     emulator: Emulator | None = None
     installed = False
@@ -247,7 +336,7 @@ def run(target: str, inputs_path: Path | None, retries: int | None, interval: in
             say("Starting the EC2 emulator (moto server)")
             emulator = Emulator(workdir / "moto.log")
             emulator.wait_ready()
-            print(f"  listening on {emulator.url}, pid {emulator.process.pid}")
+            show(f"  listening on {emulator.url}, pid {emulator.process.pid}")
             emulator_environment(emulator.url)
             inputs["aws_config"] = {**(inputs.get("aws_config") or {}), "endpoint_url": emulator.url}
             inputs["key_path"] = str(workdir / "keys" / Path(str(inputs.get("key_path") or "demo.pem")).name)
@@ -255,6 +344,7 @@ def run(target: str, inputs_path: Path | None, retries: int | None, interval: in
             if inputs_path is None:
                 raise DemoError("real AWS needs an inputs file: make demo TARGET=aws INPUTS=examples/inputs-aws.yaml")
             inputs = load_inputs(inputs_path)
+            refuse_secrets(inputs, inputs_path)
             text = inputs_path.read_text()
             missing = [p for p in PLACEHOLDERS if p in text]
             if missing:
@@ -269,7 +359,7 @@ def run(target: str, inputs_path: Path | None, retries: int | None, interval: in
         say(f"Preparing the cfy working directory {workdir}")
         prepare_workdir(workdir)
         resolved_inputs = workdir / "inputs.yaml"
-        resolved_inputs.write_text(yaml.safe_dump(inputs, sort_keys=False))
+        write_private(resolved_inputs, yaml.safe_dump(inputs, sort_keys=False))
         print(f"  inputs: {resolved_inputs}")
 
         default_retries, default_interval = RETRIES[target]
@@ -292,11 +382,13 @@ def run(target: str, inputs_path: Path | None, retries: int | None, interval: in
         check_nothing_left(instances, inputs.get("aws_config") or {}, emulator is not None)
         say("Demo finished: installed, inspected and uninstalled the example blueprint")
     finally:
-        if installed and target == "aws":
-            cleanup_aws(retries)
-        if emulator is not None:
-            say("Stopping the EC2 emulator")
-            emulator.stop()
+        try:
+            if installed and target == "aws":
+                cleanup_aws(retries)
+        finally:
+            if emulator is not None:
+                say("Stopping the EC2 emulator")
+                emulator.stop()
 
 
 def cleanup_aws(retries: int | None) -> None:
@@ -325,8 +417,24 @@ def cleanup_aws(retries: int | None) -> None:
         )
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised by the signal handler; remembers which signal it was."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    raise Interrupted(signum)
+
+
+def catch_signals() -> None:
+    """Ctrl-C, SIGTERM and a closed terminal (SIGHUP) all end the demo through
+    its cleanup. Set explicitly: a background job of a non-interactive shell
+    starts with SIGINT ignored, and SIGHUP would otherwise kill it outright."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,17 +448,17 @@ def main(argv: list[str] | None = None) -> int:
     if not CFY.exists():
         print(f"demo failed: {CFY} is missing; run `make demo`, which installs the Cloudify CLI", file=sys.stderr)
         return 2
-    # Clean up on SIGTERM too, not only on Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
+    catch_signals()
     try:
         workdir = (args.workdir or BUILD / args.target).resolve()
         run(args.target, args.inputs, args.task_retries, args.task_retry_interval, workdir)
     except DemoError as error:
-        print(f"\ndemo FAILED: {error}", file=sys.stderr)
+        show(f"\ndemo FAILED: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ndemo INTERRUPTED: cleaned up and stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interruption:
+        signum = getattr(interruption, "signum", signal.SIGINT)
+        show(f"\ndemo INTERRUPTED ({signal.Signals(signum).name}): cleaned up and stopped", file=sys.stderr)
+        return 128 + signum
     return 0
 
 

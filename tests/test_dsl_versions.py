@@ -1,6 +1,6 @@
-"""The example blueprints parse under cloudify_dsl_1_3, 1_4 and 1_5, with the
-project's offline base types and, when the reference copies exist, with the
-official ones."""
+"""The example blueprints parse as shipped (cloudify_dsl_1_5), and under
+cloudify_dsl_1_3, 1_4 and 1_5, with the project's offline base types and, when
+the reference copies exist, with the official ones."""
 
 from __future__ import annotations
 
@@ -61,8 +61,25 @@ def check_parsed(plan: dict) -> None:
 
 
 @pytest.mark.parametrize("name", BLUEPRINTS)
+def test_example_declares_the_dsl_version_of_the_official_types(name):
+    """The official 7.x types.yaml behind the imported URL needs 1_5."""
+    blueprint = yaml.safe_load((EXAMPLES / name).read_text())
+    assert blueprint["tosca_definitions_version"] == "cloudify_dsl_1_5"
+    assert blueprint["imports"] == [TYPES_URL, "../plugin.yaml"]
+
+
+@pytest.mark.parametrize("name", BLUEPRINTS)
 def test_example_parses_as_it_is(name):
     check_parsed(parse_from_path(str(EXAMPLES / name), resolver=types_resolver()))
+
+
+@pytest.mark.skipif(not REFERENCE_TYPES.is_dir(), reason=f"no reference types at {REFERENCE_TYPES}")
+@pytest.mark.parametrize("name", BLUEPRINTS)
+def test_example_as_shipped_parses_with_the_official_types(name):
+    """What a manager (or an online cfy) does: the example file itself, its
+    types URL served by the official types.yaml."""
+    plan = parse_from_path(str(EXAMPLES / name), resolver=types_resolver(REFERENCE_TYPES / "types.yaml"))
+    check_parsed(plan)
 
 
 @pytest.mark.parametrize("dsl", DSL_VERSIONS)
