@@ -115,6 +115,35 @@ def test_the_security_group_rules_default_to_an_empty_list(plugin):
                 },
             },
         ),
+        (
+            "cloudify.aws.nodes.Instance",
+            {
+                "cloudify.interfaces.lifecycle": {
+                    "create": "aws.ec2.instance.run_instances",
+                    "start": "aws.ec2.instance.start",
+                    "stop": "aws.ec2.instance.stop",
+                    "delete": "aws.ec2.instance.terminate",
+                },
+                "cloudify.interfaces.validation": {
+                    "create": "aws.ec2.instance.creation_validation",
+                    "creation": "aws.ec2.instance.creation_validation",
+                    "check_status": "aws.ec2.instance.check_status",
+                },
+            },
+        ),
+        (
+            "cloudify.aws.nodes.ElasticIP",
+            {
+                "cloudify.interfaces.lifecycle": {
+                    "create": "aws.ec2.elasticip.allocate",
+                    "delete": "aws.ec2.elasticip.release",
+                },
+                "cloudify.interfaces.validation": {
+                    "create": "aws.ec2.elasticip.creation_validation",
+                    "creation": "aws.ec2.elasticip.creation_validation",
+                },
+            },
+        ),
     ],
 )
 def test_operations_keep_the_classic_paths(plugin, node_type, operations):
@@ -169,3 +198,24 @@ def test_plugin_yaml_parses_under_dsl_1_2_with_the_offline_types(tmp_path):
     nodes = {"key": {"type": "cloudify.aws.nodes.KeyPair", "properties": {"private_key_path": "/tmp/k.pem"}}}
     plan = parse_from_path(str(write_blueprint(tmp_path, nodes, dsl="cloudify_dsl_1_2")), resolver=types_resolver())
     assert [node["type"] for node in plan["nodes"]] == ["cloudify.aws.nodes.KeyPair"]
+
+
+def test_the_elastic_ip_relationship_maps_establish_and_unlink_on_the_source(plugin):
+    relationship = plugin["relationships"]["cloudify.aws.relationships.instance_connected_to_elastic_ip"]
+    assert relationship["source_interfaces"] == {
+        "cloudify.interfaces.relationship_lifecycle": {
+            "establish": "aws.ec2.elasticip.associate",
+            "unlink": "aws.ec2.elasticip.disassociate",
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cloudify.aws.relationships.instance_connected_to_keypair",
+        "cloudify.aws.relationships.instance_connected_to_security_group",
+    ],
+)
+def test_the_keypair_and_security_group_relationships_map_no_operations(plugin, name):
+    assert set(plugin["relationships"][name]) == {"derived_from"}
