@@ -69,7 +69,13 @@ def delete(ctx, **_):
 def creation_validation(ctx, **_):
     key_name, key_path = validate(ctx)
     client = utils.client_for(ctx.node)
-    utils.check_existence(ctx, "key pair", lambda name: _find(ctx, client, name), key_name)
+    utils.check_existence(
+        ctx,
+        "key pair",
+        lambda name: _find(ctx, client, name),
+        key_name,
+        lambda: bool(utils.find_own(ctx, client, "describe_key_pairs", "KeyPairs")),
+    )
     ctx.logger.info(f"Key pair {key_name} at {key_path} is valid.")
 
 

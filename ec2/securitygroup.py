@@ -74,7 +74,13 @@ def delete(ctx, **_):
 def creation_validation(ctx, **_):
     name, _description, _ingress, _egress = validate(ctx)
     client = utils.client_for(ctx.node)
-    utils.check_existence(ctx, "security group", lambda wanted: _find(ctx, client, wanted), utils.resource_id(ctx.node))
+    utils.check_existence(
+        ctx,
+        "security group",
+        lambda wanted: _find(ctx, client, wanted),
+        utils.resource_id(ctx.node),
+        lambda: bool(utils.find_own(ctx, client, "describe_security_groups", "SecurityGroups")),
+    )
     ctx.logger.info(f"Security group {name or utils.resource_id(ctx.node)} is valid.")
 
 

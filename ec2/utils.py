@@ -155,12 +155,20 @@ def require_external(ctx, kind: str, find: Callable[[str], str | None]) -> str:
     return found
 
 
-def check_existence(ctx, kind: str, find: Callable[[str], str | None], new_name: str = "") -> None:
+def check_existence(
+    ctx,
+    kind: str,
+    find: Callable[[str], str | None],
+    new_name: str = "",
+    left_by_earlier_create: Callable[[], bool] = lambda: False,
+) -> None:
     """The reference page's common validation: an external resource must
-    exist; a new one must not exist under the name it is to get."""
+    exist; a new one must not exist under the name it is to get, unless it is
+    this node instance's own, left by an interrupted create that a rerun of
+    create replaces."""
     if use_external(ctx.node):
         require_external(ctx, kind, find)
-    elif new_name and find(new_name):
+    elif new_name and find(new_name) and not left_by_earlier_create():
         raise bad_input(
             ctx,
             "resource_id",

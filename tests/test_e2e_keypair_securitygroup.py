@@ -7,6 +7,8 @@ import stat
 import pytest
 from cloudify.exceptions import WorkflowFailed
 
+from ec2 import connection
+
 
 @pytest.fixture
 def blueprint(tmp_path):
@@ -105,3 +107,31 @@ def test_the_failure_message_names_the_node_the_property_and_the_fix(deploy, blu
     messages = capsys.readouterr().out
     assert "node 'group': property 'rules[0].cidr_ip'" in messages
     assert "Fix:" in messages
+
+
+def test_install_run_again_after_a_create_that_died_replaces_the_half_made_group(deploy, blueprint, ec2, monkeypatch):
+    _, nodes = blueprint
+    deployment = deploy({"group": nodes["group"]})
+    create = connection._create_client
+    died = []
+
+    def die_once(**_):
+        if not died:
+            died.append(True)
+            raise SystemExit("the process died right after CreateSecurityGroup")
+
+    def dying_client(settings):
+        client = create(settings)
+        client.meta.events.register("after-call.ec2.CreateSecurityGroup", die_once)
+        return client
+
+    monkeypatch.setattr(connection, "_create_client", dying_client)
+    connection._cached_client.cache_clear()
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == "web"]
+
+    deployment.install()
+    (group,) = [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == "web"]
+    assert deployment.runtime("group")["aws_resource_id"] == group["GroupId"]
+    assert len(group["IpPermissions"]) == 2

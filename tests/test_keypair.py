@@ -295,3 +295,11 @@ def test_when_the_file_appears_meanwhile_it_is_kept_and_nothing_stays_recorded(m
     keypair.delete(ctx=ctx)
     assert path.read_text() == "theirs"
     assert key_names(ec2) == []
+
+
+def test_validation_accepts_the_key_an_interrupted_create_of_this_node_instance_left(make_ctx, tmp_path, ec2):
+    ctx = key_ctx(make_ctx, tmp_path / "k.pem")
+    ec2.create_key_pair(KeyName="k", TagSpecifications=utils.creation_tags(ctx, "key-pair"))
+    keypair.creation_validation(ctx=ctx)
+    keypair.create(ctx=ctx)
+    assert key_names(ec2) == ["k"]

@@ -322,3 +322,13 @@ def test_an_external_group_by_name_is_looked_up_in_the_nodes_vpc_only(make_ctx, 
     ctx = group_ctx(make_ctx, use_external_resource=True, resource_id="shared-name")
     securitygroup.create(ctx=ctx)
     assert ctx.instance.runtime_properties["aws_resource_id"] == mine
+
+
+def test_validation_accepts_the_group_an_interrupted_create_of_this_node_instance_left(make_ctx, ec2):
+    ctx = group_ctx(make_ctx, resource_id="web")
+    ec2.create_security_group(
+        GroupName="web", Description="x", TagSpecifications=utils.creation_tags(ctx, "security-group", "web")
+    )
+    securitygroup.creation_validation(ctx=ctx)
+    securitygroup.create(ctx=ctx)
+    assert non_default_groups(ec2) == ["web"]
