@@ -203,13 +203,7 @@ def _find(ctx, client, key_name: str) -> str | None:
 def _remove_own_key_and_file(ctx, client) -> None:
     """Deletes the key pair this node instance made (recorded, or found by its
     ownership tags after an interrupted create) and the file create wrote."""
-    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    names = (
-        [recorded]
-        if recorded
-        else [k["KeyName"] for k in utils.find_own(ctx, client, "describe_key_pairs", "KeyPairs")]
-    )
-    for key_name in names:
+    for key_name in utils.own_ids(ctx, client, "describe_key_pairs", "KeyPairs", "KeyName"):
         utils.call(ctx, client, "delete_key_pair", not_found_ok=True, KeyName=key_name)
         ctx.logger.info(f"Deleted key pair {key_name}.")
     key_file = ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)

@@ -230,13 +230,7 @@ def _find(ctx, client, wanted: str) -> str | None:
 def _delete_own_group(ctx, client) -> None:
     """Deletes the group this node instance made: the recorded one, or one an
     interrupted create left unrecorded (found by its ownership tags)."""
-    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    own = (
-        [recorded]
-        if recorded
-        else [g["GroupId"] for g in utils.find_own(ctx, client, "describe_security_groups", "SecurityGroups")]
-    )
-    for group_id in own:
+    for group_id in utils.own_ids(ctx, client, "describe_security_groups", "SecurityGroups", "GroupId"):
         # DependencyViolation: an instance using the group is still shutting down.
         utils.call(
             ctx,

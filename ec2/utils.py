@@ -1,12 +1,15 @@
 """Helpers shared by every resource module, each concern written once.
 
+- ``client_for``: a node's EC2 client (built by ``ec2.connection``).
 - ``call``: the single translator of botocore errors.
-- ``use_external`` / ``adopt_external`` / ``release_external``: the
-  reference page's "Using Existing Resources" short-circuits.
+- ``bad_input``: the one shape of a validation error (node, property, fix).
+- ``check_existence``, ``adopt_external``, ``release_external``: the
+  reference page's common validation and its "Using Existing Resources"
+  short-circuits.
 - ``record`` / ``forget``: runtime-property bookkeeping.
-- ``wait_for``: the waiting policy.
-- ``creation_tags`` / ``own_resource_filters``: tags that tie an AWS resource
-  to the node instance that made it.
+- ``creation_tags``, ``find_own``, ``own_ids``: ownership tags, and finding
+  what an interrupted create of this node instance left behind.
+- ``wait_settings`` / ``wait_for``: the waiting policy.
 """
 
 from __future__ import annotations
@@ -258,6 +261,15 @@ def _ownership(ctx) -> dict[str, str]:
 def find_own(ctx, client, operation: str, result_key: str, extra_filters: Iterable[dict] = ()) -> list[dict]:
     """What an earlier, interrupted run of this node instance created."""
     return call(ctx, client, operation, Filters=[*own_resource_filters(ctx), *extra_filters])[result_key]
+
+
+def own_ids(ctx, client, operation: str, result_key: str, id_key: str) -> list[str]:
+    """The recorded ``aws_resource_id``, or else the ids of resources tagged as
+    this node instance's: an interrupted create may have made one it never recorded."""
+    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    if recorded:
+        return [str(recorded)]
+    return [item[id_key] for item in find_own(ctx, client, operation, result_key)]
 
 
 def generated_name(ctx) -> str:

@@ -157,3 +157,28 @@ class CallRecorder:
 def quiet_logs() -> None:
     for name in ("werkzeug", "botocore", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def die_once_after(monkeypatch, operation: str) -> list:
+    """Makes the plugin's next successful EC2 ``operation`` (such as
+    "AllocateAddress") end its process, as a crash right after AWS acted and
+    before the plugin recorded anything. Returns a list that holds True once
+    the crash happened."""
+    from ec2 import connection
+
+    died: list = []
+    create = connection._create_client
+
+    def die_once(**_):
+        if not died:
+            died.append(True)
+            raise SystemExit(f"the plugin process died right after {operation}")
+
+    def dying_client(settings):
+        client = create(settings)
+        client.meta.events.register(f"after-call.ec2.{operation}", die_once)
+        return client
+
+    monkeypatch.setattr(connection, "_create_client", dying_client)
+    connection._cached_client.cache_clear()
+    return died

@@ -7,7 +7,7 @@ import stat
 import pytest
 from cloudify.exceptions import WorkflowFailed
 
-from ec2 import connection
+from tests.support import die_once_after
 
 
 @pytest.fixture
@@ -112,21 +112,7 @@ def test_the_failure_message_names_the_node_the_property_and_the_fix(deploy, blu
 def test_install_run_again_after_a_create_that_died_replaces_the_half_made_group(deploy, blueprint, ec2, monkeypatch):
     _, nodes = blueprint
     deployment = deploy({"group": nodes["group"]})
-    create = connection._create_client
-    died = []
-
-    def die_once(**_):
-        if not died:
-            died.append(True)
-            raise SystemExit("the process died right after CreateSecurityGroup")
-
-    def dying_client(settings):
-        client = create(settings)
-        client.meta.events.register("after-call.ec2.CreateSecurityGroup", die_once)
-        return client
-
-    monkeypatch.setattr(connection, "_create_client", dying_client)
-    connection._cached_client.cache_clear()
+    die_once_after(monkeypatch, "CreateSecurityGroup")
     with pytest.raises(WorkflowFailed):
         deployment.install()
     assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == "web"]

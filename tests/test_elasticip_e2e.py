@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from cloudify.exceptions import WorkflowFailed
 
-from ec2 import connection
-from tests.support import IMAGE_ID, ROOT
+from tests.support import IMAGE_ID, ROOT, die_once_after
 
 ELASTIC_IP_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_elastic_ip"
 
@@ -188,23 +188,8 @@ def test_external_address_with_a_new_instance_is_disassociated_but_not_released_
 
 def test_a_rerun_of_install_after_a_crash_after_allocate_address_leaves_exactly_one_address(deploy, ec2, monkeypatch):
     deployment = deploy({"address": {"type": "cloudify.aws.nodes.ElasticIP"}})
-    crashed = []
-
-    def crash_once(**_):
-        if not crashed:
-            crashed.append(True)
-            raise RuntimeError("the plugin process died")
-
-    create = connection._create_client
-
-    def crashing_client(settings):
-        client = create(settings)
-        client.meta.events.register("after-call.ec2.AllocateAddress", crash_once)
-        return client
-
-    monkeypatch.setattr(connection, "_create_client", crashing_client)
-    connection._cached_client.cache_clear()
-    with pytest.raises(Exception):  # noqa: B017 - the local engine raises a generic error
+    crashed = die_once_after(monkeypatch, "AllocateAddress")
+    with pytest.raises(WorkflowFailed):
         deployment.install()
     (leaked,) = addresses(ec2)
     assert crashed
