@@ -4,8 +4,8 @@
 
 Figures only; nothing here asserts on them. Targets a careful operator would
 watch: building a client well under a second, a cached one in microseconds,
-an install plus uninstall of a key pair and a security group in a few
-seconds, and peak memory of the whole run in the low hundreds of MiB.
+an install plus uninstall of five key pairs and a security group in a
+few seconds, and peak memory of the whole run in the low hundreds of MiB.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import boto3
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import ProfileNotFound
+from botocore.exceptions import BotoCoreError, ProfileNotFound
 from cloudify.exceptions import NonRecoverableError
 
 from ec2 import constants
@@ -65,6 +65,20 @@ def ec2_client(aws_config: dict | None, node_id: str = "") -> Any:
             f"{where}{error}. Fix: correct aws_config 'profile_name' (or AWS_PROFILE), "
             "or add that profile to the shared AWS config and credentials files."
         ) from None
+    except (BotoCoreError, ValueError) as error:  # a bad region name, endpoint or retry setting
+        where = f"node '{node_id}': " if node_id else ""
+        raise NonRecoverableError(
+            f"{where}property 'aws_config' does not make a usable EC2 client: {error}. "
+            "Fix: correct region_name, endpoint_url (or the classic endpoint keys) and the retry settings."
+        ) from None
+
+
+@functools.cache
+def ec2_service_model() -> Any:
+    """The EC2 API description, from the loader every client shares."""
+    session = botocore.session.Session()
+    session.register_component("data_loader", _DATA_LOADER)
+    return session.get_service_model("ec2")
 
 
 def client_settings(aws_config: dict, node_id: str = "") -> dict:

@@ -4,7 +4,7 @@
 AWS_RESOURCE_ID = "aws_resource_id"
 EXTERNAL_RESOURCE = "external_resource"
 
-# Runtime properties written by the Instance type on start.
+# Runtime properties written by the Instance type: on start, and on create.
 INSTANCE_NETWORK_PROPERTIES = ("ip", "private_dns_name", "public_dns_name", "public_ip_address")
 RESERVATION_ID = "reservation_id"
 

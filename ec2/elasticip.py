@@ -125,7 +125,7 @@ def associate(ctx, **_):
         **{constants.ASSOCIATION_ID: associated["AssociationId"], constants.ASSOCIATED_INSTANCE_ID: instance_id},
     )
     ctx.logger.info(f"Associated elastic IP {public_ip} with instance {instance_id} ({associated['AssociationId']}).")
-    refresh_instance_addresses(ctx, instance_id)
+    refresh_instance_addresses(ctx, instance_id, public_ip)
 
 
 @operation(resumable=True)
@@ -259,14 +259,18 @@ def _usage(ctx, client, allocation_id: str) -> str:
     return f"in use by {holder} (disassociate it there to let uninstall release it)"
 
 
-def refresh_instance_addresses(ctx, instance_id: str) -> None:
-    """Copies the instance's current public IP and DNS name from EC2 to its runtime properties."""
+def refresh_instance_addresses(ctx, instance_id: str, public_ip: str | None = None) -> None:
+    """Copies the instance's public IP and DNS name from EC2 to its runtime
+    properties. A ``public_ip`` just associated is recorded as it is: a
+    describe right after the association may still show the old one."""
     client = utils.client_for(ctx.source.node)
     answer = utils.call(ctx, client, "describe_instances", not_found_ok=True, InstanceIds=[instance_id])
     reservations = (answer or {}).get("Reservations", [])
     if not reservations or not reservations[0]["Instances"]:
         return
     described = reservations[0]["Instances"][0]
+    if public_ip:
+        described["PublicIpAddress"] = public_ip
     for name, key in (("public_ip_address", "PublicIpAddress"), ("public_dns_name", "PublicDnsName")):
         if described.get(key):
             utils.record(ctx.source.instance, **{name: described[key]})

@@ -142,7 +142,8 @@ def terminate(ctx, **_):
     ):
         return
 
-    instance_ids = _own_instance_ids(ctx, client)
+    # shutting-down too: a retry must still wait for an unrecorded instance it terminated.
+    instance_ids = _own_instance_ids(ctx, client, LIVE_STATES + ("shutting-down",))
     if not instance_ids:
         ctx.logger.info("No instance was recorded or found for this node instance; there is nothing to terminate.")
     for instance_id in instance_ids:
@@ -263,10 +264,10 @@ def _adopt_own(ctx, client) -> bool:
     return True
 
 
-def _own_live_instances(ctx, client) -> list[dict]:
-    """Non-terminated instances tagged as this node instance's, oldest first."""
-    live = [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
-    reservations = utils.find_own(ctx, client, "describe_instances", "Reservations", extra_filters=live)
+def _own_live_instances(ctx, client, states: tuple[str, ...] = LIVE_STATES) -> list[dict]:
+    """Instances in ``states`` tagged as this node instance's, oldest first."""
+    in_states = [{"Name": "instance-state-name", "Values": list(states)}]
+    reservations = utils.find_own(ctx, client, "describe_instances", "Reservations", extra_filters=in_states)
     instances = [
         {**instance, "ReservationId": reservation["ReservationId"]}
         for reservation in reservations
@@ -275,13 +276,13 @@ def _own_live_instances(ctx, client) -> list[dict]:
     return sorted(instances, key=lambda instance: str(instance.get("LaunchTime", "")))
 
 
-def _own_instance_ids(ctx, client) -> list[str]:
-    """The recorded instance, or else the live instances tagged as this node
-    instance's: an interrupted create may have launched one it never recorded."""
+def _own_instance_ids(ctx, client, states: tuple[str, ...] = LIVE_STATES) -> list[str]:
+    """The recorded instance, or else the instances in ``states`` tagged as this
+    node instance's: an interrupted create may have launched one it never recorded."""
     recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
     if recorded:
         return [str(recorded)]
-    return [instance["InstanceId"] for instance in _own_live_instances(ctx, client)]
+    return [instance["InstanceId"] for instance in _own_live_instances(ctx, client, states)]
 
 
 def _existing(ctx, client, operation: str, result_key: str, **params) -> list[dict]:

@@ -17,13 +17,12 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Any
 
-import botocore.session
 from botocore.validate import ParamValidator
 from cloudify import constants as cloudify_constants
 from cloudify.exceptions import NonRecoverableError
 from cloudify.utils import internal as cloudify_internal
 
-from ec2 import constants, utils
+from ec2 import connection, constants, utils
 
 KEYPAIR_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_keypair"
 SECURITY_GROUP_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_security_group"
@@ -60,7 +59,6 @@ BOTO2_NESTED = {
     "monitoring_enabled": ("Monitoring", "Enabled"),
 }
 BOTO2_BOOLEANS = ("ebs_optimized", "disable_api_termination", "monitoring_enabled")
-BOTO2_LISTS = ("security_groups", "security_group_ids")
 # RunInstances fields the plugin decides itself.
 MANAGED_FIELDS = ("MinCount", "MaxCount", "DryRun")
 LIST_FIELDS = ("SecurityGroups", "SecurityGroupIds")
@@ -163,8 +161,6 @@ def translate_parameters(ctx) -> dict[str, Any]:
     for key, value in parameters.items():
         if value is None:
             continue
-        if key in BOTO2_LISTS:
-            value = _string_list(ctx, key, value)
         if key in BOTO2_BOOLEANS:
             value = _boolean(ctx, key, value)
         if key in BOTO2_NESTED:
@@ -185,8 +181,7 @@ def accepted_parameters() -> tuple[str, ...]:
 
 @functools.cache
 def _run_instances_shape():
-    model = botocore.session.get_session().get_service_model("ec2")
-    return model.operation_model("RunInstances").input_shape
+    return connection.ec2_service_model().operation_model("RunInstances").input_shape
 
 
 def _merge(ctx, request: dict, key: str, field: str, value: Any) -> None:

@@ -24,14 +24,13 @@ KEY_NAME_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}$")
 
 @operation(resumable=True)
 def create(ctx, **_):
-    key_name, key_path = validate(ctx)
+    key_name, key_path, public_key = validate(ctx)
     client = utils.client_for(ctx.node)
     if utils.adopt_external(ctx, "key pair", lambda name: _find(ctx, client, name)):
         return
 
     # A rerun after an interrupted create starts afresh: the old private key may be lost.
     _remove_own_key_and_file(ctx, client)
-    public_key = _public_key_material(ctx)
     tags = utils.creation_tags(ctx, "key-pair")
     if public_key:
         utils.call(
@@ -67,7 +66,7 @@ def delete(ctx, **_):
 
 @operation(resumable=True)
 def creation_validation(ctx, **_):
-    key_name, key_path = validate(ctx)
+    key_name, key_path, _public_key = validate(ctx)
     client = utils.client_for(ctx.node)
     utils.check_existence(
         ctx,
@@ -82,15 +81,17 @@ def creation_validation(ctx, **_):
 # --- validation -------------------------------------------------------------
 
 
-def validate(ctx) -> tuple[str, str]:
-    """Checks the properties before AWS is called; returns (key name, key path)."""
+def validate(ctx) -> tuple[str, str, str]:
+    """Checks the properties before AWS is called; returns the key name, the
+    private key path and the public key to import (empty: AWS makes the pair)."""
     key_path = private_key_path(ctx)
     key_name = key_pair_name(ctx, key_path)
+    public_key = _public_key_material(ctx)
     utils.validate_tags(ctx)
     if utils.use_external(ctx.node):
         _check_existing_key_file(ctx, key_path)
     elif (
-        not _public_key_material(ctx)
+        not public_key
         and os.path.lexists(key_path)
         and key_path != ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)
     ):
@@ -101,7 +102,7 @@ def validate(ctx) -> tuple[str, str]:
             "choose a path that does not exist yet (the plugin never overwrites a key file), "
             "or set use_external_resource to true to use an existing key pair",
         )
-    return key_name, key_path
+    return key_name, key_path, public_key
 
 
 def private_key_path(ctx) -> str:
@@ -208,7 +209,12 @@ def _remove_own_key_and_file(ctx, client) -> None:
         ctx.logger.info(f"Deleted key pair {key_name}.")
     key_file = ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)
     if key_file and os.path.lexists(key_file):
-        os.remove(key_file)
+        try:
+            os.remove(key_file)
+        except OSError as error:
+            raise utils.bad_input(
+                ctx, "private_key_path", f"names '{key_file}', which cannot be removed ({error})", "remove it by hand"
+            ) from None
         ctx.logger.info(f"Removed private key file {key_file}.")
     utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN)
 

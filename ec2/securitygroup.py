@@ -81,7 +81,7 @@ def creation_validation(ctx, **_):
         utils.resource_id(ctx.node),
         lambda: bool(utils.find_own(ctx, client, "describe_security_groups", "SecurityGroups")),
     )
-    ctx.logger.info(f"Security group {name or utils.resource_id(ctx.node)} is valid.")
+    ctx.logger.info(f"Security group {name} is valid.")
 
 
 # --- validation -------------------------------------------------------------

@@ -23,9 +23,7 @@ from botocore.exceptions import (
     ClientError,
     HTTPClientError,
     NoCredentialsError,
-    NoRegionError,
     PartialCredentialsError,
-    ProfileNotFound,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
@@ -106,7 +104,7 @@ def call(
         if code in RETRYABLE_CODES or status >= 500 or code in set(retry_codes):
             raise RecoverableError(text, retry_after=constants.DEFAULT_RETRY_AFTER) from None
         raise NonRecoverableError(text) from None
-    except (NoCredentialsError, PartialCredentialsError, ProfileNotFound, NoRegionError) as error:
+    except (NoCredentialsError, PartialCredentialsError) as error:
         raise NonRecoverableError(
             f"{node_label(ctx)}: cannot reach EC2: {error}. Fix: set credentials and a region "
             "in the node's 'aws_config' property, or in the environment or shared AWS files."

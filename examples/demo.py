@@ -51,7 +51,7 @@ CFY = Path(sys.executable).parent / "cfy"
 RETRIES = {"emulator": (10, 2), "aws": (60, 15)}
 PLACEHOLDERS = ("REGION", "ami-XXXXXXXXXXXXXXXXX")
 # aws_config keys that hold secrets (boto3 names and the classic boto 2 alias).
-SECRET_KEYS = ("aws_secret_access_key", "aws_session_token", "security_token")
+SECRET_KEYS = ("aws_secret_access_key", "aws_session_token", "security_token", "proxy_pass")
 # The signals that end the demo cleanly, with exit code 128 + signal number.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

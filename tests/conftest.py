@@ -66,7 +66,6 @@ def calls(monkeypatch):
 @pytest.fixture
 def make_ctx():
     """Builds a MockCloudifyContext for a node and makes it the current ctx."""
-    made = []
 
     def build(properties: dict, node_id: str = "node", instance_id: str = "node_abc123", **kwargs):
         defaults = {"use_external_resource": False, "resource_id": "", "aws_config": {}, "tags": {}}
@@ -78,7 +77,6 @@ def make_ctx():
             **kwargs,
         )
         current_ctx.set(ctx)
-        made.append(ctx)
         return ctx
 
     yield build

@@ -173,3 +173,13 @@ def test_timeouts_default_to_short_values_so_a_hung_endpoint_does_not_hold_a_wor
 def test_timeouts_are_configurable():
     config = connection.ec2_client({"connect_timeout": 3, "read_timeout": 7}).meta.config
     assert (config.connect_timeout, config.read_timeout) == (3, 7)
+
+
+@pytest.mark.parametrize(
+    "aws_config",
+    [{"region_name": "us east 1"}, {"endpoint_url": "not a url"}, {"max_attempts": 0}],
+)
+def test_settings_that_make_no_usable_client_are_a_clear_error_naming_the_node(aws_config):
+    with pytest.raises(NonRecoverableError) as error:
+        connection.ec2_client(aws_config, "vm")
+    assert "node 'vm'" in str(error.value) and "aws_config" in str(error.value) and "Fix:" in str(error.value)
