@@ -232,8 +232,7 @@ class AddressLookup:
 
     def address(self, wanted: str) -> dict | None:
         key = "AllocationIds" if ALLOCATION_ID_PATTERN.match(wanted) else "PublicIps"
-        answer = utils.call(self.ctx, self.client, "describe_addresses", not_found_ok=True, **{key: [wanted]})
-        addresses = (answer or {}).get("Addresses", [])
+        addresses = utils.existing(self.ctx, self.client, "describe_addresses", "Addresses", **{key: [wanted]})
         self.found = addresses[0] if addresses else None
         return self.found
 
@@ -264,8 +263,7 @@ def refresh_instance_addresses(ctx, instance_id: str, public_ip: str | None = No
     properties. A ``public_ip`` just associated is recorded as it is: a
     describe right after the association may still show the old one."""
     client = utils.client_for(ctx.source.node)
-    answer = utils.call(ctx, client, "describe_instances", not_found_ok=True, InstanceIds=[instance_id])
-    reservations = (answer or {}).get("Reservations", [])
+    reservations = utils.existing(ctx, client, "describe_instances", "Reservations", InstanceIds=[instance_id])
     if not reservations or not reservations[0]["Instances"]:
         return
     described = reservations[0]["Instances"][0]

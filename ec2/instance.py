@@ -176,20 +176,20 @@ def creation_validation(ctx, **_):
             "set use_external_resource to true to use that instance, or clear resource_id",
         )
     image_id, key_name, subnet_id = request["ImageId"], request.get("KeyName"), request.get("SubnetId")
-    images = _existing(ctx, client, "describe_images", "Images", ImageIds=[image_id])
+    images = utils.existing(ctx, client, "describe_images", "Images", ImageIds=[image_id])
     if not images or images[0].get("State", "available") != "available":
         state = images[0]["State"] if images else "not available to this account and region"
         raise utils.bad_input(
             ctx, "image_id", f"names image '{image_id}', which is {state}", "give an available AMI id of this region"
         )
-    if key_name and not _existing(ctx, client, "describe_key_pairs", "KeyPairs", KeyNames=[key_name]):
+    if key_name and not utils.existing(ctx, client, "describe_key_pairs", "KeyPairs", KeyNames=[key_name]):
         raise utils.bad_input(
             ctx,
             "parameters.key_name",
             f"names key pair '{key_name}', which does not exist",
             "create the key pair first, or connect the instance to a KeyPair node",
         )
-    if subnet_id and not _existing(ctx, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id]):
+    if subnet_id and not utils.existing(ctx, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id]):
         raise utils.bad_input(
             ctx,
             "parameters.subnet_id",
@@ -285,13 +285,8 @@ def _own_instance_ids(ctx, client, states: tuple[str, ...] = LIVE_STATES) -> lis
     return [instance["InstanceId"] for instance in _own_live_instances(ctx, client, states)]
 
 
-def _existing(ctx, client, operation: str, result_key: str, **params) -> list[dict]:
-    """What a describe call finds; nothing when AWS says NotFound."""
-    return (utils.call(ctx, client, operation, not_found_ok=True, **params) or {}).get(result_key, [])
-
-
 def _describe(ctx, client, instance_id: str) -> dict | None:
-    reservations = _existing(ctx, client, "describe_instances", "Reservations", InstanceIds=[instance_id])
+    reservations = utils.existing(ctx, client, "describe_instances", "Reservations", InstanceIds=[instance_id])
     instances = [instance for reservation in reservations for instance in reservation["Instances"]]
     return instances[0] if instances else None
 

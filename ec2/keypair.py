@@ -197,8 +197,7 @@ def _public_key_material(ctx) -> str:
 
 
 def _find(ctx, client, key_name: str) -> str | None:
-    found = utils.call(ctx, client, "describe_key_pairs", not_found_ok=True, KeyNames=[key_name])
-    return key_name if found and found.get("KeyPairs") else None
+    return key_name if utils.existing(ctx, client, "describe_key_pairs", "KeyPairs", KeyNames=[key_name]) else None
 
 
 def _remove_own_key_and_file(ctx, client) -> None:

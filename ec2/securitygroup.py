@@ -219,11 +219,15 @@ def _vpc_id(ctx, client) -> str:
 def _find(ctx, client, wanted: str) -> str | None:
     """The id of a group given by id, or by name within the node's VPC."""
     if GROUP_ID_PATTERN.match(wanted):
-        found = utils.call(ctx, client, "describe_security_groups", not_found_ok=True, GroupIds=[wanted])
+        lookup = {"GroupIds": [wanted]}
     else:
-        filters = [{"Name": "group-name", "Values": [wanted]}, {"Name": "vpc-id", "Values": [_vpc_id(ctx, client)]}]
-        found = utils.call(ctx, client, "describe_security_groups", Filters=filters)
-    groups = (found or {}).get("SecurityGroups", [])
+        lookup = {
+            "Filters": [
+                {"Name": "group-name", "Values": [wanted]},
+                {"Name": "vpc-id", "Values": [_vpc_id(ctx, client)]},
+            ]
+        }
+    groups = utils.existing(ctx, client, "describe_security_groups", "SecurityGroups", **lookup)
     return groups[0]["GroupId"] if groups else None
 
 

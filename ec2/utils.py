@@ -1,7 +1,8 @@
 """Helpers shared by every resource module, each concern written once.
 
 - ``client_for``: a node's EC2 client (built by ``ec2.connection``).
-- ``call``: the single translator of botocore errors.
+- ``call``: the single translator of botocore errors; ``existing`` for a
+  describe where NotFound means "none".
 - ``bad_input``: the one shape of a validation error (node, property, fix).
 - ``check_existence``, ``adopt_external``, ``release_external``: the
   reference page's common validation and its "Using Existing Resources"
@@ -116,6 +117,11 @@ def call(
         ) from None
     except BotoCoreError as error:
         raise NonRecoverableError(f"{node_label(ctx)}: EC2 {operation} failed: {error}") from None
+
+
+def existing(ctx, client, operation: str, result_key: str, **params: Any) -> list[dict]:
+    """What a describe call finds; nothing when AWS answers NotFound."""
+    return (call(ctx, client, operation, not_found_ok=True, **params) or {}).get(result_key, [])
 
 
 def bad_input(ctx, prop: str, problem: str, fix: str) -> NonRecoverableError:
