@@ -10,5 +10,8 @@ setup(
     install_requires=[
         "boto3>=1.34,<2",
         "cloudify-common[dispatcher]>=7.0.5,<8",
+        # cloudify-common 7's DSL parser (local workflows) imports pkg_resources,
+        # which setuptools 82 removed and Python 3.12's venv no longer ships.
+        "setuptools<82",
     ],
 )
