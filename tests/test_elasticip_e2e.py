@@ -112,17 +112,22 @@ def external_pair(ec2):
     return instance["InstanceId"], address
 
 
-def test_external_address_with_external_instance_makes_no_association_call(deploy, external_pair, ec2, calls):
-    instance_id, address = external_pair
-    deployment = deploy(
+def deploy_both_external(deploy, instance_id: str, address_id: str):
+    """An external instance connected to an external address (given by IP or allocation id)."""
+    return deploy(
         {
             "server": server((ELASTIC_IP_RELATIONSHIP, "address"), use_external_resource=True, resource_id=instance_id),
             "address": {
                 "type": "cloudify.aws.nodes.ElasticIP",
-                "properties": {"use_external_resource": True, "resource_id": address["PublicIp"]},
+                "properties": {"use_external_resource": True, "resource_id": address_id},
             },
         }
     )
+
+
+def test_external_address_with_external_instance_makes_no_association_call(deploy, external_pair, ec2, calls):
+    instance_id, address = external_pair
+    deployment = deploy_both_external(deploy, instance_id, address["PublicIp"])
     deployment.install()
     deployment.uninstall()
     for operation in ("AllocateAddress", "AssociateAddress", "DisassociateAddress", "ReleaseAddress"):
@@ -134,15 +139,7 @@ def test_external_address_with_external_instance_makes_no_association_call(deplo
 
 def test_external_address_with_external_instance_sets_the_runtime_properties(deploy, external_pair):
     instance_id, address = external_pair
-    deployment = deploy(
-        {
-            "server": server((ELASTIC_IP_RELATIONSHIP, "address"), use_external_resource=True, resource_id=instance_id),
-            "address": {
-                "type": "cloudify.aws.nodes.ElasticIP",
-                "properties": {"use_external_resource": True, "resource_id": address["AllocationId"]},
-            },
-        }
-    )
+    deployment = deploy_both_external(deploy, instance_id, address["AllocationId"])
     deployment.install()
     assert deployment.runtime("address")["aws_resource_id"] == address["PublicIp"]
     assert deployment.runtime("address")["associated_instance_id"] == instance_id
