@@ -36,3 +36,8 @@ DEFAULT_READ_TIMEOUT = 20
 
 # boto 2 had us-east-1 as its default region; old blueprints rely on it.
 DEFAULT_REGION = "us-east-1"
+
+# Runtime property set just before a create's first mutating call.
+CREATE_STARTED = "create_started"
+# Folders the KeyPair create made for the private key file; delete removes them when empty.
+KEY_FOLDERS_CREATED = "private_key_folders"

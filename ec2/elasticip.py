@@ -1,58 +1,66 @@
 """cloudify.aws.nodes.ElasticIP and the instance_connected_to_elastic_ip relationship.
 
-allocate: validate, adopt an address an interrupted earlier run allocated (found
-by its ownership tags) or allocate a VPC address with the tags inline, record
-the public IP as ``aws_resource_id`` and the ``allocation_id``. release: wait
-until nothing uses the address, release it, pop the runtime properties.
+allocate: parse the properties, adopt an address an interrupted earlier run
+allocated (found by its ownership tags) or allocate a VPC address with the
+tags inline, record the public IP as ``aws_resource_id`` and the
+``allocation_id``. release: release it (retrying while it is still
+associated), pop the runtime properties.
 
 associate / disassociate (source: the instance, target: the address): tie the
 address to the instance, or untie it only while it is still tied to this
 instance; the instance's public IP and DNS name are refreshed from EC2. When
-both ends are external, only runtime properties change.
+both ends are external, only runtime properties change. An address recorded
+by the classic plugin (its public IP only) is found by that IP.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from cloudify.decorators import operation
-from cloudify.exceptions import NonRecoverableError
-
-from ec2 import constants, utils
+from ec2 import aws, connection, constants, utils
+from ec2.errors import BadInput, PluginError
 
 KIND = "elastic IP"
 ALLOCATION_ID_PATTERN = re.compile(r"^eipalloc-([0-9a-f]{8}|[0-9a-f]{17})$")
 ADDRESS_PROPERTIES = (constants.ALLOCATION_ID, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID)
-FREE, GONE = "free", "released"
+
+
+@dataclass(frozen=True)
+class ElasticIPSpec:
+    common: utils.Common
 
 
 # --- operations -------------------------------------------------------------
 
 
-@operation(resumable=True)
+@utils.ec2_operation
 def allocate(ctx, **_):
-    validate(ctx)
-    client = utils.client_for(ctx.node)
-    lookup = AddressLookup(ctx, client)
-    if utils.adopt_external(ctx, KIND, lookup.public_ip):
-        utils.record(ctx.instance, **{constants.ALLOCATION_ID: lookup.found["AllocationId"]})
+    spec = parse(ctx.node.properties)
+    client = connection.ec2_client(spec.common.aws_config)
+    if spec.common.external:
+        address = _require_external(client, spec)
+        utils.adopt_external(ctx, spec.common, KIND, lambda _: address["PublicIp"])
+        utils.record(ctx.instance, **{constants.ALLOCATION_ID: address["AllocationId"]})
         return
 
-    address = _left_over(ctx, client)
-    if address:
+    owned = aws.find_owned_addresses(client, utils.ownership(ctx)) if utils.may_exist(ctx) else []
+    if owned:
+        address = owned[0]
         ctx.logger.warning(
             f"Adopting elastic IP {address['PublicIp']} ({address['AllocationId']}), allocated for this "
             "node instance by an earlier, interrupted run."
         )
     else:
-        if utils.resource_id(ctx.node):
+        if spec.common.resource_id:
             ctx.logger.warning(
-                f"resource_id {utils.resource_id(ctx.node)} is ignored for a new address: AWS chooses the IP."
+                f"resource_id {spec.common.resource_id} is ignored for a new address: AWS chooses the IP."
             )
-        address = utils.call(
-            ctx, client, "allocate_address", Domain="vpc", TagSpecifications=utils.creation_tags(ctx, "elastic-ip")
-        )
+        utils.mark_create_started(ctx)
+        address = aws.allocate_address(client, utils.creation_tags(ctx, spec.common.tags))
         ctx.logger.info(f"Allocated elastic IP {address['PublicIp']} ({address['AllocationId']}).")
     utils.record(
         ctx.instance,
@@ -61,46 +69,35 @@ def allocate(ctx, **_):
     )
 
 
-@operation(resumable=True)
+@utils.ec2_operation
 def release(ctx, **_):
-    client = utils.client_for(ctx.node)
-    if utils.release_external(ctx, KIND, AddressLookup(ctx, client).public_ip, *ADDRESS_PROPERTIES):
+    if not utils.may_exist(ctx):
+        ctx.logger.info("No elastic IP was allocated or recorded for this node instance; nothing to release.")
         return
-    allocation_id = ctx.instance.runtime_properties.get(constants.ALLOCATION_ID)
-    public_ip = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    if not allocation_id:
-        # An allocate interrupted before recording: its address carries our tags.
-        left_over = _left_over(ctx, client)
-        allocation_id, public_ip = (left_over["AllocationId"], left_over["PublicIp"]) if left_over else (None, None)
-    if allocation_id:
-        what = f"elastic IP {public_ip} ({allocation_id})"
-        if not utils.wait_for(ctx, ctx.node, what, lambda: _usage(ctx, client, allocation_id), (FREE, GONE)):
-            return
-        # InvalidIPAddress.InUse: associated again between the check and the release.
-        utils.call(
-            ctx,
-            client,
-            "release_address",
-            not_found_ok=True,
-            retry_codes=("InvalidIPAddress.InUse",),
-            AllocationId=allocation_id,
-        )
-        ctx.logger.info(f"Released {what}.")
-    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, *ADDRESS_PROPERTIES)
+    common = utils.parse_common(ctx.node.properties)
+    client = connection.ec2_client(common.aws_config)
+    if common.external:
+        utils.release_external(ctx, common, KIND, lambda wanted: _public_ip(client, wanted))
+        utils.forget(ctx.instance, *ADDRESS_PROPERTIES)
+        return
+    for allocation_id, public_ip in _own_addresses(ctx, client):
+        aws.release_address(client, allocation_id)
+        ctx.logger.info(f"Released elastic IP {public_ip} ({allocation_id}).")
+    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.CREATE_STARTED, *ADDRESS_PROPERTIES)
 
 
-@operation(resumable=True)
+@utils.ec2_operation
 def creation_validation(ctx, **_):
-    validate(ctx)
-    client = utils.client_for(ctx.node)
-    utils.check_existence(ctx, KIND, AddressLookup(ctx, client).public_ip, utils.resource_id(ctx.node))
-    ctx.logger.info(f"Elastic IP {utils.resource_id(ctx.node) or '(new)'} is valid.")
+    spec = parse(ctx.node.properties)
+    client = connection.ec2_client(spec.common.aws_config)
+    utils.check_existence(spec.common, KIND, lambda wanted: _public_ip(client, wanted), spec.common.resource_id)
+    ctx.logger.info(f"Elastic IP {spec.common.resource_id or '(new)'} is valid.")
 
 
-@operation(resumable=True)
+@utils.ec2_operation
 def associate(ctx, **_):
     """Relationship establish: ties the target address to the source instance."""
-    instance_id, public_ip, allocation_id = _ends(ctx)
+    instance_id, public_ip = _ends(ctx)
     if _both_external(ctx):
         utils.record(ctx.target.instance, **{constants.ASSOCIATED_INSTANCE_ID: instance_id})
         utils.record(ctx.source.instance, public_ip_address=public_ip)
@@ -110,32 +107,29 @@ def associate(ctx, **_):
         )
         return
 
-    client = utils.client_for(ctx.target.node)
-    # IncorrectInstanceState: the instance is not running yet.
-    associated = utils.call(
-        ctx,
-        client,
-        "associate_address",
-        retry_codes=("IncorrectInstanceState",),
-        AllocationId=allocation_id,
-        InstanceId=instance_id,
-    )
+    client = connection.ec2_client(utils.parse_common(ctx.target.node.properties).aws_config)
+    allocation_id = _allocation_id(ctx, client, public_ip)
+    association_id = aws.associate_address(client, allocation_id, instance_id)
     utils.record(
         ctx.target.instance,
-        **{constants.ASSOCIATION_ID: associated["AssociationId"], constants.ASSOCIATED_INSTANCE_ID: instance_id},
+        **{
+            constants.ALLOCATION_ID: allocation_id,
+            constants.ASSOCIATION_ID: association_id,
+            constants.ASSOCIATED_INSTANCE_ID: instance_id,
+        },
     )
-    ctx.logger.info(f"Associated elastic IP {public_ip} with instance {instance_id} ({associated['AssociationId']}).")
+    ctx.logger.info(f"Associated elastic IP {public_ip} with instance {instance_id} ({association_id}).")
     refresh_instance_addresses(ctx, instance_id, public_ip)
 
 
-@operation(resumable=True)
+@utils.ec2_operation
 def disassociate(ctx, **_):
     """Relationship unlink: unties the address, only while it is still tied to this instance."""
     if not _recorded_ends(ctx):
         ctx.logger.info("The instance or the elastic IP was never created; nothing to disassociate.")
         utils.forget(ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID)
         return
-    instance_id, public_ip, allocation_id = _ends(ctx)
+    instance_id, public_ip = _ends(ctx)
     if _both_external(ctx):
         utils.forget(ctx.target.instance, constants.ASSOCIATED_INSTANCE_ID)
         utils.forget(ctx.source.instance, "public_ip_address")
@@ -144,8 +138,9 @@ def disassociate(ctx, **_):
         )
         return
 
-    client = utils.client_for(ctx.target.node)
-    address = AddressLookup(ctx, client).address(allocation_id)
+    client = connection.ec2_client(utils.parse_common(ctx.target.node.properties).aws_config)
+    allocation_id = ctx.target.instance.runtime_properties.get(constants.ALLOCATION_ID)
+    address = aws.find_address(client, allocation_id=allocation_id, public_ip=None if allocation_id else public_ip)
     if address is None:
         ctx.logger.info(f"Elastic IP {public_ip} no longer exists; nothing to disassociate.")
     elif address.get("InstanceId") != instance_id or not address.get("AssociationId"):
@@ -154,27 +149,26 @@ def disassociate(ctx, **_):
             f"(now: {address.get('InstanceId') or 'nothing'}); that association is left alone."
         )
     else:
-        utils.call(ctx, client, "disassociate_address", not_found_ok=True, AssociationId=address["AssociationId"])
+        aws.disassociate_address(client, address["AssociationId"])
         ctx.logger.info(f"Disassociated elastic IP {public_ip} from instance {instance_id}.")
     utils.forget(ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID)
     refresh_instance_addresses(ctx, instance_id)
 
 
-# --- validation -------------------------------------------------------------
+# --- properties -------------------------------------------------------------
 
 
-def validate(ctx) -> None:
-    """Checks the properties before AWS is called."""
-    utils.validate_tags(ctx)
-    utils.validate_wait_settings(ctx)
-    wanted = utils.resource_id(ctx.node)
+def parse(properties: Mapping[str, Any]) -> ElasticIPSpec:
+    """The ElasticIP properties, checked without calling AWS."""
+    common = utils.parse_common(properties)
+    wanted = common.resource_id
     if wanted and not (ALLOCATION_ID_PATTERN.match(wanted) or _is_ipv4(wanted)):
-        raise utils.bad_input(
-            ctx,
+        raise BadInput(
             "resource_id",
             f"is {wanted!r}, neither a public IPv4 address nor an allocation id",
             "give an address such as 203.0.113.10 or an id such as eipalloc-0123abcd",
         )
+    return ElasticIPSpec(common)
 
 
 def _is_ipv4(text: str) -> bool:
@@ -184,27 +178,21 @@ def _is_ipv4(text: str) -> bool:
         return False
 
 
-def _ends(ctx) -> tuple[str, str, str | None]:
-    """(instance id, public IP, allocation id) of a relationship's two ends."""
+def _ends(ctx) -> tuple[str, str]:
+    """(instance id, public IP) of a relationship's two ends."""
     instance_id = ctx.source.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
     public_ip = ctx.target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    allocation_id = ctx.target.instance.runtime_properties.get(constants.ALLOCATION_ID)
     if not instance_id:
-        raise NonRecoverableError(
-            f"{utils.node_label(ctx)}: instance '{ctx.source.node.id}' has no aws_resource_id. "
-            "Fix: create the instance before connecting it to the elastic IP."
+        raise PluginError(
+            f"instance '{ctx.source.node.id}' has no aws_resource_id. "
+            "Fix: create the instance before connecting it to the elastic IP"
         )
     if not public_ip:
-        raise NonRecoverableError(
-            f"{utils.node_label(ctx)}: elastic IP '{ctx.target.node.id}' has no aws_resource_id. "
-            "Fix: create the elastic IP before connecting an instance to it."
+        raise PluginError(
+            f"elastic IP '{ctx.target.node.id}' has no aws_resource_id. "
+            "Fix: create the elastic IP before connecting an instance to it"
         )
-    if not allocation_id and not _both_external(ctx):
-        raise NonRecoverableError(
-            f"{utils.node_label(ctx)}: elastic IP '{ctx.target.node.id}' ({public_ip}) has no allocation_id. "
-            "Fix: reinstall the elastic IP node so that it records its allocation id."
-        )
-    return instance_id, public_ip, allocation_id
+    return instance_id, public_ip
 
 
 def _recorded_ends(ctx) -> bool:
@@ -222,51 +210,62 @@ def _both_external(ctx) -> bool:
 # --- AWS ------------------------------------------------------------------------
 
 
-class AddressLookup:
-    """Finds an address by public IP or allocation id; remembers the last one found."""
-
-    def __init__(self, ctx, client) -> None:
-        self.ctx = ctx
-        self.client = client
-        self.found: dict | None = None
-
-    def address(self, wanted: str) -> dict | None:
-        key = "AllocationIds" if ALLOCATION_ID_PATTERN.match(wanted) else "PublicIps"
-        addresses = utils.existing(self.ctx, self.client, "describe_addresses", "Addresses", **{key: [wanted]})
-        self.found = addresses[0] if addresses else None
-        return self.found
-
-    def public_ip(self, wanted: str) -> str | None:
-        """For the external-resource helpers: the address's public IP, if it exists."""
-        found = self.address(wanted)
-        return found["PublicIp"] if found else None
+def _lookup(client, wanted: str) -> dict | None:
+    """An address by allocation id or public IP."""
+    if ALLOCATION_ID_PATTERN.match(wanted):
+        return aws.find_address(client, allocation_id=wanted)
+    return aws.find_address(client, public_ip=wanted)
 
 
-def _left_over(ctx, client) -> dict | None:
-    """An address this node instance allocated in an earlier run, if any."""
-    found = utils.find_own(ctx, client, "describe_addresses", "Addresses")
-    return found[0] if found else None
+def _public_ip(client, wanted: str) -> str | None:
+    found = _lookup(client, wanted)
+    return found["PublicIp"] if found else None
 
 
-def _usage(ctx, client, allocation_id: str) -> str:
-    address = AddressLookup(ctx, client).address(allocation_id)
-    if address is None:
-        return GONE
-    if not address.get("AssociationId"):
-        return FREE
-    holder = address.get("InstanceId") or address.get("NetworkInterfaceId") or "another resource"
-    return f"in use by {holder} (disassociate it there to let uninstall release it)"
+def _require_external(client, spec: ElasticIPSpec) -> dict:
+    utils.require_external(spec.common, KIND, lambda wanted: _public_ip(client, wanted))
+    return _lookup(client, spec.common.resource_id) or {}
+
+
+def _allocation_id(ctx, client, public_ip: str) -> str:
+    """The recorded allocation id; for an address the classic plugin recorded
+    (its public IP only), the one AWS has for that IP."""
+    allocation_id = ctx.target.instance.runtime_properties.get(constants.ALLOCATION_ID)
+    if allocation_id:
+        return allocation_id
+    address = aws.find_address(client, public_ip=public_ip)
+    if not address or not address.get("AllocationId"):
+        raise PluginError(
+            f"elastic IP {public_ip} of '{ctx.target.node.id}' does not exist in this account and region. "
+            "Fix: reinstall the elastic IP node"
+        )
+    return address["AllocationId"]
+
+
+def _own_addresses(ctx, client) -> list[tuple[str, str]]:
+    """(allocation id, public IP) of the address this node instance holds: the
+    recorded one (found by its public IP if the classic plugin recorded it),
+    else any tagged as this node instance's after an interrupted allocate."""
+    properties = ctx.instance.runtime_properties
+    allocation_id, public_ip = properties.get(constants.ALLOCATION_ID), properties.get(constants.AWS_RESOURCE_ID)
+    if allocation_id:
+        return [(allocation_id, public_ip)]
+    if public_ip:
+        address = aws.find_address(client, public_ip=public_ip)
+        return [(address["AllocationId"], public_ip)] if address else []
+    return [
+        (found["AllocationId"], found["PublicIp"]) for found in aws.find_owned_addresses(client, utils.ownership(ctx))
+    ]
 
 
 def refresh_instance_addresses(ctx, instance_id: str, public_ip: str | None = None) -> None:
     """Copies the instance's public IP and DNS name from EC2 to its runtime
     properties. A ``public_ip`` just associated is recorded as it is: a
     describe right after the association may still show the old one."""
-    client = utils.client_for(ctx.source.node)
-    reservations = utils.existing(ctx, client, "describe_instances", "Reservations", InstanceIds=[instance_id])
-    if not reservations or not reservations[0]["Instances"]:
+    client = connection.ec2_client(utils.parse_common(ctx.source.node.properties).aws_config)
+    described = aws.find_instance(client, instance_id)
+    if not described:
         return
-    described = reservations[0]["Instances"][0]
     if public_ip:
         described["PublicIpAddress"] = public_ip
     for name, key in (("public_ip_address", "PublicIpAddress"), ("public_dns_name", "PublicDnsName")):

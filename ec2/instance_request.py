@@ -3,8 +3,8 @@
 Built from ``image_id``, ``instance_type`` and ``parameters`` (boto 2 or boto3
 spelling), the key pair and security groups of its relationships and of the
 provider context, the user data (with the agent's init script) and the tags.
-Everything is checked here, before any AWS call: a bad value is a
-``NonRecoverableError`` naming the node, the property and the fix.
+Everything is checked here, before any AWS call: a bad value raises
+``BadInput``, naming the property and the fix.
 """
 
 from __future__ import annotations
@@ -13,22 +13,25 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Any
 
 from botocore.validate import ParamValidator
 from cloudify import constants as cloudify_constants
-from cloudify.exceptions import NonRecoverableError
 from cloudify.utils import internal as cloudify_internal
 
-from ec2 import connection, constants, utils
+from ec2 import aws, connection, constants, utils
+from ec2.errors import BadInput, PluginError
+from ec2.properties import as_bool, as_text, string_list
 
 KEYPAIR_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_keypair"
 SECURITY_GROUP_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_security_group"
 
 IMAGE_ID_PATTERN = re.compile(r"^ami-[0-9a-f]{8,17}$")
-INSTANCE_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
+INSTANCE_ID_PATTERN = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 CLIENT_TOKEN_LIMIT = 64
 
 # The classic plugin's boto 2 run_instances names: flat RunInstances fields ...
@@ -64,49 +67,79 @@ MANAGED_FIELDS = ("MinCount", "MaxCount", "DryRun")
 LIST_FIELDS = ("SecurityGroups", "SecurityGroupIds")
 
 
-# --- the request --------------------------------------------------------------
+# --- the properties ---------------------------------------------------------
 
 
-def validate(ctx) -> dict[str, Any]:
-    """Checks the properties without calling AWS; returns the RunInstances
-    fields they give (image, type and ``parameters``, translated)."""
-    utils.validate_tags(ctx)
-    utils.validate_wait_settings(ctx)
-    request = translate_parameters(ctx)
+@dataclass(frozen=True)
+class InstanceSpec:
+    common: utils.Common
+    fields: dict[str, Any]  # RunInstances fields from image_id, instance_type and parameters; empty if external
+
+
+def parse(properties: Mapping[str, Any]) -> InstanceSpec:
+    """The Instance properties, checked without calling AWS."""
+    common = utils.parse_common(properties)
+    if common.external:
+        check_instance_id(common.resource_id, "resource_id")
+        return InstanceSpec(common, {})
+    request = translate_parameters(properties.get("parameters"))
     for prop, field, fix in (
         ("image_id", "ImageId", "give the AMI id to launch, such as ami-0abc1234"),
         ("instance_type", "InstanceType", "give an instance type such as t3.micro"),
     ):
-        value = str(ctx.node.properties.get(prop) or "").strip()
+        value = as_text(properties.get(prop))
         given = request.get(field)
         if value and given and given != value:
-            raise utils.bad_input(
-                ctx, f"parameters.{prop}", f"is {given!r} while property '{prop}' is {value!r}", "set only one"
-            )
+            raise BadInput(f"parameters.{prop}", f"is {given!r} while property '{prop}' is {value!r}", "set only one")
         request[field] = value or given
         if not request[field]:
-            raise utils.bad_input(ctx, prop, "is empty", f"{fix}, or set use_external_resource to true")
+            raise BadInput(prop, "is empty", f"{fix}, or set use_external_resource to true")
     if not IMAGE_ID_PATTERN.match(str(request["ImageId"])):
-        raise utils.bad_input(
-            ctx, "image_id", f"is {request['ImageId']!r}, not an AMI id", "give an id such as ami-0abc1234"
-        )
-    if not INSTANCE_TYPE_PATTERN.match(str(request["InstanceType"])):
-        raise utils.bad_input(
-            ctx,
+        raise BadInput("image_id", f"is {request['ImageId']!r}, not an AMI id", "give an id such as ami-0abc1234")
+    if request["InstanceType"] not in instance_types():
+        raise BadInput(
             "instance_type",
-            f"is {request['InstanceType']!r}, not an instance type",
-            "give a family and a size, such as t3.micro or m5.large",
+            f"is {request['InstanceType']!r}, not an EC2 instance type",
+            "give a family and a size that EC2 offers, such as t3.micro or m5.large",
         )
-    return request
+    return InstanceSpec(common, request)
 
 
-def build_request(ctx) -> dict[str, Any]:
+def check_instance_id(instance_id: str, prop: str) -> None:
+    """An instance id must look like one before AWS is asked about it."""
+    if instance_id and not INSTANCE_ID_PATTERN.match(instance_id):
+        raise BadInput(
+            prop,
+            f"is {instance_id!r}, not an instance id",
+            "give the existing instance's id: 'i-' and 8 or 17 hexadecimal digits, such as i-0123456789abcdef0",
+        )
+
+
+def check_recorded_id(instance_id: str) -> None:
+    """A recorded instance id that is not one fails at once, instead of being retried as "not visible yet"."""
+    if not INSTANCE_ID_PATTERN.match(instance_id):
+        raise PluginError(
+            f"its runtime property aws_resource_id is {instance_id!r}, which is not an instance id. Fix: correct "
+            "that runtime property (or reinstall the node instance)"
+        )
+
+
+@functools.cache
+def instance_types() -> frozenset[str]:
+    """Every instance type botocore's EC2 service model lists."""
+    return frozenset(connection.ec2_service_model().shape_for("InstanceType").enum)
+
+
+# --- the request --------------------------------------------------------------
+
+
+def build_request(ctx, spec: InstanceSpec) -> dict[str, Any]:
     """The complete RunInstances request for this node instance.
 
-    Raises a ``NonRecoverableError`` naming the property and the fix for any
-    bad input; nothing is called on AWS.
+    Raises ``BadInput`` naming the property and the fix for any bad input;
+    nothing is called on AWS.
     """
-    request = validate(ctx)
+    request = {key: (dict(value) if isinstance(value, dict) else value) for key, value in spec.fields.items()}
     request["MinCount"] = request["MaxCount"] = 1
 
     key_name = _key_name(ctx, request.get("KeyName"))
@@ -122,13 +155,12 @@ def build_request(ctx) -> dict[str, Any]:
     user_data = _user_data(ctx, request.get("UserData"))
     if user_data:
         request["UserData"] = user_data
-    request["TagSpecifications"] = _tag_specifications(ctx, request.get("TagSpecifications", []))
+    request["TagSpecifications"] = _tag_specifications(ctx, spec.common.tags, request.get("TagSpecifications", []))
     request.setdefault("ClientToken", client_token(ctx, request))
 
     report = ParamValidator().validate(request, _run_instances_shape())
     if report.has_errors():
-        raise utils.bad_input(
-            ctx,
+        raise BadInput(
             "parameters",
             f"does not make a valid RunInstances request:\n{report.generate_report()}",
             "correct the values named above",
@@ -136,22 +168,19 @@ def build_request(ctx) -> dict[str, Any]:
     return request
 
 
-def translate_parameters(ctx) -> dict[str, Any]:
+def translate_parameters(parameters: Any) -> dict[str, Any]:
     """The ``parameters`` property as RunInstances fields.
 
     Accepts the classic plugin's boto 2 ``run_instances`` names (translated)
     and the boto3 RunInstances names (passed through).
     """
-    parameters = ctx.node.properties.get("parameters") or {}
+    parameters = parameters or {}
     if not isinstance(parameters, dict):
-        raise utils.bad_input(
-            ctx, "parameters", f"is a {type(parameters).__name__}", "give a dictionary of RunInstances settings"
-        )
+        raise BadInput("parameters", f"is a {type(parameters).__name__}", "give a dictionary of RunInstances settings")
     accepted = accepted_parameters()
     unknown = sorted(key for key in parameters if key not in accepted or key in MANAGED_FIELDS)
     if unknown:
-        raise utils.bad_input(
-            ctx,
+        raise BadInput(
             "parameters",
             f"has unknown key(s) {unknown}",
             f"use only these keys: {', '.join(k for k in accepted if k not in MANAGED_FIELDS)}",
@@ -162,14 +191,14 @@ def translate_parameters(ctx) -> dict[str, Any]:
         if value is None:
             continue
         if key in BOTO2_BOOLEANS:
-            value = _boolean(ctx, key, value)
+            value = as_bool(value, f"parameters.{key}")
         if key in BOTO2_NESTED:
             field, member = BOTO2_NESTED[key]
-            _merge(ctx, request, key, field, {member: value})
+            _merge(request, key, field, {member: value})
         elif key in BOTO2_FLAT:
-            _merge(ctx, request, key, BOTO2_FLAT[key], value)
+            _merge(request, key, BOTO2_FLAT[key], value)
         else:
-            _merge(ctx, request, key, key, value)
+            _merge(request, key, key, value)
     return request
 
 
@@ -184,44 +213,27 @@ def _run_instances_shape():
     return connection.ec2_service_model().operation_model("RunInstances").input_shape
 
 
-def _merge(ctx, request: dict, key: str, field: str, value: Any) -> None:
+def _merge(request: dict, key: str, field: str, value: Any) -> None:
     """Puts one translated value into the request; two spellings must agree."""
     if field in LIST_FIELDS:
-        request[field] = _unique(request.get(field, []) + _string_list(ctx, key, value))
+        request[field] = _unique(request.get(field, []) + string_list(value, f"parameters.{key}"))
     elif isinstance(value, dict) and isinstance(request.get(field), dict):
         for member, inner in value.items():
             if member in request[field] and request[field][member] != inner:
-                raise _conflict(ctx, key, f"{field}.{member}")
+                raise _conflict(key, f"{field}.{member}")
             request[field][member] = inner
     elif field in request and request[field] != value:
-        raise _conflict(ctx, key, field)
+        raise _conflict(key, field)
     else:
         request[field] = dict(value) if isinstance(value, dict) else value
 
 
-def _conflict(ctx, key: str, field: str) -> NonRecoverableError:
-    return utils.bad_input(
-        ctx,
+def _conflict(key: str, field: str) -> BadInput:
+    return BadInput(
         f"parameters.{key}",
         f"sets {field}, which another key of parameters sets differently",
         "give each setting once, in either spelling",
     )
-
-
-def _string_list(ctx, key: str, value: Any) -> list[str]:
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not all(isinstance(item, str) and item for item in values):
-        raise utils.bad_input(ctx, f"parameters.{key}", f"is {value!r}", "give a list of names or ids")
-    return list(values)
-
-
-def _boolean(ctx, key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "false"):
-        return text == "true"
-    raise utils.bad_input(ctx, f"parameters.{key}", f"is {value!r}", "give true or false")
 
 
 def _unique(values: list[str]) -> list[str]:
@@ -265,9 +277,9 @@ def _related_ids(ctx, relationship_type: str) -> list[str]:
     for relationship in _related(ctx, relationship_type):
         target_id = relationship.target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
         if not target_id:
-            raise NonRecoverableError(
-                f"{utils.node_label(ctx)}: the target '{relationship.target.node.id}' of its "
-                f"{relationship.type} relationship has no aws_resource_id. Fix: make sure that node is installed."
+            raise PluginError(
+                f"the target '{relationship.target.node.id}' of its {relationship.type} relationship has no "
+                "aws_resource_id. Fix: make sure that node is installed"
             )
         ids.append(str(target_id))
     return ids
@@ -282,12 +294,12 @@ def check_external_relationships(ctx) -> None:
     for relationship in _related(ctx, SECURITY_GROUP_RELATIONSHIP):
         group = relationship.target.node.id
         if not utils.use_external(relationship.target.node):
-            raise NonRecoverableError(
-                f"{utils.node_label(ctx)}: it is an existing instance (use_external_resource is true), but its "
+            raise PluginError(
+                f"it is an existing instance (use_external_resource is true), but its "
                 f"{relationship.type} relationship targets '{group}', a security group Cloudify creates "
                 "(use_external_resource is false); the plugin does not change an existing instance's groups. "
                 f"Fix: make '{group}' external too (use_external_resource: true and its resource_id), "
-                "or set use_external_resource to false on this node so that Cloudify creates the instance."
+                "or set use_external_resource to false on this node so that Cloudify creates the instance"
             )
     for relationship in _related(ctx, KEYPAIR_RELATIONSHIP):
         if not utils.use_external(relationship.target.node):
@@ -301,13 +313,12 @@ def _key_name(ctx, from_parameters: str | None) -> str | None:
     """The key pair: a connected KeyPair node, else parameters, else the provider's agents keypair."""
     related = _related_ids(ctx, KEYPAIR_RELATIONSHIP)
     if len(related) > 1:
-        raise NonRecoverableError(
-            f"{utils.node_label(ctx)}: it has {len(related)} instance_connected_to_keypair relationships "
-            f"({', '.join(related)}). Fix: connect the instance to one key pair only."
+        raise PluginError(
+            f"it has {len(related)} instance_connected_to_keypair relationships "
+            f"({', '.join(related)}). Fix: connect the instance to one key pair only"
         )
     if related and from_parameters and related[0] != from_parameters:
-        raise utils.bad_input(
-            ctx,
+        raise BadInput(
             "parameters.key_name",
             f"is '{from_parameters}' but the connected key pair is '{related[0]}'",
             "remove key_name from parameters, or make it name the connected key pair",
@@ -332,9 +343,9 @@ def _provider_resource(ctx, name: str) -> str | None:
 def _user_data(ctx, user_data: str | None) -> str | None:
     """The user's user data, combined with the agent's init script if the agent installs that way."""
     if user_data is not None and not isinstance(user_data, str):
-        raise utils.bad_input(ctx, "parameters.user_data", "is not text", "give the user data as plain text")
+        raise BadInput("parameters.user_data", "is not text", "give the user data as plain text")
     install_method = cloudify_internal.get_install_method(ctx.node.properties)
-    if install_method != cloudify_constants.AGENT_INSTALL_METHOD_INIT_SCRIPT:
+    if install_method not in cloudify_constants.AGENT_INSTALL_METHODS_SCRIPTS:
         return user_data
     script = ctx.agent.init_script()
     if not script:
@@ -371,12 +382,12 @@ def _cloud_init_subtype(part: str) -> str:
     return "x-shellscript"
 
 
-def _tag_specifications(ctx, extra: list) -> list[dict]:
+def _tag_specifications(ctx, tags: Mapping[str, str], extra: list) -> list[dict]:
     """The Name tag, the tags property and the ownership tags, plus any
     TagSpecifications given in parameters (instance tags merged in)."""
-    (ours,) = utils.creation_tags(ctx, "instance", ctx.instance.id)
+    (ours,) = aws.tag_specifications("instance", utils.creation_tags(ctx, tags, ctx.instance.id))
     if not isinstance(extra, list):
-        raise utils.bad_input(ctx, "parameters.TagSpecifications", "is not a list", "give a list of specifications")
+        raise BadInput("parameters.TagSpecifications", "is not a list", "give a list of specifications")
     others = []
     for spec in extra:
         if isinstance(spec, dict) and spec.get("ResourceType") == "instance":

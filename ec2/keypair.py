@@ -1,8 +1,9 @@
 """cloudify.aws.nodes.KeyPair: an EC2 key pair and its private key file.
 
-create: validate, create (or import) the key, write the private key file
-atomically with mode 0600, record ``aws_resource_id``. delete: remove the key
-and the file that create wrote. An external key is only checked and recorded.
+create: parse and check the properties, create (or import) the key, write the
+private key file atomically with mode 0600, record ``aws_resource_id``.
+delete: remove the key this node instance made and the file create wrote.
+An external key is only checked and recorded.
 """
 
 from __future__ import annotations
@@ -10,223 +11,302 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from cloudify.decorators import operation
-from cloudify.exceptions import NonRecoverableError
+from ec2 import aws, connection, constants, utils
+from ec2.errors import AlreadyExists, BadInput, PluginError
+from ec2.properties import as_text
 
-from ec2 import constants, utils
-
+KIND = "key pair"
 KEY_NAME_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}$")
+PUBLIC_KEY_PREFIXES = ("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-")
+
+
+@dataclass(frozen=True)
+class KeyPairSpec:
+    common: utils.Common
+    key_name: str
+    key_path: str
+    public_key: str  # empty: AWS makes the pair and returns the private key
 
 
 # --- operations -------------------------------------------------------------
 
 
-@operation(resumable=True)
+@utils.ec2_operation
 def create(ctx, **_):
-    key_name, key_path, public_key = validate(ctx)
-    client = utils.client_for(ctx.node)
-    if utils.adopt_external(ctx, "key pair", lambda name: _find(ctx, client, name)):
+    spec = parse(ctx.node.properties, utils.generated_name(ctx))
+    check_key_file(spec, ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN))
+    client = connection.ec2_client(spec.common.aws_config)
+    if spec.common.external:
+        utils.adopt_external(ctx, spec.common, KIND, lambda name: _find(client, name))
         return
 
-    # A rerun after an interrupted create starts afresh: the old private key may be lost.
-    _remove_own_key_and_file(ctx, client)
-    tags = utils.creation_tags(ctx, "key-pair")
-    if public_key:
-        utils.call(
-            ctx, client, "import_key_pair", KeyName=key_name, PublicKeyMaterial=public_key, TagSpecifications=tags
-        )
-        utils.record(ctx.instance, **{constants.AWS_RESOURCE_ID: key_name})
-        ctx.logger.info(f"Imported public key as key pair {key_name}.")
+    if utils.may_exist(ctx):  # a rerun: the earlier private key may be lost, so start afresh
+        _remove_own_key_and_file(ctx, client)
+    tags = utils.creation_tags(ctx, spec.common.tags)
+    utils.mark_create_started(ctx)
+    if spec.public_key:
+        _create_once(ctx, client, spec, lambda: aws.import_key_pair(client, spec.key_name, spec.public_key, tags))
+        utils.record(ctx.instance, **{constants.AWS_RESOURCE_ID: spec.key_name})
+        ctx.logger.info(f"Imported public key as key pair {spec.key_name}.")
         return
 
-    created = utils.call(ctx, client, "create_key_pair", KeyName=key_name, TagSpecifications=tags)
-    # Saved before the file is written, so that an interrupted create leaves both recorded.
-    utils.record(ctx.instance, save=True, **{constants.AWS_RESOURCE_ID: key_name, constants.KEY_FILE_WRITTEN: key_path})
-    try:
-        write_private_key(key_path, created["KeyMaterial"])
-    except Exception as error:
-        utils.call(ctx, client, "delete_key_pair", not_found_ok=True, KeyName=key_name)
-        utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN, save=True)
-        raise NonRecoverableError(
-            f"{utils.node_label(ctx)}: could not write the private key to '{key_path}' ({error}); "
-            f"key pair {key_name} was deleted again. Fix: make property 'private_key_path' "
-            "point into a writable folder."
-        ) from None
-    ctx.logger.info(f"Created key pair {key_name}; private key saved to {key_path}.")
-
-
-@operation(resumable=True)
-def delete(ctx, **_):
-    client = utils.client_for(ctx.node)
-    if utils.release_external(ctx, "key pair", lambda name: _find(ctx, client, name)):
-        return
-    _remove_own_key_and_file(ctx, client)
-
-
-@operation(resumable=True)
-def creation_validation(ctx, **_):
-    key_name, key_path, _public_key = validate(ctx)
-    client = utils.client_for(ctx.node)
-    utils.check_existence(
-        ctx,
-        "key pair",
-        lambda name: _find(ctx, client, name),
-        key_name,
-        lambda: bool(utils.find_own(ctx, client, "describe_key_pairs", "KeyPairs")),
+    created = _create_once(ctx, client, spec, lambda: aws.create_key_pair(client, spec.key_name, tags))
+    folders = missing_folders(spec.key_path)
+    # Saved before the file is written, so that an interrupted create leaves all of it recorded.
+    utils.record(
+        ctx.instance,
+        save=True,
+        **{
+            constants.AWS_RESOURCE_ID: spec.key_name,
+            constants.KEY_FILE_WRITTEN: spec.key_path,
+            constants.KEY_FOLDERS_CREATED: folders,
+        },
     )
-    ctx.logger.info(f"Key pair {key_name} at {key_path} is valid.")
-
-
-# --- validation -------------------------------------------------------------
-
-
-def validate(ctx) -> tuple[str, str, str]:
-    """Checks the properties before AWS is called; returns the key name, the
-    private key path and the public key to import (empty: AWS makes the pair)."""
-    key_path = private_key_path(ctx)
-    key_name = key_pair_name(ctx, key_path)
-    public_key = _public_key_material(ctx)
-    utils.validate_tags(ctx)
-    if utils.use_external(ctx.node):
-        _check_existing_key_file(ctx, key_path)
-    elif (
-        not public_key
-        and os.path.lexists(key_path)
-        and key_path != ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)
-    ):
-        raise utils.bad_input(
-            ctx,
+    try:
+        write_private_key(spec.key_path, created["KeyMaterial"])
+    except OSError as error:
+        aws.delete_key_pair(client, spec.key_name)
+        _remove_folders(folders)
+        utils.forget(
+            ctx.instance,
+            constants.AWS_RESOURCE_ID,
+            constants.KEY_FILE_WRITTEN,
+            constants.KEY_FOLDERS_CREATED,
+            save=True,
+        )
+        raise BadInput(
             "private_key_path",
-            f"points at '{key_path}', which already exists",
-            "choose a path that does not exist yet (the plugin never overwrites a key file), "
-            "or set use_external_resource to true to use an existing key pair",
-        )
-    return key_name, key_path, public_key
+            f"points at '{spec.key_path}', where the private key could not be written ({error}); "
+            f"key pair {spec.key_name} was deleted again",
+            "point it into a writable folder",
+        ) from None
+    ctx.logger.info(f"Created key pair {spec.key_name}; private key saved to {spec.key_path}.")
 
 
-def private_key_path(ctx) -> str:
-    raw = str(ctx.node.properties.get("private_key_path") or "").strip()
+@utils.ec2_operation
+def delete(ctx, **_):
+    if not utils.may_exist(ctx):
+        ctx.logger.info("No key pair was created or recorded for this node instance; nothing to delete.")
+        return
+    common = utils.parse_common(ctx.node.properties)
+    client = connection.ec2_client(common.aws_config)
+    if common.external:
+        utils.release_external(ctx, common, KIND, lambda name: _find(client, name))
+        return
+    _remove_own_key_and_file(ctx, client)
+    utils.forget(ctx.instance, constants.CREATE_STARTED)
+
+
+@utils.ec2_operation
+def creation_validation(ctx, **_):
+    spec = parse(ctx.node.properties, utils.generated_name(ctx))
+    check_key_file(spec, ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN))
+    client = connection.ec2_client(spec.common.aws_config)
+    utils.check_existence(
+        spec.common,
+        KIND,
+        lambda name: _find(client, name),
+        spec.key_name,
+        lambda: utils.may_exist(ctx) and bool(aws.find_owned_key_pairs(client, utils.ownership(ctx))),
+    )
+    ctx.logger.info(f"Key pair {spec.key_name} at {spec.key_path} is valid.")
+
+
+# --- properties ---------------------------------------------------------------
+
+
+def parse(properties: Mapping[str, Any], generated_name: str) -> KeyPairSpec:
+    """The KeyPair properties, checked without calling AWS."""
+    common = utils.parse_common(properties)
+    key_path = private_key_path(properties)
+    return KeyPairSpec(common, key_pair_name(common, key_path, generated_name), key_path, public_key(properties))
+
+
+def private_key_path(properties: Mapping[str, Any]) -> str:
+    raw = as_text(properties.get("private_key_path"))
     if not raw:
-        raise utils.bad_input(
-            ctx, "private_key_path", "is empty", "set it to the file where the private key is (to be) stored"
-        )
+        raise BadInput("private_key_path", "is empty", "set it to the file where the private key is (to be) stored")
     return os.path.abspath(os.path.expanduser(raw))
 
 
-def key_pair_name(ctx, key_path: str) -> str:
+def key_pair_name(common: utils.Common, key_path: str, generated_name: str) -> str:
     """resource_id; else the key file's base name; else deployment and instance ids."""
-    name = utils.resource_id(ctx.node)
-    if name:
-        if not KEY_NAME_PATTERN.match(name):
-            raise utils.bad_input(
-                ctx,
+    if common.resource_id:
+        if not KEY_NAME_PATTERN.match(common.resource_id):
+            raise BadInput(
                 "resource_id",
-                f"is not a valid key pair name ({name!r})",
+                f"is not a valid key pair name ({common.resource_id!r})",
                 "use at most 255 printable ASCII characters",
             )
-        return name
-    if utils.use_external(ctx.node):
-        raise utils.bad_input(
-            ctx,
+        return common.resource_id
+    if common.external:
+        raise BadInput(
             "resource_id",
             "is empty while use_external_resource is true",
             "set resource_id to the name of the existing key pair",
         )
     base = os.path.splitext(os.path.basename(key_path))[0].strip()
-    return base if KEY_NAME_PATTERN.match(base) else utils.generated_name(ctx)
+    return base if KEY_NAME_PATTERN.match(base) else generated_name
 
 
-def _check_existing_key_file(ctx, key_path: str) -> None:
-    try:
-        info = os.stat(key_path)
-    except FileNotFoundError:
-        raise utils.bad_input(
-            ctx,
-            "private_key_path",
-            f"points at '{key_path}', which does not exist",
-            "put the existing key pair's private key there, with mode 0600",
-        ) from None
-    if not stat.S_ISREG(info.st_mode):
-        raise utils.bad_input(
-            ctx, "private_key_path", f"points at '{key_path}', which is not a file", "point it at the private key file"
-        )
-    if info.st_mode & 0o077:
-        raise utils.bad_input(
-            ctx,
-            "private_key_path",
-            f"points at '{key_path}', which others can access (mode {stat.S_IMODE(info.st_mode):04o})",
-            f"run: chmod 600 {key_path}",
-        )
-    if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        raise utils.bad_input(
-            ctx,
-            "private_key_path",
-            f"points at '{key_path}', which belongs to another user",
-            "give the file to the user that runs the plugin",
-        )
-
-
-def _public_key_material(ctx) -> str:
+def public_key(properties: Mapping[str, Any]) -> str:
     """The optional public key to import, given inline or as a file path."""
-    material = str(ctx.node.properties.get("public_key_material") or "").strip()
-    path = str(ctx.node.properties.get("public_key_path") or "").strip()
+    material = as_text(properties.get("public_key_material"))
+    path = as_text(properties.get("public_key_path"))
     if material and path:
-        raise utils.bad_input(
-            ctx, "public_key_path", "is set together with public_key_material", "set only one of them"
-        )
+        raise BadInput("public_key_path", "is set together with public_key_material", "set only one of them")
     if path:
         try:
             with open(os.path.expanduser(path), encoding="ascii") as handle:
                 material = handle.read().strip()
         except (OSError, UnicodeDecodeError) as error:
-            raise utils.bad_input(
-                ctx, "public_key_path", f"cannot be read ({error})", "point it at an OpenSSH public key file"
+            raise BadInput(
+                "public_key_path", f"cannot be read ({error})", "point it at an OpenSSH public key file"
             ) from None
-    if material and not material.startswith(("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-")):
-        raise utils.bad_input(
-            ctx,
-            "public_key_material" if not path else "public_key_path",
+    if material and not material.startswith(PUBLIC_KEY_PREFIXES):
+        raise BadInput(
+            "public_key_path" if path else "public_key_material",
             "does not hold an OpenSSH public key",
             "give a key such as 'ssh-ed25519 AAAA... comment'",
         )
     return material
 
 
+def check_key_file(spec: KeyPairSpec, written_by_this_node: str | None) -> None:
+    """An external key's file must exist, private to this user; a new key's
+    file must not exist yet (unless this node wrote it) and its folder must be
+    creatable and writable."""
+    if spec.common.external:
+        _check_existing_key_file(spec.key_path)
+        return
+    if spec.public_key:
+        return
+    if os.path.lexists(spec.key_path) and spec.key_path != written_by_this_node:
+        raise BadInput(
+            "private_key_path",
+            f"points at '{spec.key_path}', which already exists",
+            "choose a path that does not exist yet (the plugin never overwrites a key file), "
+            "or set use_external_resource to true to use an existing key pair",
+        )
+    folder = os.path.dirname(spec.key_path)
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(
+            "private_key_path",
+            f"points at '{spec.key_path}', but '{folder}' is not a folder this user can write to",
+            "point it into a writable folder",
+        )
+
+
+def _check_existing_key_file(key_path: str) -> None:
+    try:
+        info = os.stat(key_path)
+    except FileNotFoundError:
+        raise BadInput(
+            "private_key_path",
+            f"points at '{key_path}', which does not exist",
+            "put the existing key pair's private key there, with mode 0600",
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BadInput(
+            "private_key_path", f"points at '{key_path}', which is not a file", "point it at the private key file"
+        )
+    if info.st_mode & 0o077:
+        raise BadInput(
+            "private_key_path",
+            f"points at '{key_path}', which others can access (mode {stat.S_IMODE(info.st_mode):04o})",
+            f"run: chmod 600 {key_path}",
+        )
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise BadInput(
+            "private_key_path",
+            f"points at '{key_path}', which belongs to another user",
+            "give the file to the user that runs the plugin",
+        )
+
+
 # --- AWS and files ----------------------------------------------------------
 
 
-def _find(ctx, client, key_name: str) -> str | None:
-    return key_name if utils.existing(ctx, client, "describe_key_pairs", "KeyPairs", KeyNames=[key_name]) else None
+def _find(client, key_name: str) -> str | None:
+    return key_name if aws.find_key_pair(client, key_name) else None
+
+
+def _create_once(ctx, client, spec: KeyPairSpec, create_call):
+    """Creates the key; a Duplicate answer for a key tagged as this node
+    instance's (a resent call whose first answer was lost) replaces it once."""
+    try:
+        return create_call()
+    except AlreadyExists as error:
+        owned = {key["KeyName"] for key in aws.find_owned_key_pairs(client, utils.ownership(ctx))}
+        if spec.key_name not in owned:
+            raise AlreadyExists(
+                f"{error} and is not this node instance's. Fix: choose another "
+                "resource_id (or private_key_path base name), or set use_external_resource to true to use it"
+            ) from None
+    ctx.logger.warning(f"Key pair {spec.key_name} was made by an earlier attempt whose answer was lost; replacing it.")
+    aws.delete_key_pair(client, spec.key_name)
+    return create_call()
 
 
 def _remove_own_key_and_file(ctx, client) -> None:
     """Deletes the key pair this node instance made (recorded, or found by its
-    ownership tags after an interrupted create) and the file create wrote."""
-    for key_name in utils.own_ids(ctx, client, "describe_key_pairs", "KeyPairs", "KeyName"):
-        utils.call(ctx, client, "delete_key_pair", not_found_ok=True, KeyName=key_name)
+    ownership tags after an interrupted create), the file and the folders create made."""
+    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    names = (
+        [recorded] if recorded else [key["KeyName"] for key in aws.find_owned_key_pairs(client, utils.ownership(ctx))]
+    )
+    for key_name in names:
+        aws.delete_key_pair(client, key_name)
         ctx.logger.info(f"Deleted key pair {key_name}.")
     key_file = ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)
     if key_file and os.path.lexists(key_file):
         try:
             os.remove(key_file)
         except OSError as error:
-            raise utils.bad_input(
-                ctx, "private_key_path", f"names '{key_file}', which cannot be removed ({error})", "remove it by hand"
+            raise PluginError(
+                f"the private key file '{key_file}' cannot be removed ({error}). Fix: remove it by hand"
             ) from None
         ctx.logger.info(f"Removed private key file {key_file}.")
-    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN)
+    _remove_folders(ctx.instance.runtime_properties.get(constants.KEY_FOLDERS_CREATED) or [])
+    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN, constants.KEY_FOLDERS_CREATED)
+
+
+def missing_folders(path: str) -> list[str]:
+    """The folders above ``path`` that do not exist yet, outermost first."""
+    missing = []
+    folder = os.path.dirname(path)
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing[::-1]
+
+
+def _remove_folders(folders: list[str]) -> None:
+    """Removes folders create made, innermost first, as long as they are empty."""
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 def write_private_key(path: str, material: str) -> None:
     """Writes a private key atomically with mode 0600; never overwrites a file.
 
-    The key goes to a temporary file created with mode 0600 in the same folder,
-    which is then hard-linked to the final name (that fails if the name exists)
-    and unlinked. Readers never see a partial or loosely-permitted file.
+    Missing folders are made with mode 0700. The key goes to a temporary file
+    created with mode 0600 in the same folder, which is then hard-linked to the
+    final name (that fails if the name exists) and unlinked. Readers never see
+    a partial or loosely-permitted file.
     """
+    for missing in missing_folders(path):
+        os.mkdir(missing, mode=0o700)
     folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
     temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -1,6 +1,7 @@
 """cloudify.aws.nodes.SecurityGroup: a VPC security group and its rules.
 
-create: validate every rule, create the group (in ``vpc_id`` or the default
+create: parse every rule, resolve the source groups they name (by id, or by
+name in the group's own VPC), create the group (in ``vpc_id`` or the default
 VPC) with its tags, then authorise all rules in one call each for ingress and
 egress. If authorising fails, the group is deleted again. delete: remove the
 group, retrying while instances that use it are still being torn down.
@@ -10,181 +11,205 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from cloudify.decorators import operation
+from ec2 import aws, connection, constants, utils
+from ec2.errors import AlreadyExists, BadInput
+from ec2.properties import as_text
 
-from ec2 import constants, utils
-
+KIND = "security group"
 GROUP_ID_PATTERN = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
+VPC_ID_PATTERN = re.compile(r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
 RULE_KEYS = ("ip_protocol", "from_port", "to_port", "cidr_ip", "src_group_id")
 PROTOCOL_NAMES = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmpv6", "all": "-1", "-1": "-1"}
 PORTED_PROTOCOLS = {"tcp", "udp", "6", "17"}
 ICMP_PROTOCOLS = {"icmp", "icmpv6", "1", "58"}
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One rule as EC2 ``IpPermissions`` wants it; ``source_group`` (an id or a
+    name) still has to be resolved to an id."""
+
+    where: str  # such as "rules[0]"
+    permission: dict
+    source_group: str = ""
+
+
+@dataclass(frozen=True)
+class SecurityGroupSpec:
+    common: utils.Common
+    name: str
+    description: str
+    vpc_id: str
+    ingress: tuple[Rule, ...]
+    egress: tuple[Rule, ...]
+
+
 # --- operations -------------------------------------------------------------
 
 
-@operation(resumable=True)
+@utils.ec2_operation
 def create(ctx, **_):
-    name, description, ingress, egress = validate(ctx)
-    client = utils.client_for(ctx.node)
-    if utils.adopt_external(ctx, "security group", lambda wanted: _find(ctx, client, wanted)):
+    spec = parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
+    client = connection.ec2_client(spec.common.aws_config)
+    if spec.common.external:
+        utils.adopt_external(ctx, spec.common, KIND, lambda wanted: _find(client, wanted, spec.vpc_id))
         return
 
-    # A rerun after an interrupted create starts afresh.
-    _delete_own_group(ctx, client)
-    created = utils.call(
-        ctx,
-        client,
-        "create_security_group",
-        GroupName=name,
-        Description=description,
-        VpcId=_vpc_id(ctx, client),
-        TagSpecifications=utils.creation_tags(ctx, "security-group", name),
-    )
-    group_id = created["GroupId"]
+    ingress, egress = resolve_rules(client, spec)
+    if utils.may_exist(ctx):  # a rerun after an interrupted create starts afresh
+        _delete_own_groups(ctx, client)
+    utils.mark_create_started(ctx)
+    tags = utils.creation_tags(ctx, spec.common.tags, spec.name)
+    group_id = _create_once(ctx, client, spec, tags)
     utils.record(ctx.instance, save=True, **{constants.AWS_RESOURCE_ID: group_id})
     try:
         if ingress:
-            utils.call(ctx, client, "authorize_security_group_ingress", GroupId=group_id, IpPermissions=ingress)
+            aws.authorize(client, group_id, ingress)
         if egress:
-            utils.call(ctx, client, "authorize_security_group_egress", GroupId=group_id, IpPermissions=egress)
+            aws.authorize(client, group_id, egress, egress=True)
     except Exception:
         ctx.logger.error(f"Authorising the rules of {group_id} failed; deleting the group again.")
         try:
-            _delete_own_group(ctx, client)
+            _delete_own_groups(ctx, client)
         except Exception as cleanup_error:
             ctx.logger.error(f"Could not delete {group_id} ({cleanup_error}); it stays recorded for uninstall.")
         raise
     ctx.logger.info(
-        f"Created security group {name} ({group_id}) with {len(ingress)} ingress and {len(egress)} egress rules."
+        f"Created security group {spec.name} ({group_id}) with {len(ingress)} ingress and {len(egress)} egress rules."
     )
 
 
-@operation(resumable=True)
+@utils.ec2_operation
 def delete(ctx, **_):
-    client = utils.client_for(ctx.node)
-    if utils.release_external(ctx, "security group", lambda wanted: _find(ctx, client, wanted)):
+    if not utils.may_exist(ctx):
+        ctx.logger.info("No security group was created or recorded for this node instance; nothing to delete.")
         return
-    _delete_own_group(ctx, client)
+    common = utils.parse_common(ctx.node.properties)
+    client = connection.ec2_client(common.aws_config)
+    if common.external:
+        vpc_id = as_text(ctx.node.properties.get("vpc_id"))
+        utils.release_external(ctx, common, KIND, lambda wanted: _find(client, wanted, vpc_id))
+        return
+    _delete_own_groups(ctx, client)
+    utils.forget(ctx.instance, constants.CREATE_STARTED)
 
 
-@operation(resumable=True)
+@utils.ec2_operation
 def creation_validation(ctx, **_):
-    name, _description, _ingress, _egress = validate(ctx)
-    client = utils.client_for(ctx.node)
+    spec = parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
+    client = connection.ec2_client(spec.common.aws_config)
+    if spec.vpc_id and not aws.vpc_exists(client, spec.vpc_id):
+        raise BadInput("vpc_id", f"names VPC '{spec.vpc_id}', which does not exist", "give an existing VPC's id")
     utils.check_existence(
-        ctx,
-        "security group",
-        lambda wanted: _find(ctx, client, wanted),
-        utils.resource_id(ctx.node),
-        lambda: bool(utils.find_own(ctx, client, "describe_security_groups", "SecurityGroups")),
+        spec.common,
+        KIND,
+        lambda wanted: _find(client, wanted, spec.vpc_id),
+        spec.common.resource_id,
+        lambda: utils.may_exist(ctx) and bool(aws.find_owned_security_groups(client, utils.ownership(ctx))),
     )
-    ctx.logger.info(f"Security group {name} is valid.")
+    if not spec.common.external:
+        resolve_rules(client, spec)
+    ctx.logger.info(f"Security group {spec.name} is valid.")
 
 
-# --- validation -------------------------------------------------------------
+# --- properties -------------------------------------------------------------
 
 
-def validate(ctx) -> tuple[str, str, list[dict], list[dict]]:
-    """Checks every property before AWS is called; returns the request parts."""
-    props = ctx.node.properties
-    utils.validate_tags(ctx)
-    name = utils.resource_id(ctx.node) or utils.generated_name(ctx)
-    if not utils.use_external(ctx.node) and (len(name) > 255 or not name.isascii() or name.startswith("sg-")):
-        raise utils.bad_input(
-            ctx,
+def parse(properties: Mapping[str, Any], generated_name: str, node_id: str, deployment_id: str) -> SecurityGroupSpec:
+    """The SecurityGroup properties and every rule, checked without calling AWS."""
+    common = utils.parse_common(properties)
+    name = common.resource_id or generated_name
+    if not common.external and (len(name) > 255 or not name.isascii() or name.startswith("sg-")):
+        raise BadInput(
             "resource_id",
             f"is not a usable group name ({name!r})",
             "use at most 255 ASCII characters, not starting with 'sg-'",
         )
-    description = str(props.get("description") or "").strip() or (
-        f"Cloudify security group for node {ctx.node.id} of deployment {ctx.deployment.id}"
+    description = as_text(properties.get("description")) or (
+        f"Cloudify security group for node {node_id} of deployment {deployment_id}"
     )
     if len(description) > 255 or not description.isascii():
-        raise utils.bad_input(ctx, "description", "is longer than 255 characters or not ASCII", "shorten it")
-    vpc_id = props.get("vpc_id")
-    if vpc_id and not str(vpc_id).startswith("vpc-"):
-        raise utils.bad_input(
-            ctx,
+        raise BadInput("description", "is longer than 255 characters or not ASCII", "shorten it")
+    vpc_id = as_text(properties.get("vpc_id"))
+    if vpc_id and not VPC_ID_PATTERN.match(vpc_id):
+        raise BadInput(
             "vpc_id",
             f"is {vpc_id!r}, not a VPC id",
             "give an id such as vpc-0abc1234, or leave it empty for the default VPC",
         )
-    return name, description, ip_permissions(ctx, "rules"), ip_permissions(ctx, "egress_rules")
+    return SecurityGroupSpec(
+        common, name, description, vpc_id, parse_rules(properties, "rules"), parse_rules(properties, "egress_rules")
+    )
 
 
-def ip_permissions(ctx, prop: str) -> list[dict]:
-    """Translates classic rules (ip_protocol, from_port, to_port, cidr_ip or
-    src_group_id) into EC2 ``IpPermissions``, refusing any invalid rule."""
-    rules = ctx.node.properties.get(prop) or []
+def parse_rules(properties: Mapping[str, Any], prop: str) -> tuple[Rule, ...]:
+    """Classic rules (ip_protocol, from_port, to_port, cidr_ip or src_group_id)
+    as EC2 permissions, refusing any invalid rule."""
+    rules = properties.get(prop) or []
     if not isinstance(rules, list):
-        raise utils.bad_input(ctx, prop, f"is a {type(rules).__name__}", "give a list of rules")
-    return [_permission(ctx, f"{prop}[{index}]", rule) for index, rule in enumerate(rules)]
+        raise BadInput(prop, f"is a {type(rules).__name__}", "give a list of rules")
+    return tuple(_rule(f"{prop}[{index}]", rule) for index, rule in enumerate(rules))
 
 
-def _permission(ctx, where: str, rule) -> dict:
+def _rule(where: str, rule: Any) -> Rule:
     if not isinstance(rule, dict):
-        raise utils.bad_input(ctx, where, "is not a dictionary", f"give a rule with keys {', '.join(RULE_KEYS)}")
+        raise BadInput(where, "is not a dictionary", f"give a rule with keys {', '.join(RULE_KEYS)}")
     unknown = sorted(set(rule) - set(RULE_KEYS))
     if unknown:
-        raise utils.bad_input(ctx, where, f"has unknown key(s) {unknown}", f"use only {', '.join(RULE_KEYS)}")
-    protocol = _protocol(ctx, where, rule.get("ip_protocol"))
+        raise BadInput(where, f"has unknown key(s) {unknown}", f"use only {', '.join(RULE_KEYS)}")
+    protocol = _protocol(where, rule.get("ip_protocol"))
     permission: dict = {"IpProtocol": protocol}
     if protocol in PORTED_PROTOCOLS or protocol in ICMP_PROTOCOLS:
         low = -1 if protocol in ICMP_PROTOCOLS else 0
         high = 255 if protocol in ICMP_PROTOCOLS else 65535
-        from_port = _port(ctx, where, rule, "from_port", low, high)
-        to_port = _port(ctx, where, rule, "to_port", low, high)
+        from_port = _port(where, rule, "from_port", low, high)
+        to_port = _port(where, rule, "to_port", low, high)
         if protocol in PORTED_PROTOCOLS and from_port > to_port:
-            raise utils.bad_input(ctx, f"{where}.from_port", f"({from_port}) is above to_port ({to_port})", "swap them")
+            raise BadInput(f"{where}.from_port", f"({from_port}) is above to_port ({to_port})", "swap them")
         permission.update(FromPort=from_port, ToPort=to_port)
 
-    cidr, group = rule.get("cidr_ip"), rule.get("src_group_id")
+    cidr, group = as_text(rule.get("cidr_ip")), as_text(rule.get("src_group_id"))
     if bool(cidr) == bool(group):
-        raise utils.bad_input(ctx, where, "must have exactly one of cidr_ip or src_group_id", "keep one of the two")
+        raise BadInput(where, "must have exactly one of cidr_ip or src_group_id", "keep one of the two")
     if group:
-        if not GROUP_ID_PATTERN.match(str(group)):
-            raise utils.bad_input(
-                ctx, f"{where}.src_group_id", f"is {group!r}, not a group id", "give an id such as sg-0123abcd"
-            )
-        permission["UserIdGroupPairs"] = [{"GroupId": str(group)}]
+        return Rule(where, permission, group)
+    network = _network(where, cidr)
+    if network.version == 4:
+        permission["IpRanges"] = [{"CidrIp": str(network)}]
     else:
-        network = _network(ctx, where, cidr)
-        if network.version == 4:
-            permission["IpRanges"] = [{"CidrIp": str(network)}]
-        else:
-            permission["Ipv6Ranges"] = [{"CidrIpv6": str(network)}]
-    return permission
+        permission["Ipv6Ranges"] = [{"CidrIpv6": str(network)}]
+    return Rule(where, permission)
 
 
-def _protocol(ctx, where: str, value) -> str:
+def _protocol(where: str, value) -> str:
     text = str(value if value is not None else "").strip().lower()
     if text in PROTOCOL_NAMES:
         return PROTOCOL_NAMES[text]
     if text.isdigit() and 0 <= int(text) <= 255:
         return str(int(text))
-    raise utils.bad_input(
-        ctx,
+    raise BadInput(
         f"{where}.ip_protocol",
         f"is {value!r}",
         "use tcp, udp, icmp, icmpv6, -1 (all) or a protocol number from 0 to 255",
     )
 
 
-def _port(ctx, where: str, rule: dict, key: str, low: int, high: int) -> int:
+def _port(where: str, rule: dict, key: str, low: int, high: int) -> int:
     value = rule.get(key)
     try:
         port = int(str(value).strip())
     except ValueError:
         port = None
     if isinstance(value, bool) or port is None or not low <= port <= high:
-        raise utils.bad_input(ctx, f"{where}.{key}", f"is {value!r}", f"give a whole number from {low} to {high}")
+        raise BadInput(f"{where}.{key}", f"is {value!r}", f"give a whole number from {low} to {high}")
     return port
 
 
-def _network(ctx, where: str, cidr) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _network(where: str, cidr) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     text = str(cidr).strip()
     try:
         if "/" not in text:
@@ -197,52 +222,96 @@ def _network(ctx, where: str, cidr) -> ipaddress.IPv4Network | ipaddress.IPv6Net
                 hint = f"did you mean {ipaddress.ip_network(text, strict=False)}?"
             except ValueError:
                 pass
-        raise utils.bad_input(ctx, f"{where}.cidr_ip", f"is {cidr!r}, not a valid CIDR ({error})", hint) from None
+        raise BadInput(f"{where}.cidr_ip", f"is {cidr!r}, not a valid CIDR ({error})", hint) from None
 
 
 # --- AWS ------------------------------------------------------------------------
 
 
-def _vpc_id(ctx, client) -> str:
-    """The node's vpc_id, or the account's default VPC."""
-    vpc_id = ctx.node.properties.get("vpc_id")
-    if vpc_id:
-        return str(vpc_id)
-    found = utils.call(ctx, client, "describe_vpcs", Filters=[{"Name": "is-default", "Values": ["true"]}])
-    if not found["Vpcs"]:
-        raise utils.bad_input(
-            ctx, "vpc_id", "is empty and the region has no default VPC", "set vpc_id to the VPC the group belongs in"
-        )
-    return found["Vpcs"][0]["VpcId"]
+def resolve_rules(client, spec: SecurityGroupSpec) -> tuple[list[dict], list[dict]]:
+    """(ingress, egress) permissions with every source group as an id. A group
+    given by id must exist; one given by name is looked up in this group's VPC."""
+    resolved: dict[str, str] = {}
+    vpc_id: list[str] = []  # looked up once, only when a rule names a group
+
+    def own_vpc() -> str:
+        if not vpc_id:
+            vpc_id.append(spec.vpc_id or aws.default_vpc_id(client) or "")
+        return vpc_id[0]
+
+    def permission(rule: Rule) -> dict:
+        if not rule.source_group:
+            return rule.permission
+        if rule.source_group not in resolved:
+            resolved[rule.source_group] = _source_group_id(client, rule, own_vpc)
+        return {**rule.permission, "UserIdGroupPairs": [{"GroupId": resolved[rule.source_group]}]}
+
+    return [permission(rule) for rule in spec.ingress], [permission(rule) for rule in spec.egress]
 
 
-def _find(ctx, client, wanted: str) -> str | None:
-    """The id of a group given by id, or by name within the node's VPC."""
+def _source_group_id(client, rule: Rule, own_vpc) -> str:
+    prop = f"{rule.where}.src_group_id"
+    if GROUP_ID_PATTERN.match(rule.source_group):
+        if not aws.find_security_group_by_id(client, rule.source_group):
+            raise BadInput(
+                prop,
+                f"names security group '{rule.source_group}', which does not exist (InvalidGroup.NotFound)",
+                "give the id or name of an existing group",
+            )
+        return rule.source_group
+    vpc_id = own_vpc()
+    here = aws.find_security_groups_by_name(client, rule.source_group, vpc_id)
+    if len(here) == 1:
+        return here[0]["GroupId"]
+    elsewhere = sorted({group["VpcId"] for group in aws.find_security_groups_by_name(client, rule.source_group)})
+    where = f"VPC {vpc_id}" if vpc_id else "this region (there is no default VPC)"
+    found = f"; groups of that name are in {', '.join(elsewhere)}" if elsewhere else ""
+    raise BadInput(
+        prop,
+        f"names security group '{rule.source_group}', which is not in {where}{found}",
+        "create that group first in the same VPC (depends_on orders it), give its id, or set vpc_id",
+    )
+
+
+def _find(client, wanted: str, vpc_id: str) -> str | None:
+    """The id of a group given by id, or by name within the node's VPC (or the default VPC)."""
     if GROUP_ID_PATTERN.match(wanted):
-        lookup = {"GroupIds": [wanted]}
-    else:
-        lookup = {
-            "Filters": [
-                {"Name": "group-name", "Values": [wanted]},
-                {"Name": "vpc-id", "Values": [_vpc_id(ctx, client)]},
-            ]
-        }
-    groups = utils.existing(ctx, client, "describe_security_groups", "SecurityGroups", **lookup)
+        group = aws.find_security_group_by_id(client, wanted)
+        return group["GroupId"] if group else None
+    groups = aws.find_security_groups_by_name(client, wanted, vpc_id or aws.default_vpc_id(client))
     return groups[0]["GroupId"] if groups else None
 
 
-def _delete_own_group(ctx, client) -> None:
-    """Deletes the group this node instance made: the recorded one, or one an
+def _create_once(ctx, client, spec: SecurityGroupSpec, tags: dict[str, str]) -> str:
+    """Creates the group; a Duplicate answer for a group tagged as this node
+    instance's (a resent call whose first answer was lost) adopts it."""
+    try:
+        return aws.create_security_group(client, spec.name, spec.description, spec.vpc_id, tags)
+    except AlreadyExists as error:
+        owned = [
+            group
+            for group in aws.find_owned_security_groups(client, utils.ownership(ctx))
+            if group["GroupName"] == spec.name
+        ]
+        if not owned:
+            raise AlreadyExists(
+                f"{error} and is not this node instance's. Fix: choose another "
+                "resource_id, or set use_external_resource to true to use it"
+            ) from None
+    ctx.logger.warning(f"Security group {spec.name} was made by an earlier attempt whose answer was lost; adopting it.")
+    return owned[0]["GroupId"]
+
+
+def _delete_own_groups(ctx, client) -> None:
+    """Deletes the group this node instance made: the recorded one, or any an
     interrupted create left unrecorded (found by its ownership tags)."""
-    for group_id in utils.own_ids(ctx, client, "describe_security_groups", "SecurityGroups", "GroupId"):
-        # DependencyViolation: an instance using the group is still shutting down.
-        utils.call(
-            ctx,
-            client,
-            "delete_security_group",
-            not_found_ok=True,
-            retry_codes=("DependencyViolation",),
-            GroupId=group_id,
-        )
+    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    owned = (
+        [group["GroupId"] for group in aws.find_owned_security_groups(client, utils.ownership(ctx))]
+        if not recorded
+        else []
+    )
+    for group_id in [recorded] if recorded else owned:
+        aws.delete_security_group(client, group_id)
         ctx.logger.info(f"Deleted security group {group_id}.")
     utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, save=True)

@@ -30,9 +30,9 @@ def aws_environment(moto_server, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    connection._cached_client.cache_clear()
+    connection.clear_cache()
     yield
-    connection._cached_client.cache_clear()
+    connection.clear_cache()
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def calls(monkeypatch):
         return client
 
     monkeypatch.setattr(connection, "_create_client", recording_client)
-    connection._cached_client.cache_clear()
+    connection.clear_cache()
     return recorder
 
 

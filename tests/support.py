@@ -180,5 +180,42 @@ def die_once_after(monkeypatch, operation: str) -> list:
         return client
 
     monkeypatch.setattr(connection, "_create_client", dying_client)
-    connection._cached_client.cache_clear()
+    connection.clear_cache()
     return died
+
+
+def refuse_release_while_associated(monkeypatch) -> None:
+    """Makes the plugin's clients answer ReleaseAddress of an associated
+    address with InvalidIPAddress.InUse, as EC2 does and moto does not."""
+    from botocore.exceptions import ClientError
+
+    from ec2 import connection
+
+    create = connection._create_client
+
+    def refuse(params, **_):
+        client = create({"retry_mode": "standard", "max_attempts": 1})
+        (address,) = client.describe_addresses(AllocationIds=[params["AllocationId"]])["Addresses"]
+        if address.get("AssociationId"):
+            error = {"Error": {"Code": "InvalidIPAddress.InUse", "Message": "in use"}}
+            raise ClientError(error, "ReleaseAddress")
+
+    def refusing_client(settings):
+        client = create(settings)
+        client.meta.events.register("provide-client-params.ec2.ReleaseAddress", refuse)
+        return client
+
+    monkeypatch.setattr(connection, "_create_client", refusing_client)
+    connection.clear_cache()
+
+
+def owned_by(ctx, resource_type: str, name: str | None = None) -> list[dict]:
+    """TagSpecifications that mark a resource as made by ``ctx``'s node instance."""
+    from ec2 import aws, utils
+
+    return aws.tag_specifications(resource_type, utils.creation_tags(ctx, {}, name))
+
+
+def interrupted_create(ctx) -> None:
+    """Marks ``ctx``'s node instance as having begun a create that never finished."""
+    ctx.instance.runtime_properties["create_started"] = True

@@ -1,9 +1,9 @@
 """ec2/connection.py: the one client factory, driven by a node's aws_config."""
 
 import pytest
-from cloudify.exceptions import NonRecoverableError
 
 from ec2 import connection
+from ec2.errors import BadInput
 
 
 def test_empty_aws_config_falls_back_to_the_standard_boto3_chain(ec2):
@@ -74,17 +74,17 @@ def test_the_proxy_reaches_the_client_config():
 
 
 def test_an_unknown_key_is_refused_with_the_accepted_keys_listed():
-    with pytest.raises(NonRecoverableError) as error:
-        connection.client_settings({"region": "us-east-1"}, "vm")
+    with pytest.raises(BadInput) as error:
+        connection.client_settings({"region": "us-east-1"})
     message = str(error.value)
-    assert "node 'vm'" in message and "'region'" in message
+    assert "'aws_config'" in message and "'region'" in message
     for key in ("region_name", "ec2_region_name", "aws_access_key_id", "proxy_pass"):
         assert key in message
 
 
 def test_aws_config_must_be_a_dictionary():
-    with pytest.raises(NonRecoverableError, match="must be a dictionary"):
-        connection.client_settings(["region_name"], "vm")
+    with pytest.raises(BadInput, match="is a list"):
+        connection.client_settings(["region_name"])
 
 
 def test_retries_use_botocore_standard_mode_by_default():
@@ -99,7 +99,7 @@ def test_retry_mode_and_max_attempts_are_configurable():
 
 
 def test_an_unknown_retry_mode_is_refused():
-    with pytest.raises(NonRecoverableError, match="retry_mode"):
+    with pytest.raises(BadInput, match="retry_mode"):
         connection.client_settings({"retry_mode": "eager"})
 
 
@@ -118,15 +118,15 @@ def test_the_same_settings_share_one_client():
 
 
 def test_credentials_never_appear_in_error_messages():
-    with pytest.raises(NonRecoverableError) as error:
+    with pytest.raises(BadInput) as error:
         connection.client_settings({"aws_secret_access_key": "TOPSECRET", "bogus": 1})
     assert "TOPSECRET" not in str(error.value)
 
 
-def test_an_unknown_profile_is_a_clear_error_naming_the_node():
-    with pytest.raises(NonRecoverableError) as error:
-        connection.ec2_client({"profile_name": "no-such-profile"}, "vm")
-    assert "node 'vm'" in str(error.value) and "profile_name" in str(error.value)
+def test_an_unknown_profile_is_a_clear_error_naming_the_property():
+    with pytest.raises(BadInput) as error:
+        connection.ec2_client({"profile_name": "no-such-profile"})
+    assert "'aws_config'" in str(error.value) and "profile_name" in str(error.value)
 
 
 @pytest.mark.parametrize("text, expected", [("false", False), ("True", True), ("/etc/ssl/ca.pem", "/etc/ssl/ca.pem")])
@@ -140,7 +140,7 @@ def test_a_classic_endpoint_with_a_scheme_is_used_as_given():
 
 
 def test_a_boto3_name_and_its_classic_twin_must_agree():
-    with pytest.raises(NonRecoverableError, match="'region_name' and its classic name 'ec2_region_name'"):
+    with pytest.raises(BadInput, match="'region_name' and its classic name 'ec2_region_name'"):
         connection.client_settings({"region_name": "us-east-1", "ec2_region_name": "eu-west-1"})
 
 
@@ -151,7 +151,7 @@ def test_a_boto3_name_and_its_classic_twin_may_repeat_the_same_value():
 
 
 def test_proxy_credentials_without_a_proxy_are_refused():
-    with pytest.raises(NonRecoverableError, match="without 'proxy'"):
+    with pytest.raises(BadInput, match="without 'proxy'"):
         connection.client_settings({"proxy_user": "me"})
 
 
@@ -179,7 +179,37 @@ def test_timeouts_are_configurable():
     "aws_config",
     [{"region_name": "us east 1"}, {"endpoint_url": "not a url"}, {"max_attempts": 0}],
 )
-def test_settings_that_make_no_usable_client_are_a_clear_error_naming_the_node(aws_config):
-    with pytest.raises(NonRecoverableError) as error:
-        connection.ec2_client(aws_config, "vm")
-    assert "node 'vm'" in str(error.value) and "aws_config" in str(error.value) and "Fix:" in str(error.value)
+def test_settings_that_make_no_usable_client_are_a_clear_error_naming_the_property(aws_config):
+    with pytest.raises(BadInput) as error:
+        connection.ec2_client(aws_config)
+    assert "'aws_config'" in str(error.value) and "Fix:" in str(error.value)
+
+
+def test_a_region_botocore_does_not_know_is_refused_naming_the_property(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    with pytest.raises(BadInput, match="'aws_config' names region 'us-nowhere-9'"):
+        connection.client_settings({"region_name": "us-nowhere-9"})
+
+
+def test_an_unknown_region_is_accepted_with_an_endpoint():
+    assert connection.client_settings({"region_name": "lab-1", "endpoint_url": "http://127.0.0.1:1"})[
+        "region_name"
+    ] == ("lab-1")
+
+
+def test_concurrent_first_uses_of_one_configuration_build_one_client():
+    import threading
+
+    built = []
+    barrier = threading.Barrier(4)
+
+    def use():
+        barrier.wait()
+        built.append(connection.ec2_client({"region_name": "eu-west-3"}))
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(client) for client in built}) == 1

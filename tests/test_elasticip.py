@@ -4,7 +4,7 @@ relationship, run with mock contexts against the moto server."""
 from __future__ import annotations
 
 import pytest
-from cloudify.exceptions import NonRecoverableError
+from cloudify.exceptions import NonRecoverableError, RecoverableError
 from cloudify.mocks import (
     MockCloudifyContext,
     MockNodeContext,
@@ -13,8 +13,8 @@ from cloudify.mocks import (
 )
 from cloudify.state import current_ctx
 
-from ec2 import connection, elasticip, utils
-from tests.support import IMAGE_ID
+from ec2 import connection, elasticip
+from tests.support import IMAGE_ID, interrupted_create, refuse_release_while_associated
 
 DEFAULTS = {"use_external_resource": False, "resource_id": "", "aws_config": {}, "tags": {}}
 
@@ -114,7 +114,7 @@ def test_allocate_applies_tags_inline_with_ownership_tags(address_ctx, ec2, call
 
 def allocate_dies_right_after_allocate_address(ctx) -> None:
     """Runs allocate in a process that "dies" before recording the address."""
-    client = utils.client_for(ctx.node)
+    client = connection.ec2_client(ctx.node.properties.get("aws_config"))
 
     def crash(**_):
         raise RuntimeError("the plugin process died")
@@ -134,6 +134,7 @@ def test_a_rerun_after_a_crash_after_allocate_address_adopts_the_same_address(ad
     (leaked,) = addresses(ec2)
 
     rerun = address_ctx()
+    interrupted_create(rerun)  # what the crashed run had saved
     elasticip.allocate(ctx=rerun)
     assert [a["AllocationId"] for a in addresses(ec2)] == [leaked["AllocationId"]]
     assert rerun.instance.runtime_properties["aws_resource_id"] == leaked["PublicIp"]
@@ -143,7 +144,9 @@ def test_a_rerun_after_a_crash_after_allocate_address_adopts_the_same_address(ad
 def test_release_after_a_crash_after_allocate_address_releases_the_unrecorded_address(address_ctx, ec2):
     ctx = address_ctx()
     allocate_dies_right_after_allocate_address(ctx)
-    elasticip.release(ctx=address_ctx())
+    rerun = address_ctx()
+    interrupted_create(rerun)  # what the crashed run had saved
+    elasticip.release(ctx=rerun)
     assert addresses(ec2) == []
 
 
@@ -235,16 +238,17 @@ def test_release_of_an_address_already_released_counts_as_done(allocated, ec2):
     assert allocated.instance.runtime_properties == {}
 
 
-def test_release_of_an_address_still_in_use_is_retried_not_failed(address_ctx, new_instance, ec2):
+def test_release_of_an_address_still_in_use_is_retried_not_failed(address_ctx, new_instance, ec2, monkeypatch):
+    refuse_release_while_associated(monkeypatch)
     ctx = address_ctx(wait_timeout=0, retry_after=7)
     elasticip.allocate(ctx=ctx)
     allocation_id = ctx.instance.runtime_properties["allocation_id"]
     ec2.associate_address(AllocationId=allocation_id, InstanceId=new_instance())
 
-    elasticip.release(ctx=ctx)
+    with pytest.raises(RecoverableError) as retry:
+        elasticip.release(ctx=ctx)
 
-    assert ctx.operation._operation_retry is not None
-    assert ctx.operation._operation_retry.retry_after == 7
+    assert retry.value.retry_after == 7
     assert [a["AllocationId"] for a in addresses(ec2)] == [allocation_id]
     assert ctx.instance.runtime_properties["allocation_id"] == allocation_id
 
@@ -313,7 +317,7 @@ def test_associate_refreshes_the_instances_public_ip_address_and_dns_name(
 def test_associate_uses_the_allocation_id_and_the_instance_id(allocated, relationship_ctx, new_instance, calls):
     sent = []
     ctx = relationship_ctx(new_instance(), allocated.instance.runtime_properties)
-    client = utils.client_for(ctx.target.node)
+    client = connection.ec2_client(ctx.target.node.properties.get("aws_config"))
     client.meta.events.register(
         "provide-client-params.ec2.AssociateAddress", lambda params, **_: sent.append(dict(params)), unique_id="spy"
     )
@@ -437,30 +441,24 @@ def test_disassociate_when_the_instance_was_never_created_does_nothing(allocated
     assert calls.operations == []
 
 
-class Recording:
-    """Wraps a client, noting which node's client made each call."""
-
-    def __init__(self, client, node_id: str, sent: list) -> None:
-        self._client, self._node_id, self._sent = client, node_id, sent
-
-    def __getattr__(self, operation: str):
-        self._sent.append((self._node_id, operation))
-        return getattr(self._client, operation)
-
-
 def test_a_relationship_operation_builds_each_sides_client_from_that_sides_own_node(
     allocated, relationship_ctx, new_instance, monkeypatch
 ):
     """The address's aws_config serves the association, the instance's the refresh."""
     sent = []
+    build = connection.ec2_client
 
-    def client_for(node):
-        client = connection.ec2_client(node.properties.get("aws_config"), node.id)
-        return Recording(client, node.id, sent)
+    def recording_client(aws_config):
+        client = build(aws_config)
+        side = {7: "server", 8: "ip"}[aws_config["max_attempts"]]
+        client.meta.events.register("before-call.ec2", lambda model, **_: sent.append((side, model.name)))
+        return client
 
-    monkeypatch.setattr(utils, "client_for", client_for)
     ctx = relationship_ctx(new_instance(), allocated.instance.runtime_properties)
+    ctx.source.node.properties["aws_config"] = {"max_attempts": 7}
+    ctx.target.node.properties["aws_config"] = {"max_attempts": 8}
+    monkeypatch.setattr(connection, "ec2_client", recording_client)
     elasticip.associate(ctx=ctx)
-    assert ("ip", "associate_address") in sent
-    assert ("server", "describe_instances") in sent
-    assert ("server", "associate_address") not in sent
+    assert ("ip", "AssociateAddress") in sent
+    assert ("server", "DescribeInstances") in sent
+    assert ("server", "AssociateAddress") not in sent

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from cloudify.exceptions import WorkflowFailed
 
-from tests.support import IMAGE_ID, ROOT, die_once_after
+from tests.support import IMAGE_ID, ROOT, die_once_after, refuse_release_while_associated
 
 ELASTIC_IP_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_elastic_ip"
 
@@ -198,7 +198,8 @@ def test_a_rerun_of_install_after_a_crash_after_allocate_address_leaves_exactly_
     assert deployment.runtime("address")["aws_resource_id"] == leaked["PublicIp"]
 
 
-def test_unlink_leaves_alone_an_address_meanwhile_moved_to_another_instance(deploy, ec2):
+def test_unlink_leaves_alone_an_address_meanwhile_moved_to_another_instance(deploy, ec2, monkeypatch):
+    refuse_release_while_associated(monkeypatch)
     deployment = deploy(
         {
             "server": server((ELASTIC_IP_RELATIONSHIP, "address")),
@@ -210,9 +211,9 @@ def test_unlink_leaves_alone_an_address_meanwhile_moved_to_another_instance(depl
     allocation_id = deployment.runtime("address")["allocation_id"]
     moved = ec2.associate_address(AllocationId=allocation_id, InstanceId=other["InstanceId"], AllowReassociation=True)
 
-    # unlink leaves the address alone; release then finds it in use and asks for a
-    # retry, which with task_retries=0 ends the uninstall as failed.
-    with pytest.raises(Exception):  # noqa: B017 - the local engine raises a generic error
+    # unlink leaves the address alone; release is then refused (InvalidIPAddress.InUse)
+    # and retried, which with task_retries=0 ends the uninstall as failed.
+    with pytest.raises(WorkflowFailed):
         deployment.uninstall()
 
     assert live_instances(ec2) == [other["InstanceId"]]  # unlink ran: the server is already terminated

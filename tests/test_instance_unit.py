@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from cloudify.exceptions import NonRecoverableError, RecoverableError, WorkflowFailed
+from cloudify.exceptions import NonRecoverableError, OperationRetry, RecoverableError, WorkflowFailed
 from cloudify.mocks import MockCloudifyContext, MockNodeContext, MockNodeInstanceContext, MockRelationshipContext
 from cloudify.mocks import MockRelationshipSubjectContext as Subject
 
-from ec2 import constants, instance, instance_request
-from tests.support import IMAGE_ID
+from ec2 import aws, connection, constants, instance, instance_request
+from ec2.errors import PluginError
+from tests.support import IMAGE_ID, interrupted_create, owned_by
 
 KEYPAIR_REL = "cloudify.aws.relationships.instance_connected_to_keypair"
 GROUP_REL = "cloudify.aws.relationships.instance_connected_to_security_group"
@@ -51,6 +52,11 @@ def server_ctx(make_ctx):
         )
 
     return build
+
+
+def request_for(ctx) -> dict:
+    """The RunInstances request the plugin would send for this context."""
+    return instance_request.build_request(ctx, instance_request.parse(ctx.node.properties))
 
 
 def live_instances(ec2) -> list[dict]:
@@ -98,12 +104,12 @@ def test_an_unknown_parameters_key_is_refused_listing_the_accepted_keys(server_c
     ],
 )
 def test_each_boto2_parameter_is_translated_to_its_run_instances_field(server_ctx, boto2, value, expected):
-    assert instance_request.translate_parameters(server_ctx(parameters={boto2: value})) == expected
+    assert instance_request.translate_parameters({boto2: value}) == expected
 
 
 def test_boto2_placement_keys_combine_into_one_placement(server_ctx):
     ctx = server_ctx(parameters={"placement": "us-east-1b", "placement_group": "g", "tenancy": "default"})
-    assert instance_request.translate_parameters(ctx)["Placement"] == {
+    assert instance_request.translate_parameters(ctx.node.properties["parameters"])["Placement"] == {
         "AvailabilityZone": "us-east-1b",
         "GroupName": "g",
         "Tenancy": "default",
@@ -112,13 +118,13 @@ def test_boto2_placement_keys_combine_into_one_placement(server_ctx):
 
 def test_the_two_spellings_of_one_setting_must_agree(server_ctx):
     ctx = server_ctx(parameters={"subnet_id": "subnet-1111aaaa", "SubnetId": "subnet-2222bbbb"})
-    with pytest.raises(NonRecoverableError, match="SubnetId"):
-        instance_request.translate_parameters(ctx)
+    with pytest.raises(PluginError, match="SubnetId"):
+        instance_request.translate_parameters(ctx.node.properties["parameters"])
 
 
 def test_min_and_max_count_are_the_plugins_own(server_ctx):
-    with pytest.raises(NonRecoverableError, match="MaxCount"):
-        instance_request.build_request(server_ctx(parameters={"MaxCount": 3}))
+    with pytest.raises(PluginError, match="MaxCount"):
+        request_for(server_ctx(parameters={"MaxCount": 3}))
 
 
 def test_a_malformed_boto3_value_is_refused_before_aws_is_called(server_ctx, calls):
@@ -150,20 +156,20 @@ def test_bad_waiting_properties_are_refused_before_aws_is_called(server_ctx, cal
 
 
 def test_the_connected_key_pair_is_the_instance_key(server_ctx):
-    request = instance_request.build_request(server_ctx(relationships=[target("key", "my-key", KEYPAIR_REL)]))
+    request = request_for(server_ctx(relationships=[target("key", "my-key", KEYPAIR_REL)]))
     assert request["KeyName"] == "my-key"
 
 
 def test_two_key_pair_relationships_are_an_error(server_ctx):
     ctx = server_ctx(relationships=[target("a", "key-a", KEYPAIR_REL), target("b", "key-b", KEYPAIR_REL)])
-    with pytest.raises(NonRecoverableError, match="one key pair"):
-        instance_request.build_request(ctx)
+    with pytest.raises(PluginError, match="one key pair"):
+        request_for(ctx)
 
 
 def test_a_key_name_disagreeing_with_the_connected_key_pair_is_an_error(server_ctx):
     ctx = server_ctx(relationships=[target("key", "key-a", KEYPAIR_REL)], parameters={"key_name": "key-b"})
-    with pytest.raises(NonRecoverableError, match="key_name"):
-        instance_request.build_request(ctx)
+    with pytest.raises(PluginError, match="key_name"):
+        request_for(ctx)
 
 
 def test_security_groups_come_from_relationships_parameters_and_the_provider_context(server_ctx):
@@ -172,7 +178,7 @@ def test_security_groups_come_from_relationships_parameters_and_the_provider_con
         parameters={"security_group_ids": ["sg-33333333", "sg-11111111"]},
         provider_context={"resources": {"agents_security_group": {"id": "sg-44444444"}}},
     )
-    assert instance_request.build_request(ctx)["SecurityGroupIds"] == [
+    assert request_for(ctx)["SecurityGroupIds"] == [
         "sg-11111111",
         "sg-22222222",
         "sg-33333333",
@@ -182,18 +188,18 @@ def test_security_groups_come_from_relationships_parameters_and_the_provider_con
 
 def test_the_provider_contexts_agents_keypair_is_the_default_key(server_ctx):
     ctx = server_ctx(provider_context={"resources": {"agents_keypair": {"id": "agents-key"}}})
-    assert instance_request.build_request(ctx)["KeyName"] == "agents-key"
+    assert request_for(ctx)["KeyName"] == "agents-key"
 
 
 def test_key_name_in_parameters_wins_over_the_provider_context(server_ctx):
     ctx = server_ctx(
         parameters={"key_name": "mine"}, provider_context={"resources": {"agents_keypair": {"id": "agents-key"}}}
     )
-    assert instance_request.build_request(ctx)["KeyName"] == "mine"
+    assert request_for(ctx)["KeyName"] == "mine"
 
 
 def test_a_missing_provider_context_is_tolerated(server_ctx):
-    request = instance_request.build_request(server_ctx(provider_context={}))
+    request = request_for(server_ctx(provider_context={}))
     assert "KeyName" not in request and "SecurityGroupIds" not in request
 
 
@@ -219,7 +225,7 @@ def test_a_relationship_type_derived_from_instance_connected_to_keypair_counts(d
 
 def test_a_new_instance_joins_an_external_security_group(server_ctx):
     ctx = server_ctx(relationships=[target("group", "sg-55555555", GROUP_REL, external=True)])
-    assert instance_request.build_request(ctx)["SecurityGroupIds"] == ["sg-55555555"]
+    assert request_for(ctx)["SecurityGroupIds"] == ["sg-55555555"]
 
 
 # --- an external instance's relationships -------------------------------------------
@@ -277,7 +283,7 @@ def test_an_external_instance_connected_to_an_external_key_pair_logs_no_warning(
 # --- a malformed external resource_id ---------------------------------------------
 
 
-@pytest.mark.parametrize("operation", ["run_instances", "creation_validation", "terminate", "check_status"])
+@pytest.mark.parametrize("operation", ["run_instances", "creation_validation", "start", "check_status"])
 @pytest.mark.parametrize("resource_id", ["i-xyz", "i-0123456789abcdef", "0123456789abcdef0", "I-0123456789ABCDEF0"])
 def test_a_malformed_external_resource_id_is_refused_before_aws_is_called(server_ctx, calls, operation, resource_id):
     ctx = server_ctx(use_external_resource=True, resource_id=resource_id, image_id="")
@@ -291,15 +297,15 @@ def test_a_malformed_external_resource_id_is_refused_before_aws_is_called(server
 
 @pytest.mark.parametrize("resource_id", ["i-12345678", "i-0123456789abcdef0"])
 def test_both_instance_id_lengths_are_accepted(resource_id):
-    assert instance.INSTANCE_ID_PATTERN.match(resource_id)
+    assert instance_request.INSTANCE_ID_PATTERN.match(resource_id)
 
 
 # --- request details --------------------------------------------------------------
 
 
 def test_the_client_token_is_the_same_for_an_identical_request(server_ctx):
-    first = instance_request.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
-    again = instance_request.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
+    first = request_for(server_ctx(tags={"team": "qa"}))["ClientToken"]
+    again = request_for(server_ctx(tags={"team": "qa"}))["ClientToken"]
     assert first == again
     assert first.isascii() and len(first) <= 64
 
@@ -314,8 +320,8 @@ def test_the_client_token_is_the_same_for_an_identical_request(server_ctx):
     ],
 )
 def test_the_client_token_changes_when_the_request_changes(server_ctx, changed):
-    before = instance_request.build_request(server_ctx(tags={"team": "qa"}))["ClientToken"]
-    after = instance_request.build_request(server_ctx(**{"tags": {"team": "qa"}, **changed}))["ClientToken"]
+    before = request_for(server_ctx(tags={"team": "qa"}))["ClientToken"]
+    after = request_for(server_ctx(**{"tags": {"team": "qa"}, **changed}))["ClientToken"]
     assert before != after
     assert after.isascii() and len(after) <= 64
 
@@ -339,7 +345,7 @@ def test_the_client_token_ignores_a_token_already_in_the_request(server_ctx):
 
 
 def test_a_client_token_in_parameters_replaces_the_plugins_own(server_ctx):
-    assert instance_request.build_request(server_ctx(parameters={"client_token": "mine"}))["ClientToken"] == "mine"
+    assert request_for(server_ctx(parameters={"client_token": "mine"}))["ClientToken"] == "mine"
 
 
 class FakeAgent:
@@ -350,8 +356,8 @@ class FakeAgent:
 def test_the_agent_init_script_gives_the_same_user_data_and_token_each_time(server_ctx, monkeypatch):
     monkeypatch.setattr(instance_request.cloudify_internal, "get_install_method", lambda _: "init_script")
     monkeypatch.setattr(MockCloudifyContext, "agent", property(lambda _: FakeAgent()), raising=False)
-    first = instance_request.build_request(server_ctx(parameters={"user_data": "#cloud-config\n"}))
-    again = instance_request.build_request(server_ctx(parameters={"user_data": "#cloud-config\n"}))
+    first = request_for(server_ctx(parameters={"user_data": "#cloud-config\n"}))
+    again = request_for(server_ctx(parameters={"user_data": "#cloud-config\n"}))
     assert first["UserData"].startswith("Content-Type: multipart/mixed")
     assert first["UserData"] == again["UserData"]
     assert first["ClientToken"] == again["ClientToken"]
@@ -362,7 +368,7 @@ def test_run_instances_sends_the_token_and_all_tags_in_one_call(server_ctx, call
     instance.run_instances(ctx=ctx)
     assert calls.mutating == ["RunInstances"]
     (server,) = live_instances(ec2)
-    assert server["ClientToken"] == instance_request.build_request(ctx)["ClientToken"]
+    assert server["ClientToken"] == request_for(ctx)["ClientToken"]
     assert {t["Key"] for t in server["Tags"]} == {
         "Name",
         "team",
@@ -390,14 +396,13 @@ def test_a_repeated_token_answered_with_a_terminated_instance_launches_a_new_one
     ctx = server_ctx()
     sent = []
 
-    def fake_call(ctx, client, operation, **params):
-        assert operation == "run_instances"
-        sent.append(params["ClientToken"])
+    def fake_run(client, request):
+        sent.append(request["ClientToken"])
         state = "terminated" if len(sent) == 1 else "pending"
-        return {"ReservationId": "r-1", "Instances": [{"InstanceId": f"i-{len(sent)}", "State": {"Name": state}}]}
+        return {"InstanceId": f"i-{len(sent)}", "State": {"Name": state}}, "r-1"
 
-    monkeypatch.setattr(instance.utils, "call", fake_call)
-    launched, _ = instance._run(ctx, None, instance_request.build_request(ctx))
+    monkeypatch.setattr(aws, "run_instance", fake_run)
+    launched, _ = instance._run(ctx, None, request_for(ctx))
     assert launched["InstanceId"] == "i-2"
     assert sent[0] != sent[1] and len(sent[1]) <= 64
 
@@ -408,10 +413,10 @@ def test_a_repeated_token_answered_with_a_terminated_instance_launches_a_new_one
 def test_start_asks_the_workflow_to_retry_while_the_instance_is_not_running(server_ctx, monkeypatch):
     ctx = server_ctx(wait_timeout=0)
     instance.run_instances(ctx=ctx)
-    monkeypatch.setattr(instance, "_describe", lambda *_: {"InstanceId": "i-x", "State": {"Name": "pending"}})
-    instance.start(ctx=ctx)
-    retry = ctx.operation._operation_retry
-    assert retry is not None and retry.retry_after == 7
+    monkeypatch.setattr(aws, "find_instance", lambda *_: {"InstanceId": "i-x", "State": {"Name": "pending"}})
+    with pytest.raises(OperationRetry) as retry:
+        instance.start(ctx=ctx)
+    assert retry.value.retry_after == 7
     assert "ip" not in ctx.instance.runtime_properties
 
 
@@ -446,7 +451,8 @@ def test_stop_with_no_instance_recorded_stops_the_one_tagged_as_this_node_instan
 
 def test_delete_with_no_instance_recorded_terminates_every_one_tagged_as_this_node_instances(server_ctx, ec2):
     ctx = server_ctx()
-    owner = instance.utils.creation_tags(ctx, "instance")
+    interrupted_create(ctx)
+    owner = owned_by(ctx, "instance")
     for _ in range(2):
         ec2.run_instances(ImageId=IMAGE_ID, InstanceType="t3.micro", MinCount=1, MaxCount=1, TagSpecifications=owner)
     assert len(live_instances(ec2)) == 2
@@ -562,15 +568,18 @@ def test_creation_validation_of_a_new_instance_fails_when_resource_id_names_an_e
 
 def test_a_stop_refused_while_the_instance_is_in_transition_is_retried(server_ctx, monkeypatch):
     class InTransition:
+        def can_paginate(self, operation):
+            return False
+
         def describe_instances(self, **_):
-            return {"Reservations": [{"Instances": [{"InstanceId": "i-1", "State": {"Name": "pending"}}]}]}
+            return {"Reservations": [{"Instances": [{"InstanceId": "i-12345678", "State": {"Name": "pending"}}]}]}
 
         def stop_instances(self, **_):
             error = {"Error": {"Code": "IncorrectInstanceState", "Message": "pending"}}
             raise ClientError(error, "StopInstances")
 
-    monkeypatch.setattr(instance.utils, "client_for", lambda node: InTransition())
-    ctx = server_ctx(runtime_properties={"aws_resource_id": "i-1"})
+    monkeypatch.setattr(connection, "ec2_client", lambda aws_config: InTransition())
+    ctx = server_ctx(runtime_properties={"aws_resource_id": "i-12345678"})
     with pytest.raises(RecoverableError, match="IncorrectInstanceState"):
         instance.stop(ctx=ctx)
 
@@ -587,3 +596,10 @@ def test_start_of_a_terminated_instance_fails_for_good(server_ctx, ec2):
     ec2.terminate_instances(InstanceIds=[ctx.instance.runtime_properties["aws_resource_id"]])
     with pytest.raises(NonRecoverableError, match="terminated"):
         instance.start(ctx=ctx)
+
+
+def test_delete_of_an_external_instance_never_recorded_is_simply_forgotten(server_ctx, calls):
+    ctx = server_ctx(use_external_resource=True, resource_id="i-xyz", image_id="")
+    instance.terminate(ctx=ctx)
+    assert calls.operations == []
+    assert ctx.instance.runtime_properties == {}

@@ -8,7 +8,8 @@ from cloudify.exceptions import NonRecoverableError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ec2 import keypair, utils
+from ec2 import keypair
+from tests.support import interrupted_create, owned_by
 
 PUBLIC_KEY = (
     ed25519.Ed25519PrivateKey.generate()
@@ -250,7 +251,7 @@ def test_private_key_path_is_required(make_ctx):
 def test_a_rerun_after_a_create_that_died_before_writing_the_file_makes_a_fresh_key(make_ctx, tmp_path, ec2):
     path = tmp_path / "k.pem"
     ctx = key_ctx(make_ctx, path)
-    ec2.create_key_pair(KeyName="k", TagSpecifications=utils.creation_tags(ctx, "key-pair"))
+    ec2.create_key_pair(KeyName="k", TagSpecifications=owned_by(ctx, "key-pair"))
     keypair.create(ctx=ctx)
     assert key_names(ec2) == ["k"]
     assert path.exists()
@@ -276,7 +277,8 @@ def test_a_rerun_after_a_create_that_died_after_writing_the_file_makes_a_fresh_k
 
 def test_delete_after_a_create_that_died_before_recording_finds_the_key_by_its_tags(make_ctx, tmp_path, ec2):
     ctx = key_ctx(make_ctx, tmp_path / "k.pem")
-    ec2.create_key_pair(KeyName="k", TagSpecifications=utils.creation_tags(ctx, "key-pair"))
+    interrupted_create(ctx)
+    ec2.create_key_pair(KeyName="k", TagSpecifications=owned_by(ctx, "key-pair"))
     keypair.delete(ctx=ctx)
     assert key_names(ec2) == []
 
@@ -299,7 +301,8 @@ def test_when_the_file_appears_meanwhile_it_is_kept_and_nothing_stays_recorded(m
 
 def test_validation_accepts_the_key_an_interrupted_create_of_this_node_instance_left(make_ctx, tmp_path, ec2):
     ctx = key_ctx(make_ctx, tmp_path / "k.pem")
-    ec2.create_key_pair(KeyName="k", TagSpecifications=utils.creation_tags(ctx, "key-pair"))
+    interrupted_create(ctx)
+    ec2.create_key_pair(KeyName="k", TagSpecifications=owned_by(ctx, "key-pair"))
     keypair.creation_validation(ctx=ctx)
     keypair.create(ctx=ctx)
     assert key_names(ec2) == ["k"]

@@ -5,7 +5,8 @@ import pytest
 from botocore.stub import Stubber
 from cloudify.exceptions import NonRecoverableError, RecoverableError
 
-from ec2 import securitygroup, utils
+from ec2 import aws, connection, securitygroup
+from tests.support import interrupted_create, owned_by
 
 SSH = {"ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ip": "0.0.0.0/0"}
 HTTP = {"ip_protocol": "tcp", "from_port": 80, "to_port": 80, "cidr_ip": "10.0.0.0/8"}
@@ -120,10 +121,11 @@ def test_when_authorising_fails_the_group_is_deleted(make_ctx, ec2):
 
 def test_a_rerun_after_an_interrupted_create_replaces_the_half_made_group(make_ctx, ec2):
     ctx = group_ctx(make_ctx, resource_id="web", rules=[SSH])
+    interrupted_create(ctx)
     ec2.create_security_group(
         GroupName="web",
         Description="half made",
-        TagSpecifications=utils.creation_tags(ctx, "security-group", "web"),
+        TagSpecifications=owned_by(ctx, "security-group", "web"),
     )
     securitygroup.create(ctx=ctx)
     assert non_default_groups(ec2) == ["web"]
@@ -198,8 +200,8 @@ def test_an_invalid_egress_rule_is_refused_before_the_group_is_created(make_ctx,
     ],
 )
 def test_protocols_by_name_or_number_are_accepted(make_ctx, rule, expected):
-    (permission,) = securitygroup.ip_permissions(group_ctx(make_ctx, rules=[rule]), "rules")
-    assert {k: v for k, v in permission.items() if k in expected} == expected
+    (parsed,) = securitygroup.parse_rules({"rules": [rule]}, "rules")
+    assert {k: v for k, v in parsed.permission.items() if k in expected} == expected
 
 
 # --- external -----------------------------------------------------------------
@@ -259,7 +261,7 @@ def test_a_dependency_violation_on_delete_is_a_retry_not_a_failure(make_ctx, mon
     stubber = Stubber(client)
     stubber.add_client_error("delete_security_group", service_error_code="DependencyViolation", http_status_code=400)
     stubber.activate()
-    monkeypatch.setattr(utils, "client_for", lambda node: client)
+    monkeypatch.setattr(connection, "ec2_client", lambda aws_config: client)
     ctx = group_ctx(make_ctx, runtime_properties={"aws_resource_id": "sg-12345678"})
     with pytest.raises(RecoverableError):
         securitygroup.delete(ctx=ctx)
@@ -291,25 +293,23 @@ def test_validation_checks_the_rules(make_ctx, calls):
 
 def test_delete_after_a_create_that_died_before_recording_finds_the_group_by_its_tags(make_ctx, ec2):
     ctx = group_ctx(make_ctx)
-    ec2.create_security_group(
-        GroupName="orphan", Description="x", TagSpecifications=utils.creation_tags(ctx, "security-group")
-    )
+    interrupted_create(ctx)
+    ec2.create_security_group(GroupName="orphan", Description="x", TagSpecifications=owned_by(ctx, "security-group"))
     securitygroup.delete(ctx=ctx)
     assert non_default_groups(ec2) == []
 
 
 def test_when_the_cleanup_after_a_refused_rule_fails_the_group_stays_recorded(make_ctx, ec2, monkeypatch):
-    missing_source = {"ip_protocol": "tcp", "from_port": 1, "to_port": 2, "src_group_id": "sg-12345678"}
-    ctx = group_ctx(make_ctx, rules=[missing_source])
+    ctx = group_ctx(make_ctx, rules=[SSH])
 
-    delete_own_group = securitygroup._delete_own_group
+    def refused(client, group_id, permissions, egress=False):
+        client.authorize_security_group_ingress(GroupId="sg-12345678", IpPermissions=permissions)
 
-    def cleanup_fails(ctx, client):
-        if ctx.instance.runtime_properties.get("aws_resource_id"):
-            raise RuntimeError("endpoint went away")
-        delete_own_group(ctx, client)
+    def cleanup_fails(client, group_id):
+        raise RuntimeError("endpoint went away")
 
-    monkeypatch.setattr(securitygroup, "_delete_own_group", cleanup_fails)
+    monkeypatch.setattr(aws, "authorize", refused)
+    monkeypatch.setattr(aws, "delete_security_group", cleanup_fails)
     with pytest.raises(NonRecoverableError, match="InvalidGroup.NotFound"):
         securitygroup.create(ctx=ctx)
     assert ctx.instance.runtime_properties["aws_resource_id"].startswith("sg-")
@@ -326,8 +326,9 @@ def test_an_external_group_by_name_is_looked_up_in_the_nodes_vpc_only(make_ctx, 
 
 def test_validation_accepts_the_group_an_interrupted_create_of_this_node_instance_left(make_ctx, ec2):
     ctx = group_ctx(make_ctx, resource_id="web")
+    interrupted_create(ctx)
     ec2.create_security_group(
-        GroupName="web", Description="x", TagSpecifications=utils.creation_tags(ctx, "security-group", "web")
+        GroupName="web", Description="x", TagSpecifications=owned_by(ctx, "security-group", "web")
     )
     securitygroup.creation_validation(ctx=ctx)
     securitygroup.create(ctx=ctx)

@@ -1,0 +1,354 @@
+"""The AWS access layer: one named, ctx-free function per use of the EC2 API.
+
+Grouped by resource. Each group knows its own NotFound and Duplicate codes:
+a ``find_*`` returns ``None`` (or an empty list) when AWS says NotFound, a
+``delete_*`` returns whether something was deleted, and a condition that only
+needs time (a dependency still being torn down) raises ``errors.NotReady``.
+Any other botocore error propagates to the operation's error boundary.
+Describes paginate where AWS paginates. Nothing here imports Cloudify.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ec2.errors import AlreadyExists, NotReady, StillWaiting, UnexpectedState, error_code
+
+Client = Any  # a boto3 EC2 client
+Owner = Mapping[str, str]  # the ownership tags of one node instance
+
+KEY_PAIR_NOT_FOUND = frozenset({"InvalidKeyPair.NotFound"})
+GROUP_NOT_FOUND = frozenset({"InvalidGroup.NotFound", "InvalidGroupId.NotFound"})
+ADDRESS_NOT_FOUND = frozenset({"InvalidAllocationID.NotFound", "InvalidAddress.NotFound", "InvalidAddressID.NotFound"})
+ASSOCIATION_NOT_FOUND = frozenset({"InvalidAssociationID.NotFound"})
+INSTANCE_NOT_FOUND = frozenset({"InvalidInstanceID.NotFound"})
+IMAGE_NOT_FOUND = frozenset({"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"})
+SUBNET_NOT_FOUND = frozenset({"InvalidSubnetID.NotFound"})
+VPC_NOT_FOUND = frozenset({"InvalidVpcID.NotFound"})
+
+# Instance states.
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+GONE_STATES = ("shutting-down", "terminated")
+NOT_FOUND = "not-found"
+
+
+def _answer_or_none(codes: Collection[str], call: Callable[[], Any]) -> Any:
+    """The call's answer, or None when AWS answers one of ``codes``."""
+    try:
+        return call()
+    except ClientError as error:
+        if error_code(error) in codes:
+            return None
+        raise
+
+
+def _create(duplicate_code: str, what: str, call: Callable[[], Any]) -> Any:
+    """The create call's answer; ``AlreadyExists`` when AWS answers ``duplicate_code``."""
+    try:
+        return call()
+    except ClientError as error:
+        if error_code(error) == duplicate_code:
+            raise AlreadyExists(f"{what} already exists ({duplicate_code})") from None
+        raise
+
+
+def _describe(client: Client, operation: str, result_key: str, **params: Any) -> list[dict]:
+    """Every item a describe returns, following pagination where AWS paginates."""
+    if client.can_paginate(operation):
+        return [item for page in client.get_paginator(operation).paginate(**params) for item in page[result_key]]
+    return getattr(client, operation)(**params)[result_key]
+
+
+def _found(codes: Collection[str], client: Client, operation: str, result_key: str, **params: Any) -> list[dict]:
+    """A describe where NotFound means "none"."""
+    return _answer_or_none(codes, lambda: _describe(client, operation, result_key, **params)) or []
+
+
+def tag_filters(owner: Owner) -> list[dict]:
+    return [{"Name": f"tag:{key}", "Values": [value]} for key, value in owner.items()]
+
+
+def tag_specifications(resource_type: str, tags: Mapping[str, str]) -> list[dict]:
+    return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+
+
+# --- key pairs ---------------------------------------------------------------
+
+
+def find_key_pair(client: Client, name: str) -> dict | None:
+    found = _found(KEY_PAIR_NOT_FOUND, client, "describe_key_pairs", "KeyPairs", KeyNames=[name])
+    return found[0] if found else None
+
+
+def find_owned_key_pairs(client: Client, owner: Owner) -> list[dict]:
+    return _describe(client, "describe_key_pairs", "KeyPairs", Filters=tag_filters(owner))
+
+
+def create_key_pair(client: Client, name: str, tags: Mapping[str, str]) -> dict:
+    """The new key pair, with its private ``KeyMaterial``."""
+    return _create(
+        "InvalidKeyPair.Duplicate",
+        f"key pair '{name}'",
+        lambda: client.create_key_pair(KeyName=name, TagSpecifications=tag_specifications("key-pair", tags)),
+    )
+
+
+def import_key_pair(client: Client, name: str, public_key: str, tags: Mapping[str, str]) -> dict:
+    return _create(
+        "InvalidKeyPair.Duplicate",
+        f"key pair '{name}'",
+        lambda: client.import_key_pair(
+            KeyName=name, PublicKeyMaterial=public_key, TagSpecifications=tag_specifications("key-pair", tags)
+        ),
+    )
+
+
+def delete_key_pair(client: Client, name: str) -> bool:
+    return _answer_or_none(KEY_PAIR_NOT_FOUND, lambda: client.delete_key_pair(KeyName=name)) is not None
+
+
+# --- security groups -----------------------------------------------------------
+
+
+def find_security_group_by_id(client: Client, group_id: str) -> dict | None:
+    found = _found(GROUP_NOT_FOUND, client, "describe_security_groups", "SecurityGroups", GroupIds=[group_id])
+    return found[0] if found else None
+
+
+def find_security_groups_by_name(client: Client, name: str, vpc_id: str | None = None) -> list[dict]:
+    """Groups with this name, in one VPC or in all of them."""
+    filters = [{"Name": "group-name", "Values": [name]}]
+    if vpc_id:
+        filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+    return _describe(client, "describe_security_groups", "SecurityGroups", Filters=filters)
+
+
+def find_owned_security_groups(client: Client, owner: Owner) -> list[dict]:
+    return _describe(client, "describe_security_groups", "SecurityGroups", Filters=tag_filters(owner))
+
+
+def default_vpc_id(client: Client) -> str | None:
+    found = _describe(client, "describe_vpcs", "Vpcs", Filters=[{"Name": "is-default", "Values": ["true"]}])
+    return found[0]["VpcId"] if found else None
+
+
+def vpc_exists(client: Client, vpc_id: str) -> bool:
+    return bool(_found(VPC_NOT_FOUND, client, "describe_vpcs", "Vpcs", VpcIds=[vpc_id]))
+
+
+def create_security_group(
+    client: Client, name: str, description: str, vpc_id: str | None, tags: Mapping[str, str]
+) -> str:
+    """The new group's id. Without ``vpc_id`` AWS uses the default VPC."""
+    request: dict[str, Any] = {
+        "GroupName": name,
+        "Description": description,
+        "TagSpecifications": tag_specifications("security-group", tags),
+    }
+    if vpc_id:
+        request["VpcId"] = vpc_id
+    return _create(
+        "InvalidGroup.Duplicate", f"security group '{name}'", lambda: client.create_security_group(**request)
+    )["GroupId"]
+
+
+def authorize(client: Client, group_id: str, permissions: list[dict], egress: bool = False) -> None:
+    """Adds rules to a group. A rule that is already there counts as added (a
+    resent call after a lost answer); the others are then added one by one."""
+    call = client.authorize_security_group_egress if egress else client.authorize_security_group_ingress
+    try:
+        call(GroupId=group_id, IpPermissions=permissions)
+    except ClientError as error:
+        if error_code(error) != "InvalidPermission.Duplicate":
+            raise
+        for permission in permissions if len(permissions) > 1 else []:
+            try:
+                call(GroupId=group_id, IpPermissions=[permission])
+            except ClientError as one_error:
+                if error_code(one_error) != "InvalidPermission.Duplicate":
+                    raise
+
+
+def delete_security_group(client: Client, group_id: str) -> bool:
+    """Deletes a group; ``NotReady`` while an instance that uses it is still shutting down."""
+    try:
+        return _answer_or_none(GROUP_NOT_FOUND, lambda: client.delete_security_group(GroupId=group_id)) is not None
+    except ClientError as error:
+        if error_code(error) == "DependencyViolation":
+            raise NotReady(f"security group {group_id} is still in use (DependencyViolation); trying again") from None
+        raise
+
+
+# --- elastic IPs -------------------------------------------------------------------
+
+
+def find_address(client: Client, allocation_id: str | None = None, public_ip: str | None = None) -> dict | None:
+    lookup = {"AllocationIds": [allocation_id]} if allocation_id else {"PublicIps": [public_ip]}
+    found = _found(ADDRESS_NOT_FOUND, client, "describe_addresses", "Addresses", **lookup)
+    return found[0] if found else None
+
+
+def find_owned_addresses(client: Client, owner: Owner) -> list[dict]:
+    return _describe(client, "describe_addresses", "Addresses", Filters=tag_filters(owner))
+
+
+def allocate_address(client: Client, tags: Mapping[str, str]) -> dict:
+    """A new VPC address: ``PublicIp`` and ``AllocationId``."""
+    return client.allocate_address(Domain="vpc", TagSpecifications=tag_specifications("elastic-ip", tags))
+
+
+def associate_address(client: Client, allocation_id: str, instance_id: str) -> str:
+    """The association id; ``NotReady`` while the instance is not running yet."""
+    try:
+        return client.associate_address(AllocationId=allocation_id, InstanceId=instance_id)["AssociationId"]
+    except ClientError as error:
+        if error_code(error) == "IncorrectInstanceState":
+            raise NotReady(f"instance {instance_id} is not running yet; associating later") from None
+        raise
+
+
+def disassociate_address(client: Client, association_id: str) -> bool:
+    return (
+        _answer_or_none(
+            ASSOCIATION_NOT_FOUND | ADDRESS_NOT_FOUND,
+            lambda: client.disassociate_address(AssociationId=association_id),
+        )
+        is not None
+    )
+
+
+def release_address(client: Client, allocation_id: str) -> bool:
+    """Releases an address; ``NotReady`` while something still uses it."""
+    try:
+        return (
+            _answer_or_none(ADDRESS_NOT_FOUND, lambda: client.release_address(AllocationId=allocation_id)) is not None
+        )
+    except ClientError as error:
+        if error_code(error) == "InvalidIPAddress.InUse":
+            raise NotReady(
+                f"elastic IP {allocation_id} is still associated (InvalidIPAddress.InUse); "
+                "disassociate it to let it be released"
+            ) from None
+        raise
+
+
+# --- instances ---------------------------------------------------------------
+
+
+def state_of(instance: Mapping[str, Any] | None) -> str:
+    return instance["State"]["Name"] if instance else NOT_FOUND
+
+
+def _instances(reservations: Iterable[dict]) -> list[dict]:
+    """Instances with their reservation id, oldest first."""
+    found = [
+        {**instance, "ReservationId": reservation.get("ReservationId", "")}
+        for reservation in reservations
+        for instance in reservation["Instances"]
+    ]
+    return sorted(found, key=lambda instance: str(instance.get("LaunchTime", "")))
+
+
+def find_instances(client: Client, instance_ids: list[str]) -> dict[str, dict]:
+    """The instances that exist among ``instance_ids``, by id (terminated ones too)."""
+    try:
+        reservations = _describe(client, "describe_instances", "Reservations", InstanceIds=instance_ids)
+    except ClientError as error:
+        if error_code(error) not in INSTANCE_NOT_FOUND:
+            raise
+        if len(instance_ids) == 1:
+            return {}
+        # One unknown id fails the whole call: ask for each one alone.
+        return {key: value for one in instance_ids for key, value in find_instances(client, [one]).items()}
+    return {instance["InstanceId"]: instance for instance in _instances(reservations)}
+
+
+def find_instance(client: Client, instance_id: str) -> dict | None:
+    return find_instances(client, [instance_id]).get(instance_id)
+
+
+def find_owned_instances(client: Client, owner: Owner, states: Iterable[str] = LIVE_STATES) -> list[dict]:
+    filters = [*tag_filters(owner), {"Name": "instance-state-name", "Values": list(states)}]
+    return _instances(_describe(client, "describe_instances", "Reservations", Filters=filters))
+
+
+def run_instance(client: Client, request: dict) -> tuple[dict, str]:
+    """(instance, reservation id) of one RunInstances call."""
+    response = client.run_instances(**request)
+    return response["Instances"][0], response.get("ReservationId", "")
+
+
+def _change_state(call: Callable[..., dict], result_key: str, instance_id: str) -> str | None:
+    """The state an instance reports right after a start, stop or terminate call;
+    None when it does not exist. ``NotReady`` while it is between states."""
+    try:
+        response = _answer_or_none(INSTANCE_NOT_FOUND, lambda: call(InstanceIds=[instance_id]))
+    except ClientError as error:
+        if error_code(error) == "IncorrectInstanceState":
+            raise NotReady(f"instance {instance_id} is between states (IncorrectInstanceState); trying again") from None
+        raise
+    if response is None:
+        return None
+    changes = response.get(result_key) or [{}]
+    return changes[0].get("CurrentState", {}).get("Name")
+
+
+def start_instance(client: Client, instance_id: str) -> str | None:
+    return _change_state(client.start_instances, "StartingInstances", instance_id)
+
+
+def stop_instance(client: Client, instance_id: str) -> str | None:
+    return _change_state(client.stop_instances, "StoppingInstances", instance_id)
+
+
+def terminate_instance(client: Client, instance_id: str) -> str | None:
+    return _change_state(client.terminate_instances, "TerminatingInstances", instance_id)
+
+
+def wait_for_instance(
+    client: Client,
+    instance_id: str,
+    target: Collection[str],
+    pending: Collection[str],
+    timeout: float,
+    interval: float,
+    report: Callable[[str], None] = lambda _line: None,
+) -> dict:
+    """Polls until the instance reaches a ``target`` state and returns it
+    (``{}`` when the target is ``not-found``). A state in ``pending`` goes on
+    waiting, up to ``timeout`` seconds, then ``StillWaiting``; any other state
+    is ``UnexpectedState``."""
+    started = time.monotonic()
+    wanted = "/".join(sorted(target))
+    while True:
+        instance = find_instance(client, instance_id)
+        state = state_of(instance)
+        elapsed = time.monotonic() - started
+        report(f"instance {instance_id}: {state} (want {wanted}, {elapsed:.0f}s of {timeout:.0f}s)")
+        if state in target:
+            return instance or {}
+        if state not in pending:
+            raise UnexpectedState(
+                f"instance {instance_id} reached state '{state}' while waiting for {wanted}. Fix: see the reason AWS "
+                "gives for that state (EC2 console or describe), then run the heal workflow, or uninstall and "
+                "install again"
+            )
+        if elapsed + interval > timeout:
+            raise StillWaiting(f"instance {instance_id} is still {state} after {elapsed:.0f}s; checking again later")
+        time.sleep(interval)
+
+
+# --- images, subnets ------------------------------------------------------------
+
+
+def find_image(client: Client, image_id: str) -> dict | None:
+    found = _found(IMAGE_NOT_FOUND, client, "describe_images", "Images", ImageIds=[image_id])
+    return found[0] if found else None
+
+
+def subnet_exists(client: Client, subnet_id: str) -> bool:
+    return bool(_found(SUBNET_NOT_FOUND, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id]))

@@ -1,0 +1,95 @@
+"""The plugin's own error types, and what a botocore error means.
+
+Nothing here knows Cloudify: the access layer (``ec2.aws``), the client
+factory and the property parsers raise these, and the one error boundary
+(``ec2.utils.ec2_operation``) turns them into the workflow engine's
+exceptions, prefixed with the node's label.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+# Error codes that mean "EC2 is busy or throttling us": worth another try later.
+RETRYABLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+class PluginError(Exception):
+    """Something the operation cannot get past: fails the task for good."""
+
+
+class BadInput(PluginError):
+    """A property that cannot work: names the property, the problem and the fix."""
+
+    def __init__(self, prop: str, problem: str, fix: str) -> None:
+        super().__init__(f"property '{prop}' {problem}. Fix: {fix}.")
+        self.prop = prop
+
+
+class NotReady(Exception):
+    """AWS cannot do it yet (a dependency is still being torn down, ...): try again later."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # None: the node's retry_after property
+
+
+class StillWaiting(Exception):
+    """A wait ran out of in-process time while the state was still changing as
+    expected: the workflow engine should run the operation again later."""
+
+
+class UnexpectedState(PluginError):
+    """A wait saw a state that is neither the one it waits for nor one on the way there."""
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def describe(error: Exception) -> tuple[bool, str]:
+    """(retryable, text) for an exception botocore raised: throttling, 5xx and
+    lost connections are retryable; anything else is not."""
+    if isinstance(error, ClientError):
+        code = error_code(error)
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        message = error.response.get("Error", {}).get("Message") or str(error)
+        operation = getattr(error, "operation_name", "") or "call"
+        label = code or f"HTTP {status}"
+        return code in RETRYABLE_CODES or status >= 500, f"EC2 {operation} failed: {label}: {message}"
+    if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
+        return False, (
+            f"cannot reach EC2: {error}. Fix: set credentials and a region in the node's 'aws_config' "
+            "property, or in the environment or shared AWS files"
+        )
+    if isinstance(error, (BotoConnectionError, HTTPClientError)):
+        return True, f"EC2 did not get through: {error}"
+    if isinstance(error, BotoCoreError):
+        return False, f"EC2 call failed: {error}"
+    return False, str(error)
+
+
+class AlreadyExists(PluginError):
+    """A create answered Duplicate: the name is taken (perhaps by this node instance's own earlier call)."""
