@@ -223,10 +223,11 @@ def test_unlink_leaves_alone_an_address_meanwhile_moved_to_another_instance(depl
     assert deployment.runtime("address")["allocation_id"] == allocation_id
 
 
-def test_the_readme_example_installs_and_uninstalls(deploy, ec2):
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## ElasticIP: `cloudify.aws.nodes.ElasticIP`", 1)[1].split("\n## ", 1)[0]
-    example = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+def test_the_reference_example_installs_and_uninstalls(deploy, ec2):
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in reference.split("```yaml\n")[1:]]
+    (example_text,) = [block for block in blocks if block.startswith("# ElasticIP example")]
+    example = yaml.safe_load(example_text)
     deployment = deploy(example["node_templates"], outputs=example["outputs"])
     deployment.install()
     (address,) = addresses(ec2)

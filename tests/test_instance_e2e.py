@@ -447,15 +447,15 @@ def test_the_agent_init_script_ends_up_in_user_data_with_the_users_own(deploy, e
 # --- documentation --------------------------------------------------------------
 
 
-def readme_instance_example() -> dict:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = text.split("## Instance: `cloudify.aws.nodes.Instance`", 1)[1].split("\n## ", 1)[0]
-    block = section.split("**Example**", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+def reference_instance_example() -> dict:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in text.split("```yaml\n")[1:]]
+    (block,) = [block for block in blocks if block.startswith("# Instance example")]
     return yaml.safe_load(block)["node_templates"]
 
 
-def test_the_readme_example_installs_and_uninstalls(deploy, ec2, tmp_path):
-    nodes = readme_instance_example()
+def test_the_reference_example_installs_and_uninstalls(deploy, ec2, tmp_path):
+    nodes = reference_instance_example()
     nodes["key"]["properties"]["private_key_path"] = str(tmp_path / "web-key.pem")
     deployment = deploy(nodes)
     deployment.install()
