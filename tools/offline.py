@@ -17,8 +17,10 @@ of the import URL and appends the rest of the URL to the rule's value. A rule
 per host (``.../spec/cloudify/``) would need one target file per version
 (``<value>3.4/types.yaml``), so every rule here is a whole URL (nothing is
 appended) and the versions are listed: the releases, with both the ``X.Y``
-and ``X.Y.Z`` forms, and the milestones of the classic era, on every host
-those files were published under, over http and https.
+and ``X.Y.Z`` forms, and the milestones of the classic era, on the hosts
+those files were published under, over http and https. (A URL that no rule
+lists is fetched as usual; offline that fails, and dsl_parser's error then
+lists every rule.)
 
 Usage::
 
@@ -47,16 +49,16 @@ CLASSIC_PLUGIN_FILE = ROOT / "offline" / "plugin-classic-dsl.yaml"
 # The plugin keys that cloudify_dsl_1_0 and 1_1 refuse (dsl_parser: PluginPackageName/Version).
 PACKAGE_KEYS = ("package_name", "package_version")
 
+# The hosts that blueprints name for the spec files (https://getcloudify.org was not seen).
 HOSTS = (
     "http://www.getcloudify.org",
     "https://www.getcloudify.org",
     "http://getcloudify.org",
-    "https://getcloudify.org",
     "http://cloudify.co",
     "https://cloudify.co",
 )
-# Milestone and release-candidate URLs were only published on this host.
-PRERELEASE_HOST = "http://www.getcloudify.org"
+# Milestone and release-candidate URLs were only published under getcloudify.org.
+PRERELEASE_HOSTS = ("http://www.getcloudify.org", "http://getcloudify.org")
 GITHUB_PLUGIN = "https://raw.githubusercontent.com/cloudify-cosmo/cloudify-aws-plugin/{version}/plugin.yaml"
 
 # Release series and their last patch release. Blueprints wrote both "3.4" and
@@ -68,7 +70,7 @@ TYPES_SERIES = {
     "6.0": 0, "6.1": 0, "6.2": 0, "6.3": 0, "6.4": 2,
     "7.0": 5,
 }  # fmt: skip
-TYPES_PRERELEASE_SERIES = ("3.1", "3.2", "3.3", "3.4", "3.5", "4.0")
+TYPES_PRERELEASE_SERIES = ("3.2", "3.3", "3.4", "3.5", "4.0")
 PLUGIN_SERIES = {"1.0": 0, "1.1": 0, "1.2": 1, "1.3": 1, "1.4": 13, "1.5": 3}
 PLUGIN_PRERELEASE_SERIES = ("1.1", "1.2", "1.3", "1.4", "1.5")
 PRERELEASES = [f"m{n}" for n in range(1, 10)] + ["rc1", "rc2"]
@@ -107,7 +109,7 @@ def classic_types_urls() -> list[str]:
     """Every Cloudify types URL that the rules serve."""
     released, prereleases = _versions(TYPES_SERIES, TYPES_PRERELEASE_SERIES)
     urls = [f"{host}/spec/cloudify/{version}/types.yaml" for version in released for host in HOSTS]
-    return urls + [f"{PRERELEASE_HOST}/spec/cloudify/{version}/types.yaml" for version in prereleases]
+    return urls + [f"{host}/spec/cloudify/{version}/types.yaml" for version in prereleases for host in PRERELEASE_HOSTS]
 
 
 def classic_plugin_urls() -> list[str]:
@@ -115,7 +117,9 @@ def classic_plugin_urls() -> list[str]:
     released, prereleases = _versions(PLUGIN_SERIES, PLUGIN_PRERELEASE_SERIES)
     urls = [f"{host}/spec/aws-plugin/{version}/plugin.yaml" for version in released for host in HOSTS]
     urls += [GITHUB_PLUGIN.format(version=version) for version in released]
-    return urls + [f"{PRERELEASE_HOST}/spec/aws-plugin/{version}/plugin.yaml" for version in prereleases]
+    return urls + [
+        f"{host}/spec/aws-plugin/{version}/plugin.yaml" for version in prereleases for host in PRERELEASE_HOSTS
+    ]
 
 
 def file_url(path: Path) -> str:
