@@ -1,0 +1,336 @@
+"""One step resolves every classic import URL offline: tools.offline's rules,
+its resolver for the Python API, and the cfy config it writes; a classic
+cloudify_dsl_1_1 blueprint installs and uninstalls through both."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from dsl_parser.parser import parse_from_path
+from dsl_parser.version import SUPPORTED_VERSIONS
+
+from tests.support import IMAGE_ID, LocalDeployment
+from tools import offline
+
+CFY = Path(sys.executable).parent / "cfy"
+
+# Import URLs found in real classic-era blueprints and docs, and later ones.
+TYPES_URLS = [
+    "http://www.getcloudify.org/spec/cloudify/3.2/types.yaml",
+    "http://www.getcloudify.org/spec/cloudify/3.2m8/types.yaml",
+    "http://www.getcloudify.org/spec/cloudify/3.3m5/types.yaml",
+    "http://www.getcloudify.org/spec/cloudify/3.3rc1/types.yaml",
+    "http://getcloudify.org/spec/cloudify/3.3.1/types.yaml",
+    "http://www.getcloudify.org/spec/cloudify/3.4/types.yaml",
+    "http://www.getcloudify.org/spec/cloudify/3.4.1/types.yaml",
+    "http://www.getcloudify.org/spec/cloudify/3.5m1/types.yaml",
+    "http://getcloudify.org/spec/cloudify/4.0m4/types.yaml",
+    "http://www.getcloudify.org/spec/cloudify/4.3.1/types.yaml",
+    "https://www.getcloudify.org/spec/cloudify/4.5.5/types.yaml",
+    "http://cloudify.co/spec/cloudify/4.5.5/types.yaml",
+    "http://cloudify.co/spec/cloudify/5.0.5/types.yaml",
+    "https://www.getcloudify.org/spec/cloudify/5.1.0/types.yaml",
+    "https://cloudify.co/spec/cloudify/6.3.0/types.yaml",
+    "http://www.getcloudify.org/spec/cloudify/6.4.0/types.yaml",
+    "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml",
+]
+PLUGIN_URLS = [
+    "http://www.getcloudify.org/spec/aws-plugin/1.2/plugin.yaml",
+    "http://www.getcloudify.org/spec/aws-plugin/1.2m8/plugin.yaml",
+    "http://www.getcloudify.org/spec/aws-plugin/1.3/plugin.yaml",
+    "http://www.getcloudify.org/spec/aws-plugin/1.3m5/plugin.yaml",
+    "http://www.getcloudify.org/spec/aws-plugin/1.3rc1/plugin.yaml",
+    "http://www.getcloudify.org/spec/aws-plugin/1.3.1/plugin.yaml",
+    "http://www.getcloudify.org/spec/aws-plugin/1.4/plugin.yaml",
+    "http://www.getcloudify.org/spec/aws-plugin/1.4.1/plugin.yaml",
+    "http://cloudify.co/spec/aws-plugin/1.4.10/plugin.yaml",
+    "https://raw.githubusercontent.com/cloudify-cosmo/cloudify-aws-plugin/1.4.4/plugin.yaml",
+    "http://www.getcloudify.org/spec/aws-plugin/1.5/plugin.yaml",
+]
+
+CLASSIC_BLUEPRINT = """\
+# A blueprint as the classic plugin's users wrote them (Cloudify 3.2 era).
+tosca_definitions_version: cloudify_dsl_1_1
+
+imports:
+  - http://www.getcloudify.org/spec/cloudify/3.2/types.yaml
+  - http://www.getcloudify.org/spec/aws-plugin/1.2/plugin.yaml
+
+inputs:
+  key_path:
+    type: string
+
+node_templates:
+  key:
+    type: cloudify.aws.nodes.KeyPair
+    properties:
+      resource_id: offline-classic-key
+      private_key_path: { get_input: key_path }
+
+  group:
+    type: cloudify.aws.nodes.SecurityGroup
+    properties:
+      resource_id: offline-classic-group
+      description: classic rules
+      rules:
+        - ip_protocol: tcp
+          from_port: 22
+          to_port: 22
+          cidr_ip: 0.0.0.0/0
+
+  address:
+    type: cloudify.aws.nodes.ElasticIP
+
+  server:
+    type: cloudify.aws.nodes.Instance
+    properties:
+      install_agent: false
+      image_id: IMAGE
+      instance_type: m3.medium
+    relationships:
+      - type: cloudify.aws.relationships.instance_connected_to_keypair
+        target: key
+      - type: cloudify.aws.relationships.instance_connected_to_security_group
+        target: group
+      - type: cloudify.aws.relationships.instance_connected_to_elastic_ip
+        target: address
+
+outputs:
+  address:
+    value: { get_attribute: [server, public_ip_address] }
+""".replace("IMAGE", IMAGE_ID)
+
+
+def read_target(target: str) -> str:
+    """Opens a rule's target the way dsl_parser's read_import does."""
+    assert target.startswith("file:")
+    return Path(target[len("file:") :]).read_text()
+
+
+def write_classic(folder: Path, dsl: str = "cloudify_dsl_1_1") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "classic.yaml"
+    path.write_text(CLASSIC_BLUEPRINT.replace("cloudify_dsl_1_1", dsl))
+    return path
+
+
+def live_instances(ec2) -> list:
+    states = ["pending", "running", "stopping", "stopped"]
+    reservations = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": states}])
+    return [instance for reservation in reservations["Reservations"] for instance in reservation["Instances"]]
+
+
+def assert_nothing_left(ec2) -> None:
+    assert live_instances(ec2) == []
+    assert ec2.describe_addresses()["Addresses"] == []
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    assert [group["GroupName"] for group in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+
+
+def assert_installed(ec2) -> None:
+    (server,) = live_instances(ec2)
+    assert server["KeyName"] == "offline-classic-key"
+    assert [group["GroupName"] for group in server["SecurityGroups"]] == ["offline-classic-group"]
+    (address,) = ec2.describe_addresses()["Addresses"]
+    assert address["InstanceId"] == server["InstanceId"]
+
+
+# -- the rules ----------------------------------------------------------------
+
+
+def test_every_rule_target_exists():
+    for rule in offline.rules():
+        ((url, target),) = rule.items()
+        assert read_target(target), url
+
+
+def test_every_rule_is_one_whole_url_so_nothing_is_appended_to_its_target():
+    urls = [url for rule in offline.rules() for url in rule]
+    assert len(urls) == len(set(urls))
+    assert all(url.endswith(("/types.yaml", "/plugin.yaml")) for url in urls)
+
+
+def resolve(url: str) -> str:
+    """What the resolver serves for ``url``; a URL without a rule fails here
+    first, so that the resolver never goes to the network."""
+    assert any(url in rule for rule in offline.rules()), f"no rule for {url}"
+    return offline.import_resolver().resolve(url)
+
+
+@pytest.mark.parametrize("url", TYPES_URLS)
+def test_a_types_url_resolves_to_the_offline_types(url):
+    assert resolve(url) == offline.TYPES_FILE.read_text()
+
+
+@pytest.mark.parametrize("url", PLUGIN_URLS)
+def test_a_classic_plugin_url_resolves_to_the_old_dsl_plugin_file(url):
+    assert resolve(url) == offline.CLASSIC_PLUGIN_FILE.read_text()
+
+
+def test_every_listed_url_looks_classic():
+    assert all(offline.is_classic_url(url) for rule in offline.rules() for url in rule)
+
+
+def test_a_target_path_with_a_space_is_written_as_dsl_parser_opens_it(tmp_path):
+    types_file = tmp_path / "with space" / "types.yaml"
+    types_file.parent.mkdir()
+    types_file.write_text("tosca_definitions_version: cloudify_dsl_1_0\n")
+    ((_, target),) = offline.rules(types_file=types_file)[0].items()
+    assert read_target(target) == types_file.read_text()
+
+
+@pytest.mark.parametrize("dsl", SUPPORTED_VERSIONS)
+def test_the_offline_files_import_into_every_dsl_version(tmp_path, dsl):
+    plan = parse_from_path(str(write_classic(tmp_path, dsl)), resolver=offline.import_resolver())
+    assert {node["id"] for node in plan["nodes"]} == {"key", "group", "address", "server"}
+
+
+def test_a_dsl_1_1_blueprint_with_classic_imports_parses_through_the_resolver(tmp_path):
+    plan = parse_from_path(str(write_classic(tmp_path)), resolver=offline.import_resolver())
+    server = next(node for node in plan["nodes"] if node["id"] == "server")
+    assert server["properties"]["install_agent"] is False
+    assert {relationship["type"] for relationship in server["relationships"]} == {
+        "cloudify.aws.relationships.instance_connected_to_keypair",
+        "cloudify.aws.relationships.instance_connected_to_security_group",
+        "cloudify.aws.relationships.instance_connected_to_elastic_ip",
+    }
+
+
+# -- cfy's config.yaml --------------------------------------------------------
+
+CFY_INIT_CONFIG = """\
+---
+colors: False
+
+logging:
+
+    # path to a file where cli logs will be saved.
+    filename: {workdir}/.cloudify/logs/cli.log
+
+    # configuring level per logger
+    loggers:
+
+        # main logger of the cli. provides basic descriptions for executed operations.
+        cloudify.cli.main: info
+"""
+
+
+def config_text(workdir: Path) -> str:
+    return offline.cfy_config_path(workdir).read_text()
+
+
+def test_the_cfy_config_is_created_with_what_cfy_needs_to_read_it(tmp_path):
+    offline.write_cfy_config(tmp_path)
+    settings = yaml.safe_load(config_text(tmp_path))
+    assert settings["logging"]["filename"] == str(tmp_path.resolve() / ".cloudify" / "logs" / "cli.log")
+    assert settings["import_resolver"] == {"parameters": {"rules": offline.rules()}}
+
+
+def test_the_cfy_config_holds_the_rules_in_the_import_resolver_parameters_form(tmp_path):
+    rules = [{"http://example.invalid/types.yaml": "file:///offline/types.yaml"}]
+    offline.write_cfy_config(tmp_path, rules)
+    assert config_text(tmp_path).endswith(
+        "import_resolver:\n"
+        "  parameters:\n"
+        "    rules:\n"
+        "    - http://example.invalid/types.yaml: file:///offline/types.yaml\n"
+    )
+
+
+def test_the_cfy_config_keeps_what_cfy_init_wrote_and_appends_the_rules(tmp_path):
+    original = CFY_INIT_CONFIG.format(workdir=tmp_path)
+    offline.cfy_config_path(tmp_path).parent.mkdir()
+    offline.cfy_config_path(tmp_path).write_text(original)
+    offline.write_cfy_config(tmp_path)
+    text = config_text(tmp_path)
+    assert text.startswith(original)
+    assert yaml.safe_load(text)["import_resolver"]["parameters"]["rules"] == offline.rules()
+
+
+def test_the_cfy_config_merge_keeps_other_rules_and_settings_and_replaces_its_own(tmp_path):
+    mirror = {"http://mirror.example.invalid/": "file:///srv/mirror/"}
+    standard = {"http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml": "file:///old/clone/offline/types.yaml"}
+    original = (
+        CFY_INIT_CONFIG.format(workdir=tmp_path)
+        + "import_resolver:\n"
+        + "  implementation: dsl_parser.import_resolver.default_import_resolver:DefaultImportResolver\n"
+        + "  parameters:\n"
+        + "    fallback: true\n"
+        + "    rules:\n"
+        + f"      - {yaml.safe_dump(mirror, default_flow_style=True).strip()}\n"
+        + f"      - {yaml.safe_dump(standard, default_flow_style=True).strip()}\n"
+        + "\n# kept: the comment of the next setting\n"
+        + "validate_definitions_version: false\n"
+    )
+    offline.cfy_config_path(tmp_path).parent.mkdir()
+    offline.cfy_config_path(tmp_path).write_text(original)
+    offline.write_cfy_config(tmp_path)
+    text = config_text(tmp_path)
+    settings = yaml.safe_load(text)
+    resolver = settings["import_resolver"]
+    assert resolver["implementation"].endswith(":DefaultImportResolver")
+    assert resolver["parameters"]["fallback"] is True
+    assert resolver["parameters"]["rules"] == [mirror, *offline.rules()]
+    assert settings["validate_definitions_version"] is False
+    assert "# kept: the comment of the next setting\nvalidate_definitions_version: false\n" in text
+    assert text.startswith(CFY_INIT_CONFIG.format(workdir=tmp_path))
+
+
+def test_writing_the_cfy_config_twice_changes_nothing(tmp_path):
+    offline.write_cfy_config(tmp_path)
+    once = config_text(tmp_path)
+    offline.write_cfy_config(tmp_path)
+    assert config_text(tmp_path) == once
+
+
+def test_the_command_writes_the_cfy_config(tmp_path, capsys):
+    assert offline.main(["write-cfy-config", str(tmp_path)]) == 0
+    assert f"wrote {len(offline.rules())} import rules" in capsys.readouterr().out
+    assert yaml.safe_load(config_text(tmp_path))["import_resolver"]["parameters"]["rules"] == offline.rules()
+
+
+# -- end to end ---------------------------------------------------------------
+
+
+def test_a_classic_dsl_1_1_blueprint_installs_and_uninstalls_through_the_python_api(tmp_path, ec2):
+    deployment = LocalDeployment(
+        write_classic(tmp_path / "blueprint"),
+        inputs={"key_path": str(tmp_path / "key.pem")},
+        resolver=offline.import_resolver(),
+    )
+    deployment.install()
+    assert_installed(ec2)
+    assert deployment.env.outputs()["address"] == ec2.describe_addresses()["Addresses"][0]["PublicIp"]
+    deployment.uninstall()
+    assert_nothing_left(ec2)
+
+
+def cfy(workdir: Path, *args: str) -> None:
+    result = subprocess.run(
+        [str(CFY), *args],
+        env=dict(os.environ, CFY_WORKDIR=str(workdir)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"cfy {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+
+
+def test_a_classic_dsl_1_1_blueprint_installs_and_uninstalls_through_cfy(tmp_path, ec2):
+    if not CFY.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must have the Cloudify CLI ({CFY}): run make demo first")
+        pytest.skip("the Cloudify CLI is not installed (run make demo)")
+    workdir = tmp_path / "cfy"
+    assert offline.main(["write-cfy-config", str(workdir)]) == 0
+    blueprint = write_classic(tmp_path / "blueprint")  # apart from the workdir: cfy copies the blueprint's folder
+    retries = ("--task-retries", "10", "--task-retry-interval", "1")
+    cfy(workdir, "install", str(blueprint), "-b", "classic", "-i", f"key_path={tmp_path / 'key.pem'}", *retries)
+    assert_installed(ec2)
+    cfy(workdir, "uninstall", "-b", "classic", *retries)
+    assert_nothing_left(ec2)
