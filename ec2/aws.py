@@ -10,6 +10,7 @@ Describes paginate where AWS paginates. Nothing here imports Cloudify.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
@@ -309,6 +310,63 @@ def terminate_instance(client: Client, instance_id: str) -> str | None:
     return _change_state(client.terminate_instances, "TerminatingInstances", instance_id)
 
 
+class _StatePoller:
+    """Polls the instances that the threads of this process wait for, all
+    together: one DescribeInstances per round for every id then waiting, so
+    that a round costs one call however many instances wait."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.changed = threading.Condition()
+        self.waiting: set[str] = set()  # ids for the next round
+        self.started = self.finished = 0  # round numbers
+        self.running = False
+        self.answers: dict[str, Any] = {}  # id -> instance, None, or the error of its last round
+
+    def find(self, instance_id: str) -> dict | None:
+        """The instance as a round started after this call sees it."""
+        with self.changed:
+            self.waiting.add(instance_id)
+            needed = self.started + 1
+            while self.finished < needed:
+                if not self.running:
+                    self.running, self.started = True, self.started + 1
+                    ids, self.waiting = sorted(self.waiting), set()
+                    break
+                self.changed.wait()
+            else:
+                return self._answer(instance_id)
+        answers: dict[str, Any]
+        try:
+            found = find_instances(self.client, ids)
+            answers = {one: found.get(one) for one in ids}
+        except Exception as error:  # every waiter of this round sees it
+            answers = dict.fromkeys(ids, error)
+        with self.changed:
+            self.answers.update(answers)
+            self.finished, self.running = self.started, False
+            self.changed.notify_all()
+            return self._answer(instance_id)
+
+    def _answer(self, instance_id: str) -> dict | None:
+        answer = self.answers.get(instance_id)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+_pollers: dict[int, _StatePoller] = {}
+_pollers_lock = threading.Lock()
+
+
+def _poller(client: Client) -> _StatePoller:
+    with _pollers_lock:
+        poller = _pollers.get(id(client))
+        if poller is None or poller.client is not client:
+            poller = _pollers[id(client)] = _StatePoller(client)
+        return poller
+
+
 def wait_for_instance(
     client: Client,
     instance_id: str,
@@ -317,21 +375,27 @@ def wait_for_instance(
     timeout: float,
     interval: float,
     report: Callable[[str], None] = lambda _line: None,
+    known_state: str | None = None,
 ) -> dict:
     """Polls until the instance reaches a ``target`` state and returns it
     (``{}`` when the target is ``not-found``). A state in ``pending`` goes on
     waiting, up to ``timeout`` seconds, then ``StillWaiting``; any other state
-    is ``UnexpectedState``."""
+    is ``UnexpectedState``. ``known_state``, when the caller has just seen one
+    (a describe, or the CurrentState of a start/stop/terminate answer), saves
+    the first poll. Instances waited for at the same time share their polls."""
     started = time.monotonic()
     wanted = "/".join(sorted(target))
+    instance: dict | None = None
+    state = known_state
     while True:
-        instance = find_instance(client, instance_id)
-        state = state_of(instance)
+        if state is None:
+            instance = _poller(client).find(instance_id)
+            state = state_of(instance)
         elapsed = time.monotonic() - started
         report(f"instance {instance_id}: {state} (want {wanted}, {elapsed:.0f}s of {timeout:.0f}s)")
-        if state in target:
+        if state in target and (instance is not None or state == NOT_FOUND):
             return instance or {}
-        if state not in pending:
+        if state not in pending and state not in target:
             raise UnexpectedState(
                 f"instance {instance_id} reached state '{state}' while waiting for {wanted}. Fix: see the reason AWS "
                 "gives for that state (EC2 console or describe), then run the heal workflow, or uninstall and "
@@ -340,14 +404,29 @@ def wait_for_instance(
         if elapsed + interval > timeout:
             raise StillWaiting(f"instance {instance_id} is still {state} after {elapsed:.0f}s; checking again later")
         time.sleep(interval)
+        state = None
 
 
 # --- images, subnets ------------------------------------------------------------
 
 
+IMAGE_CACHE_SECONDS = 300
+_images: dict[tuple[str, str, str], tuple[float, dict | None]] = {}
+_images_lock = threading.Lock()
+
+
 def find_image(client: Client, image_id: str) -> dict | None:
-    found = _found(IMAGE_NOT_FOUND, client, "describe_images", "Images", ImageIds=[image_id])
-    return found[0] if found else None
+    """An image, described at most once per region and endpoint every few
+    minutes: the instances of one install that share an AMI share the answer."""
+    key = (client.meta.region_name, client.meta.endpoint_url, image_id)
+    with _images_lock:
+        seen, image = _images.get(key, (0.0, None))
+        if time.monotonic() - seen < IMAGE_CACHE_SECONDS:
+            return image
+        found = _found(IMAGE_NOT_FOUND, client, "describe_images", "Images", ImageIds=[image_id])
+        image = found[0] if found else None
+        _images[key] = (time.monotonic(), image)
+        return image
 
 
 def subnet_exists(client: Client, subnet_id: str) -> bool:
