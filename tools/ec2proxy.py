@@ -254,10 +254,15 @@ class Ec2Proxy:
 
     # -- what was seen -----------------------------------------------------
 
-    def calls(self) -> list[str]:
-        """Actions of every call but dry runs, in the order they arrived."""
+    def seen(self, since: float = 0.0, until: float = float("inf")) -> list[Call]:
+        """The calls that arrived between two ``time.monotonic()`` readings (the clock is
+        system-wide on Linux, so another process's readings do)."""
         with self._lock:
-            return [c.action for c in self.records if not c.dry_run]
+            return [c for c in self.records if since <= c.started <= until]
+
+    def calls(self, since: float = 0.0, until: float = float("inf")) -> list[str]:
+        """Actions of every call but dry runs, in the order they arrived."""
+        return [c.action for c in self.seen(since, until) if not c.dry_run]
 
     @property
     def mutating(self) -> list[str]:
@@ -265,21 +270,18 @@ class Ec2Proxy:
 
     @property
     def dry_runs(self) -> list[str]:
-        with self._lock:
-            return [c.action for c in self.records if c.dry_run]
+        return [c.action for c in self.seen() if c.dry_run]
 
-    def counts(self) -> Counter[str]:
-        return Counter(self.calls())
+    def counts(self, since: float = 0.0, until: float = float("inf")) -> Counter[str]:
+        return Counter(self.calls(since, until))
 
-    def outcomes(self) -> Counter[str]:
+    def outcomes(self, since: float = 0.0, until: float = float("inf")) -> Counter[str]:
         """How many calls were forwarded, refused, throttled, faulted, dropped, lost, delayed, deduplicated."""
-        with self._lock:
-            return Counter(c.outcome for c in self.records)
+        return Counter(c.outcome for c in self.seen(since, until))
 
-    def busy_seconds(self) -> float:
+    def busy_seconds(self, since: float = 0.0, until: float = float("inf")) -> float:
         """Time during which at least one call was in the proxy (overlapping calls count once)."""
-        with self._lock:
-            spans = sorted((c.started, c.ended) for c in self.records if c.ended)
+        spans = sorted((c.started, c.ended) for c in self.seen(since, until) if c.ended)
         total, end = 0.0, float("-inf")
         for start, stop in spans:
             if stop > end:
