@@ -298,3 +298,11 @@ def test_stop_closes_kept_connections_and_joins_its_threads(moto_server):
     assert threading.active_count() == before
     with pytest.raises(EndpointConnectionError):
         client.describe_key_pairs()
+
+
+def test_a_deduplicated_run_does_not_restart_the_pending_time(proxy):
+    client = client_for(proxy(latency=0.5, client_token_dedup=True))
+    instance_id = run_one(client, ClientToken="token-1")
+    time.sleep(0.6)
+    run_one(client, ClientToken="token-1")
+    assert state_of(client, instance_id) == ("running", 16)

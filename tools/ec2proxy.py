@@ -40,8 +40,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tools.emulator import free_port
-
 MUTATING_PREFIXES = (
     "Create",
     "Delete",
@@ -212,8 +210,8 @@ class Ec2Proxy:
     def __init__(self, upstream: str, config: ProxyConfig | None = None) -> None:
         self.upstream = urlsplit(upstream)
         self.config = config or ProxyConfig()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # and url: set by start(), on a port the system picked
+        self.url = ""
         self.records: list[Call] = []
         self.throttled: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -229,7 +227,10 @@ class Ec2Proxy:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> Ec2Proxy:
-        self._server = _Server(("127.0.0.1", self.port), _Handler, self)
+        """Serves on a free port of 127.0.0.1 (once: a stopped proxy stays stopped)."""
+        self._server = _Server(("127.0.0.1", 0), _Handler, self)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
         return self
@@ -255,8 +256,8 @@ class Ec2Proxy:
     # -- what was seen -----------------------------------------------------
 
     def seen(self, since: float = 0.0, until: float = float("inf")) -> list[Call]:
-        """The calls that arrived between two ``time.monotonic()`` readings (the clock is
-        system-wide on Linux, so another process's readings do)."""
+        """The calls that arrived between two ``time.monotonic()`` readings (on Linux the
+        clock is system-wide, so readings taken in another process compare)."""
         with self._lock:
             return [c for c in self.records if since <= c.started <= until]
 
@@ -343,7 +344,7 @@ class Ec2Proxy:
             status, headers, answer = self._forward(handler, body)
             call.outcome = "forwarded"
         if config.latency and action in LATENCY_ACTIONS and status == 200:
-            answer = self._apply_latency(action, answer, call.dry_run)
+            answer = self._apply_latency(action, answer, starts=call.outcome == "forwarded" and not call.dry_run)
         call.status = status
         if fate == "lost":
             call.outcome = f"lost ({kind})"
@@ -425,8 +426,8 @@ class Ec2Proxy:
                 self._tokens[token] = (compared, status, headers, answer)
             return status, headers, answer
 
-    def _apply_latency(self, action: str, answer: bytes, dry_run: bool) -> bytes:
-        """Records the transitional state an action starts, and shows it for ``latency`` seconds."""
+    def _apply_latency(self, action: str, answer: bytes, starts: bool) -> bytes:
+        """Records the transitional state a forwarded action ``starts``, and shows it for ``latency`` seconds."""
         try:
             root = ET.fromstring(answer)
         except ET.ParseError:
@@ -442,7 +443,7 @@ class Ec2Proxy:
             if not instance_id or state is None:
                 continue
             with self._lock:
-                if action in TRANSITIONS and not dry_run:
+                if action in TRANSITIONS and starts:
                     self._states[instance_id] = (TRANSITIONS[action], now + self.config.latency)
                 shown = self._states.get(instance_id)
             if shown is None or now >= shown[1]:
