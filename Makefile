@@ -44,5 +44,7 @@ wagon: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.run
+# make bench BENCH_ARGS=--quick for a short run; figures in build/bench/.
+bench: $(STAMP) bench/requirements.txt
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

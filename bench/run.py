@@ -1,91 +1,546 @@
-"""Benchmarks: prints how fast and how big the plugin is on the moto emulator.
+"""Benchmarks: EC2 calls and wall time of the plugin on the moto emulator, beside the lower bounds.
 
-    make bench            (or: .venv/bin/python -m bench.run)
+    make bench                        (or: .venv/bin/python -m bench.run [--quick])
 
-Figures only; nothing here asserts on them. Targets a careful operator would
-watch: building a client well under a second, a cached one in microseconds,
-an install plus uninstall of five key pairs and a security group in a
-few seconds, and peak memory of the whole run in the low hundreds of MiB.
+Figures only; nothing here asserts on them. Sections (``--only`` picks some):
+
+- ``client``: a genuinely cold EC2 client (import and build in a fresh Python
+  process), the plugin's factory beside plain boto3.
+- ``reference``: the reference topology (KeyPair, SecurityGroup with 2 rules,
+  Instance, ElasticIP) installed and uninstalled through the counting proxy:
+  calls by Action beside the lower bound (install 10, uninstall 6), workflow
+  retries, and the install's wall time against the time its calls spent in
+  the proxy. The first cycle runs in a fresh process (clients built from
+  nothing); the later ones show the warm figures.
+- ``scale``: N instances sharing one key pair and one group, N = 1, 10, 50,
+  100 (``--quick``: 1, 10): calls per instance, wall time, peak memory.
+- ``latency``: the proxy keeps instances pending, stopping and shutting-down
+  for T seconds; install and uninstall time minus T, for T = 5 and 20.
+- ``throttle``: EC2's documented default request limits as token buckets;
+  10 deployments of 10 instances each install and uninstall concurrently in
+  separate processes: RequestLimitExceeded answers, workflow retries,
+  failed deployments, and what is left in EC2 afterwards.
+
+Writes build/bench/results.json and build/bench/bench.png.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import resource
+import argparse
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import platform
+import queue
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from ec2 import connection
-from tests.support import LocalDeployment, MotoServer, quiet_logs, write_blueprint
+import boto3
 
+from bench import topology, worker
+from tools.ec2proxy import Ec2Proxy, ProxyConfig, is_mutating
+from tools.emulator import MotoServer
+from tools.local import IMAGE_ID, ROOT
 
-def timed(action, repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def report(name: str, times: list[float]) -> None:
-    median, worst = statistics.median(times) * 1000, max(times) * 1000
-    print(f"{name:<44} median {median:9.2f} ms   max {worst:9.2f} ms   n={len(times)}")
+SECTIONS = ("client", "reference", "scale", "latency", "throttle")
+REGION = "us-east-1"
+STARTED = time.monotonic()
 
 
-def main() -> None:
-    quiet_logs()
-    server = MotoServer()
-    try:
-        config = {
-            "endpoint_url": server.url,
-            "region_name": "us-east-1",
-            "aws_access_key_id": "bench",
-            "aws_secret_access_key": "bench",
+def say(text: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {text}", flush=True)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    print(
+        "  "
+        + "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    )
+    print("  " + "  ".join("-" * w for w in widths))
+    for row in cells:
+        print(
+            "  "
+            + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
+    print(flush=True)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return "-" if value is None else str(value)
+
+
+class Bench:
+    def __init__(self, emulator: MotoServer, args: argparse.Namespace, folder: Path) -> None:
+        self.emulator = emulator
+        self.args = args
+        self.folder = folder
+        self.direct = boto3.client("ec2", endpoint_url=emulator.url, region_name=REGION)
+
+    # -- plumbing ----------------------------------------------------------
+
+    def fresh_emulator(self) -> None:
+        """Empties the emulator and loads its AMIs, so no section pays for the previous one or for start-up."""
+        self.emulator.reset()
+        self.direct.describe_images(ImageIds=[IMAGE_ID])
+
+    def job(self, name: str, proxy: Ec2Proxy, topology_name: str, instances: int = 1, cycles: int = 1) -> dict:
+        return {
+            "name": name,
+            "topology": topology_name,
+            "instances": instances,
+            "cycles": cycles,
+            "folder": str(self.folder / name),
+            "aws_config": {"endpoint_url": proxy.url, "region_name": REGION},
+            "task_retries": self.args.task_retries,
+            "task_retry_interval": self.args.task_retry_interval,
         }
 
-        def new_client():
-            connection._cached_client.cache_clear()
-            connection.ec2_client(config)
+    def run_jobs(self, jobs: list[dict], timeout: float) -> list[dict]:
+        """Runs each job in its own fresh process, all at once; kills what is still running at the deadline."""
+        context = multiprocessing.get_context("spawn")
+        results_queue = context.Queue()
+        processes = [context.Process(target=worker.child, args=(job, results_queue)) for job in jobs]
+        for process in processes:
+            process.start()
+        results: dict[str, dict] = {}
+        deadline = time.monotonic() + timeout
+        while len(results) < len(jobs) and time.monotonic() < deadline:
+            try:
+                name, result = results_queue.get(timeout=min(5.0, max(0.1, deadline - time.monotonic())))
+                results[name] = result
+            except queue.Empty:
+                if not any(process.is_alive() for process in processes) and results_queue.empty():
+                    break
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        missing = {"phases": [], "error": f"no result within {timeout:.0f}s (timed out or crashed)"}
+        return [results.get(job["name"], {"name": job["name"], **missing}) for job in jobs]
 
-        report("client factory, uncached", timed(new_client, 10))
-        report("client factory, cached", timed(lambda: connection.ec2_client(config), 1000))
+    def leftovers(self) -> dict[str, int]:
+        """What EC2, asked directly, still holds beyond its defaults."""
+        reservations = self.direct.describe_instances()["Reservations"]
+        return {
+            "instances": sum(i["State"]["Name"] != "terminated" for r in reservations for i in r["Instances"]),
+            "key_pairs": len(self.direct.describe_key_pairs()["KeyPairs"]),
+            "security_groups": sum(
+                g["GroupName"] != "default" for g in self.direct.describe_security_groups()["SecurityGroups"]
+            ),
+            "addresses": len(self.direct.describe_addresses()["Addresses"]),
+        }
 
-        with tempfile.TemporaryDirectory() as folder:
-            nodes = {
-                "group": {
-                    "type": "cloudify.aws.nodes.SecurityGroup",
-                    "properties": {
-                        "aws_config": config,
-                        "rules": [
-                            {"ip_protocol": "tcp", "from_port": port, "to_port": port, "cidr_ip": "0.0.0.0/0"}
-                            for port in (22, 80, 443)
-                        ],
-                    },
-                },
+    @staticmethod
+    def phase_figures(proxy: Ec2Proxy, phase: dict) -> dict:
+        """A phase's calls and time in the proxy, from the calls that arrived while it ran."""
+        since, until = phase["started"], phase["ended"]
+        counts = proxy.counts(since, until)
+        return {
+            **{k: phase[k] for k in ("cycle", "phase", "seconds", "ok", "error", "rescheduled", "failed_tasks")},
+            "calls": sum(counts.values()),
+            "mutating_calls": sum(n for action, n in counts.items() if is_mutating(action)),
+            "by_action": dict(sorted(counts.items())),
+            "aws_seconds": proxy.busy_seconds(since, until),
+            "throttled": proxy.outcomes(since, until).get("throttled", 0),
+        }
+
+    # -- sections ----------------------------------------------------------
+
+    def client(self) -> dict:
+        say("cold client: import and build an EC2 client in fresh Python processes")
+        aws_config = {"endpoint_url": self.emulator.url, "region_name": REGION}
+        repeat = 2 if self.args.quick else 3
+        results = {kind: worker.cold_client(aws_config, kind, repeat) for kind in ("plugin", "boto3")}
+        rows = [
+            [
+                kind,
+                None if r is None else r.get("import"),
+                None if r is None else r.get("build"),
+                None if r is None else r.get("total"),
+            ]
+            for kind, r in results.items()
+        ]
+        table(["fresh process (median s)", "import", "build client", "total"], rows)
+        return results
+
+    def reference(self) -> dict:
+        cycles = 2 if self.args.quick else 3
+        say(f"reference topology: {cycles} install/uninstall cycles in one fresh process, through the counting proxy")
+        self.fresh_emulator()
+        with Ec2Proxy(self.emulator.url) as proxy:
+            (result,) = self.run_jobs([self.job("reference", proxy, "reference", cycles=cycles)], timeout=600)
+            phases = [self.phase_figures(proxy, phase) for phase in result["phases"]]
+        left = self.leftovers()
+        if result.get("error"):
+            say(f"  the job failed: {result['error']}")
+        first = {p["phase"]: p for p in phases if p["cycle"] == 0}
+        actions = sorted({a for p in first.values() for a in p["by_action"]})
+        rows = [
+            [a, *(first[w]["by_action"].get(a, 0) if w in first else None for w in ("install", "uninstall"))]
+            for a in actions
+        ]
+        rows.append(["total", *(first[w]["calls"] if w in first else None for w in ("install", "uninstall"))])
+        rows.append(
+            ["lower bound", topology.REFERENCE_LOWER_BOUND["install"], topology.REFERENCE_LOWER_BOUND["uninstall"]]
+        )
+        rows.append(
+            ["workflow retries", *(first[w]["rescheduled"] if w in first else None for w in ("install", "uninstall"))]
+        )
+        rows.append(
+            ["failed tasks", *(first[w]["failed_tasks"] if w in first else None for w in ("install", "uninstall"))]
+        )
+        table(["EC2 calls, cycle 1", "install", "uninstall"], rows)
+        table(
+            ["cycle", "phase", "ok", "calls", "wall s", "AWS s (proxy)", "wall / AWS"],
+            [
+                [p["cycle"] + 1, p["phase"], p["ok"], p["calls"], p["seconds"], p["aws_seconds"], _ratio(p)]
+                for p in phases
+            ],
+        )
+        same = len({json.dumps(p["by_action"]) for p in phases if p["phase"] == "install"}) <= 1
+        return {"phases": phases, "counts_same_every_cycle": same, "leftovers": left, "error": result.get("error")}
+
+    def scale(self) -> dict:
+        sizes = (1, 10) if self.args.quick else (1, 10, 50, 100)
+        points = []
+        for count in sizes:
+            say(f"scale: {count} instance(s) sharing one key pair and one group, in a fresh process")
+            self.fresh_emulator()
+            with Ec2Proxy(self.emulator.url) as proxy:
+                (result,) = self.run_jobs([self.job(f"scale-{count}", proxy, "fleet", instances=count)], timeout=900)
+                phases = {p["phase"]: self.phase_figures(proxy, p) for p in result["phases"]}
+            point = {"instances": count, "phases": phases, "peak_rss_mib": result.get("peak_rss_mib")}
+            point["leftovers"] = self.leftovers()
+            point["error"] = result.get("error")
+            points.append(point)
+        base = points[0]["phases"] if points and points[0]["instances"] == 1 else {}
+        rows = []
+        for point in points:
+            for workflow in ("install", "uninstall"):
+                phase = point["phases"].get(workflow)
+                if not phase:
+                    rows.append([point["instances"], workflow, False, None, None, None, None, None, None])
+                    continue
+                count = point["instances"]
+                phase["per_instance"] = phase["calls"] / count
+                marginal = None
+                if count > 1 and workflow in base:
+                    marginal = (phase["calls"] - base[workflow]["calls"]) / (count - 1)
+                phase["marginal_per_instance"] = marginal
+                rows.append(
+                    [
+                        count,
+                        workflow,
+                        phase["ok"],
+                        phase["calls"],
+                        phase["per_instance"],
+                        marginal,
+                        phase["seconds"],
+                        phase["rescheduled"],
+                        point["peak_rss_mib"],
+                    ]
+                )
+        table(
+            ["N", "phase", "ok", "calls", "calls/N", "extra calls/instance", "wall s", "retries", "peak RSS MiB"],
+            rows,
+        )
+        table(["N", "leftovers"], [[p["instances"], _leftover_text(p["leftovers"])] for p in points])
+        return {"points": points, "lower_bound_per_instance": topology.PER_INSTANCE_LOWER_BOUND}
+
+    def latency(self) -> dict:
+        delays = (5,) if self.args.quick else (5, 20)
+        runs = []
+        for delay in delays:
+            say(f"latency: instances stay pending / stopping / shutting-down for T = {delay} s")
+            self.fresh_emulator()
+            with Ec2Proxy(self.emulator.url, ProxyConfig(latency=delay)) as proxy:
+                (result,) = self.run_jobs([self.job(f"latency-{delay}", proxy, "reference")], timeout=900)
+                phases = {p["phase"]: self.phase_figures(proxy, p) for p in result["phases"]}
+            runs.append({"T": delay, "phases": phases, "leftovers": self.leftovers(), "error": result.get("error")})
+        rows = []
+        for run in runs:
+            for workflow in ("install", "uninstall"):
+                phase = run["phases"].get(workflow)
+                if phase:
+                    phase["minus_T"] = phase["seconds"] - run["T"]
+                    rows.append(
+                        [
+                            run["T"],
+                            workflow,
+                            phase["ok"],
+                            phase["calls"],
+                            phase["seconds"],
+                            phase["minus_T"],
+                            phase["rescheduled"],
+                        ]
+                    )
+        table(["T s", "phase", "ok", "calls", "wall s", "wall - T", "retries"], rows)
+        return {"runs": runs}
+
+    def throttle(self) -> dict:
+        deployments = 4 if self.args.quick else 10
+        count = 10
+        say(
+            f"throttling: {deployments} deployments x {count} instances, concurrently in separate processes, "
+            "against EC2's default token buckets"
+        )
+        self.fresh_emulator()
+        with Ec2Proxy(self.emulator.url, ProxyConfig(token_bucket=True)) as proxy:
+            jobs = [self.job(f"throttle-{i}", proxy, "fleet", instances=count) for i in range(deployments)]
+            started = time.monotonic()
+            results = self.run_jobs(jobs, timeout=900)
+            wall = time.monotonic() - started
+            outcomes = proxy.outcomes()
+            throttled_by_action = dict(proxy.throttled)
+            calls = len(proxy.calls())
+        failed = [
+            r["name"] for r in results if r.get("error") or not r["phases"] or not all(p["ok"] for p in r["phases"])
+        ]
+        errors = sorted(
+            {
+                r.get("error") or p["error"]
+                for r in results
+                for p in r["phases"] or [{}]
+                if (r.get("error") or p.get("error"))
             }
-            for index in range(5):
-                nodes[f"key{index}"] = {
-                    "type": "cloudify.aws.nodes.KeyPair",
-                    "properties": {"aws_config": config, "private_key_path": str(Path(folder) / f"key{index}.pem")},
+        )
+        retries = sum(p["rescheduled"] for r in results for p in r["phases"])
+        failed_tasks = sum(p["failed_tasks"] for r in results for p in r["phases"])
+        left = self.leftovers()
+        table(
+            ["throttling", "value"],
+            [
+                ["deployments x instances", f"{deployments} x {count}"],
+                ["wall s (all, install + uninstall)", wall],
+                ["EC2 calls", calls],
+                ["RequestLimitExceeded answers", outcomes.get("throttled", 0)],
+                ["  by action", ", ".join(f"{a} {n}" for a, n in sorted(throttled_by_action.items())) or "-"],
+                ["workflow retries (rescheduled tasks)", retries],
+                ["failed tasks (retried or not)", failed_tasks],
+                ["failed deployments", len(failed)],
+                ["leftovers in EC2", _leftover_text(left)],
+            ],
+        )
+        for error in errors[:5]:
+            say(f"  error: {error}")
+        return {
+            "deployments": deployments,
+            "instances_each": count,
+            "wall_seconds": wall,
+            "calls": calls,
+            "request_limit_exceeded": outcomes.get("throttled", 0),
+            "throttled_by_action": throttled_by_action,
+            "workflow_retries": retries,
+            "failed_tasks": failed_tasks,
+            "failed_deployments": failed,
+            "errors": errors[:20],
+            "leftovers": left,
+            "per_deployment": [
+                {
+                    "name": r["name"],
+                    "phases": [{k: p[k] for k in ("phase", "seconds", "ok", "rescheduled")} for p in r["phases"]],
                 }
-            blueprint = write_blueprint(Path(folder), nodes)
+                for r in results
+            ],
+        }
 
-            def install_and_uninstall():
-                with contextlib.redirect_stdout(io.StringIO()):
-                    deployment = LocalDeployment(blueprint)
-                    deployment.install()
-                    deployment.uninstall()
 
-            report("install + uninstall, 5 keys + 1 group", timed(install_and_uninstall, 5))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{'peak resident memory of this process':<44} {peak:9.1f} MiB")
-    finally:
-        server.stop()
+def _ratio(phase: dict) -> float | None:
+    return phase["seconds"] / phase["aws_seconds"] if phase["aws_seconds"] else None
+
+
+def _leftover_text(left: dict) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in left.items() if n) or "none"
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("cloudify-aws-plugin", "boto3", "botocore", "moto", "cloudify-common", "matplotlib"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "commit": commit or None,
+    }
+
+
+def method(args: argparse.Namespace) -> dict:
+    return {
+        "emulator": "moto server (tools/emulator.py) in its own process on 127.0.0.1, AMI validation on; "
+        "emptied and warmed (one DescribeImages) before each section",
+        "proxy": "tools/ec2proxy.py in the bench process: counts every call by Action and measures the time "
+        "calls spend in it (overlapping calls counted once); latency and token-bucket modes where stated",
+        "engine": "cloudify.workflows.local with InMemoryStorage, each deployment in a fresh spawned process",
+        "task_retries": args.task_retries,
+        "task_retry_interval_s": args.task_retry_interval,
+        "aws_config": "endpoint_url and region_name only (credentials from the environment); the plugin's "
+        "defaults otherwise",
+        "clock": "time.monotonic(); wall time of a workflow is env.execute's duration in the child",
+        "quick": args.quick,
+    }
+
+
+def plot(results: dict, path: Path) -> bool:
+    """Calls per instance and wall time against N, beside the lower bound."""
+    points = results.get("sections", {}).get("scale", {}).get("points", [])
+    points = [p for p in points if p["phases"]]
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [p["instances"] for p in points]
+    figure, (total_axis, calls_axis, time_axis) = plt.subplots(1, 3, figsize=(15, 4.5))
+    for workflow, marker in (("install", "o"), ("uninstall", "s")):
+        phases = [p["phases"].get(workflow, {}) for p in points]
+        total_axis.plot(sizes, [p.get("calls") for p in phases], marker=marker, label=workflow)
+        calls_axis.plot(sizes, [p.get("per_instance") for p in phases], marker=marker, label=f"{workflow}: calls / N")
+        time_axis.plot(sizes, [p.get("seconds") for p in phases], marker=marker, label=workflow)
+    bound = topology.PER_INSTANCE_LOWER_BOUND["install"]
+    total_axis.plot(sizes, [bound * n for n in sizes], color="grey", linestyle="--", label=f"lower bound {bound} N")
+    calls_axis.axhline(bound, color="grey", linestyle="--", label=f"lower bound ({bound} per instance)")
+    total_axis.set(xscale="log", yscale="log", xlabel="instances N", ylabel="EC2 calls", title="Calls")
+    calls_axis.set(xscale="log", xlabel="instances N", ylabel="EC2 calls per instance", title="Calls per instance")
+    time_axis.set(xscale="log", xlabel="instances N", ylabel="seconds", title="Wall time")
+    for axis in (total_axis, calls_axis, time_axis):
+        axis.set_xticks(sizes, [str(n) for n in sizes])
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    info = results["machine"]
+    figure.suptitle(
+        f"cloudify-aws-plugin {info['versions'].get('cloudify-aws-plugin')} on moto {info['versions'].get('moto')}"
+        f" - {info['cpu']}, {info['cores']} cores, Python {info['python']}",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def summary(results: dict) -> None:
+    """The figures the performance issue sets targets for, beside those targets."""
+    sections = results["sections"]
+    rows: list[list[Any]] = []
+    reference = sections.get("reference", {})
+    first = {p["phase"]: p for p in reference.get("phases", []) if p["cycle"] == 0}
+    for workflow in ("install", "uninstall"):
+        if workflow in first:
+            rows.append(
+                [f"reference {workflow} calls", first[workflow]["calls"], topology.REFERENCE_LOWER_BOUND[workflow]]
+            )
+    if "install" in first:
+        rows.append(["reference install wall / AWS time (fresh process)", _ratio(first["install"]), "<= 2"])
+    warm = [_ratio(p) for p in reference.get("phases", []) if p["phase"] == "install" and p["cycle"] > 0]
+    if warm and all(warm):
+        rows.append(["reference install wall / AWS time (warm, median)", statistics.median(warm), "<= 2"])
+    points = sections.get("scale", {}).get("points", [])
+    if points:
+        largest = points[-1]
+        for workflow in ("install", "uninstall"):
+            phase = largest["phases"].get(workflow)
+            if phase:
+                rows.append(
+                    [f"calls per instance, {workflow}, N = {largest['instances']}", phase["per_instance"], "<= 2"]
+                )
+    for run in sections.get("latency", {}).get("runs", []):
+        for workflow in ("install", "uninstall"):
+            phase = run["phases"].get(workflow)
+            if phase:
+                rows.append([f"latency T = {run['T']} s: {workflow} wall - T", phase["minus_T"], "<= 1"])
+    throttle = sections.get("throttle")
+    if throttle:
+        label = f"throttling {throttle['deployments']} x {throttle['instances_each']}"
+        rows.append([f"{label}: failed deployments", len(throttle["failed_deployments"]), 0])
+        rows.append([f"{label}: leftovers", _leftover_text(throttle["leftovers"]), "none"])
+    client = sections.get("client", {})
+    if client.get("plugin"):
+        rows.append(["cold client, fresh process (import + build) s", client["plugin"].get("total"), None])
+    if rows:
+        print("Summary (figures, not assertions)")
+        table(["figure", "measured", "target"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N = 1, 10; T = 5 only; 4 throttled deployments")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench", help="folder for results.json, bench.png")
+    parser.add_argument("--task-retries", type=int, default=100, help="workflow task retries (default 100)")
+    parser.add_argument("--task-retry-interval", type=float, default=1.0, help="seconds between task retries")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+
+    # Fake credentials for the emulator, inherited by every child; nothing from the home folder.
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    results: dict[str, Any] = {"machine": machine(), "method": method(args), "sections": {}}
+    info = results["machine"]
+    say(
+        f"machine: {info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable), Python {info['python']}, "
+        f"load {tuple(round(x, 2) for x in info['load_average_at_start'] or ())}"
+    )
+    say("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f"; commit {info['commit']}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder, MotoServer() as emulator:
+        bench = Bench(emulator, args, Path(folder))
+        for section in SECTIONS:
+            if section in chosen:
+                results["sections"][section] = getattr(bench, section)()
+    results["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    results["total_seconds"] = time.monotonic() - STARTED
+    summary(results)
+    out = args.out / "results.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    say(f"wrote {out}")
+    picture = args.out / "bench.png"
+    if plot(results, picture):
+        say(f"wrote {picture}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

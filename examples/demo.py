@@ -20,22 +20,24 @@ the plugin, the ``cfy`` command and moto installed.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as `python examples/demo.py`: the project's own modules (tools, ec2) come from the checkout.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tools.emulator import EmulatorError, MotoServer, die_with_parent  # noqa: E402
+
 EXAMPLES = ROOT / "examples"
 BLUEPRINT = EXAMPLES / "blueprint.yaml"
 EMULATOR_INPUTS = EXAMPLES / "inputs-emulator.yaml"
@@ -55,22 +57,6 @@ SECRET_KEYS = ("aws_secret_access_key", "aws_session_token", "security_token", "
 # The signals that end the demo cleanly, with exit code 128 + signal number.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-# Runs the moto server in-process after starting a watchdog thread: when the
-# demo's end of the stdin pipe closes (the demo exited or was killed, even
-# with SIGKILL), the read sees EOF and the server exits at once.
-EMULATOR_WRAPPER = """
-import os, sys, threading
-
-def watchdog():
-    while os.read(0, 4096):
-        pass
-    os._exit(0)
-
-threading.Thread(target=watchdog, daemon=True).start()
-from moto.server import main
-main(sys.argv[1:])
-"""
-
 
 class DemoError(Exception):
     """A step failed; the message says which and what to do."""
@@ -85,17 +71,6 @@ def show(text: str, file: Any = None) -> None:
     try:
         print(text, file=file or sys.stdout, flush=True)
     except OSError:
-        pass
-
-
-def die_with_parent() -> None:
-    """preexec_fn for children: on Linux, SIGTERM them when the demo dies,
-    however it dies. Elsewhere (no prctl) the demo's own cleanup must do."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
         pass
 
 
@@ -118,60 +93,15 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Emulator:
+def start_emulator(log_path: Path) -> MotoServer:
     """A moto EC2 server in its own session on 127.0.0.1 (so a Ctrl-C in the
     terminal reaches only this script, which then stops it in order), tied to
     this script by a watchdog pipe on its stdin and, on Linux, by
     PR_SET_PDEATHSIG: it cannot outlive the demo."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", EMULATOR_WRAPPER, "-H", "127.0.0.1", "-p", str(self.port)],
-            env=dict(os.environ, MOTO_ENABLE_AMI_VALIDATION="true"),
-            stdin=subprocess.PIPE,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise DemoError(f"the EC2 emulator exited with code {self.process.returncode}; see {self.log.name}")
-            try:
-                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise DemoError(
-                        f"the EC2 emulator did not answer within {timeout:.0f}s; see {self.log.name}"
-                    ) from None
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        try:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-        finally:
-            # Should the above be interrupted, the watchdog still ends it.
-            self.process.stdin.close()
-            self.log.close()
+    try:
+        return MotoServer(log_path=log_path, watchdog=True, death_signal=True, new_session=True, ready_timeout=60)
+    except EmulatorError as error:
+        raise DemoError(str(error)) from None
 
 
 def emulator_environment(url: str) -> None:
@@ -269,7 +199,6 @@ def check_nothing_left(instances: list[dict], aws_config: dict, emulator: bool) 
     """Asks EC2 whether anything the deployment made is still there. On the
     emulator anything beyond its defaults is a leak; on AWS only the ids the
     deployment recorded are checked."""
-    sys.path.insert(0, str(ROOT))
     from ec2.connection import ec2_client
 
     client = ec2_client(aws_config)
@@ -326,7 +255,7 @@ def refuse_secrets(inputs: dict, path: Path) -> None:
 
 
 def run(target: str, inputs_path: Path | None, retries: int | None, interval: int | None, workdir: Path) -> None:
-    emulator: Emulator | None = None
+    emulator: MotoServer | None = None
     installed = False
     try:
         if target == "emulator":
@@ -334,8 +263,7 @@ def run(target: str, inputs_path: Path | None, retries: int | None, interval: in
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir(parents=True)
             say("Starting the EC2 emulator (moto server)")
-            emulator = Emulator(workdir / "moto.log")
-            emulator.wait_ready()
+            emulator = start_emulator(workdir / "moto.log")
             show(f"  listening on {emulator.url}, pid {emulator.process.pid}")
             emulator_environment(emulator.url)
             inputs["aws_config"] = {**(inputs.get("aws_config") or {}), "endpoint_url": emulator.url}

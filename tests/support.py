@@ -4,18 +4,14 @@ cloudify-common's local workflow engine."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-import time
-import urllib.request
 from pathlib import Path
 
 import yaml
 from cloudify.workflows import local
 from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
+
+from tools.emulator import MotoServer, free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_YAML = ROOT / "plugin.yaml"
@@ -24,47 +20,6 @@ REFERENCE_TYPES = ROOT.parent / "shared" / "reference" / "cloudify-types"
 TYPES_URL = "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml"
 AGENT_MODULES = ["cloudify_agent.operations", "cloudify_agent.installer.operations"]
 IMAGE_ID = "ami-12c6146b"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class MotoServer:
-    """A moto server in its own process, reached over HTTP on 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, MOTO_ENABLE_AMI_VALIDATION="true")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("the moto server did not start") from None
-                time.sleep(0.1)
-
-    def reset(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")).close()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def types_resolver(types_file: Path = OFFLINE_TYPES) -> DefaultImportResolver:

@@ -1,0 +1,107 @@
+"""Blueprints run through cloudify-common's local workflow engine, offline.
+
+The standard types URL is served from ``offline/types.yaml`` by an import
+resolver rule, blueprints import the plugin's ``plugin.yaml`` by file URI, and
+the Cloudify agent's modules (not installed) are ignored. The engine's event
+lines are captured and tallied: how many tasks were rescheduled or failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import textwrap
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cloudify.workflows import local
+from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_YAML = ROOT / "plugin.yaml"
+OFFLINE_TYPES = ROOT / "offline" / "types.yaml"
+TYPES_URL = "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml"
+AGENT_MODULES = ["cloudify_agent.operations", "cloudify_agent.installer.operations"]
+# One of the AMIs moto knows in us-east-1.
+IMAGE_ID = "ami-12c6146b"
+TASK_EVENT = re.compile(r"\bTask (rescheduled|failed) '([^']+)'")
+
+
+def types_resolver(types_file: Path = OFFLINE_TYPES) -> DefaultImportResolver:
+    return DefaultImportResolver(rules=[{TYPES_URL: types_file.as_uri()}])
+
+
+def write_blueprint(folder: Path, node_templates: dict | str, dsl: str = "cloudify_dsl_1_3", **sections: Any) -> Path:
+    """Writes ``folder/blueprint.yaml`` importing the standard types URL and plugin.yaml."""
+    if isinstance(node_templates, str):
+        node_templates = yaml.safe_load(textwrap.dedent(node_templates))
+    blueprint = {
+        "tosca_definitions_version": dsl,
+        "imports": [TYPES_URL, PLUGIN_YAML.as_uri()],
+        "node_templates": node_templates,
+        **sections,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "blueprint.yaml"
+    path.write_text(yaml.safe_dump(blueprint, sort_keys=False))
+    return path
+
+
+class EventTally(io.TextIOBase):
+    """A stdout stand-in that counts the engine's task events and keeps the last lines."""
+
+    def __init__(self, keep: int = 40) -> None:
+        self.events: Counter[str] = Counter()
+        self.last: deque[str] = deque(maxlen=keep)
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.last.append(line)
+            match = TASK_EVENT.search(line)
+            if match:
+                self.events[match.group(1)] += 1
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+
+class LocalDeployment:
+    """A blueprint deployed in memory with cloudify.workflows.local."""
+
+    def __init__(self, blueprint: Path, name: str = "local", inputs: dict | None = None, resolver: Any = None) -> None:
+        self.env = local.init_env(
+            str(blueprint),
+            name=name,
+            inputs=inputs,
+            storage=local.InMemoryStorage(),
+            resolver=resolver or types_resolver(),
+            ignored_modules=AGENT_MODULES,
+        )
+        self.tally = EventTally()
+
+    def execute(self, workflow: str, task_retries: int = 0, task_retry_interval: float = 0, **parameters: Any) -> Any:
+        """Runs a workflow with the engine's output captured in ``tally``."""
+        with contextlib.redirect_stdout(self.tally):
+            return self.env.execute(
+                workflow, parameters=parameters, task_retries=task_retries, task_retry_interval=task_retry_interval
+            )
+
+    def install(self, **kwargs: Any) -> Any:
+        return self.execute("install", **kwargs)
+
+    def uninstall(self, **kwargs: Any) -> Any:
+        return self.execute("uninstall", **kwargs)
+
+    def instances(self, node_id: str) -> list:
+        return [i for i in self.env.storage.get_node_instances() if i.node_id == node_id]
+
+    def runtime(self, node_id: str) -> dict:
+        (instance,) = self.instances(node_id)
+        return dict(instance.runtime_properties)
