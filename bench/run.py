@@ -43,7 +43,8 @@ from typing import Any
 
 import boto3
 
-from bench import topology, worker
+from bench import worker
+from tools import topology
 from tools.ec2proxy import Ec2Proxy, ProxyConfig, is_mutating
 from tools.emulator import MotoServer
 from tools.local import IMAGE_ID, ROOT

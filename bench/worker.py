@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import topology
+from tools import topology
 from tools.local import LocalDeployment, write_blueprint
 
 # Imports the plugin's client factory and builds one client, in a fresh

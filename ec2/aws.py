@@ -69,6 +69,12 @@ def _found(codes: Collection[str], client: Client, operation: str, result_key: s
     return _answer_or_none(codes, lambda: _describe(client, operation, result_key, **params)) or []
 
 
+def resent(response: Mapping[str, Any]) -> bool:
+    """Whether botocore sent the call more than once: an earlier attempt may
+    have acted although its answer was lost."""
+    return bool(response.get("ResponseMetadata", {}).get("RetryAttempts"))
+
+
 def tag_filters(owner: Owner) -> list[dict]:
     return [{"Name": f"tag:{key}", "Values": [value]} for key, value in owner.items()]
 
@@ -277,10 +283,9 @@ def find_owned_instances(client: Client, owner: Owner, states: Iterable[str] = L
     return _instances(_describe(client, "describe_instances", "Reservations", Filters=filters))
 
 
-def run_instance(client: Client, request: dict) -> tuple[dict, str]:
-    """(instance, reservation id) of one RunInstances call."""
-    response = client.run_instances(**request)
-    return response["Instances"][0], response.get("ReservationId", "")
+def run_instance(client: Client, request: dict) -> dict:
+    """The RunInstances answer: ``Instances`` (one) and ``ReservationId``."""
+    return client.run_instances(**request)
 
 
 def _change_state(call: Callable[..., dict], result_key: str, instance_id: str) -> str | None:
@@ -393,7 +398,7 @@ def wait_for_instance(
             state = state_of(instance)
         elapsed = time.monotonic() - started
         report(f"instance {instance_id}: {state} (want {wanted}, {elapsed:.0f}s of {timeout:.0f}s)")
-        if state in target and (instance is not None or state == NOT_FOUND):
+        if state in target:
             return instance or {}
         if state not in pending and state not in target:
             raise UnexpectedState(

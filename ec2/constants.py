@@ -41,3 +41,6 @@ DEFAULT_REGION = "us-east-1"
 CREATE_STARTED = "create_started"
 # Folders the KeyPair create made for the private key file; delete removes them when empty.
 KEY_FOLDERS_CREATED = "private_key_folders"
+# Runtime property set while a create whose call botocore had to resend may
+# have left a duplicate; delete then sweeps everything tagged as this node instance's.
+CREATE_RESENT = "create_resent"

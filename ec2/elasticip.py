@@ -8,9 +8,9 @@ associated), pop the runtime properties.
 
 associate / disassociate (source: the instance, target: the address): tie the
 address to the instance, or untie it only while it is still tied to this
-instance; the instance's public IP and DNS name are refreshed from EC2. When
-both ends are external, only runtime properties change. An address recorded
-by the classic plugin (its public IP only) is found by that IP.
+instance; the instance's ``public_ip_address`` follows, as in the classic
+plugin. When both ends are external, only runtime properties change. An
+address recorded by the classic plugin (its public IP only) is found by that IP.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def allocate(ctx, **_):
         save=True,
         **{constants.AWS_RESOURCE_ID: address["PublicIp"], constants.ALLOCATION_ID: address["AllocationId"]},
     )
+    if aws.resent(address) or len(owned) > 1:
+        _release_others(ctx, client, address["AllocationId"])
 
 
 @utils.ec2_operation
@@ -83,7 +85,9 @@ def release(ctx, **_):
     for allocation_id, public_ip in _own_addresses(ctx, client):
         aws.release_address(client, allocation_id)
         ctx.logger.info(f"Released elastic IP {public_ip} ({allocation_id}).")
-    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.CREATE_STARTED, *ADDRESS_PROPERTIES)
+    utils.forget(
+        ctx.instance, constants.AWS_RESOURCE_ID, constants.CREATE_STARTED, constants.CREATE_RESENT, *ADDRESS_PROPERTIES
+    )
 
 
 @utils.ec2_operation
@@ -118,8 +122,8 @@ def associate(ctx, **_):
             constants.ASSOCIATED_INSTANCE_ID: instance_id,
         },
     )
+    utils.record(ctx.source.instance, public_ip_address=public_ip)
     ctx.logger.info(f"Associated elastic IP {public_ip} with instance {instance_id} ({association_id}).")
-    refresh_instance_addresses(ctx, instance_id, public_ip)
 
 
 @utils.ec2_operation
@@ -139,20 +143,18 @@ def disassociate(ctx, **_):
         return
 
     client = connection.ec2_client(utils.parse_common(ctx.target.node.properties).aws_config)
-    allocation_id = ctx.target.instance.runtime_properties.get(constants.ALLOCATION_ID)
-    address = aws.find_address(client, allocation_id=allocation_id, public_ip=None if allocation_id else public_ip)
-    if address is None:
-        ctx.logger.info(f"Elastic IP {public_ip} no longer exists; nothing to disassociate.")
-    elif address.get("InstanceId") != instance_id or not address.get("AssociationId"):
-        ctx.logger.warning(
-            f"Elastic IP {public_ip} is no longer associated with instance {instance_id} "
-            f"(now: {address.get('InstanceId') or 'nothing'}); that association is left alone."
-        )
-    else:
-        aws.disassociate_address(client, address["AssociationId"])
+    association_id = ctx.target.instance.runtime_properties.get(constants.ASSOCIATION_ID)
+    if not association_id:  # recorded by the classic plugin: ask AWS what the address is tied to
+        address = aws.find_address(client, public_ip=public_ip) or {}
+        association_id = address.get("AssociationId") if address.get("InstanceId") == instance_id else None
+    # A recorded association that no longer exists (the address was moved or untied) is left alone.
+    if association_id and aws.disassociate_address(client, association_id):
         ctx.logger.info(f"Disassociated elastic IP {public_ip} from instance {instance_id}.")
+    else:
+        ctx.logger.info(f"Elastic IP {public_ip} is no longer tied to instance {instance_id}; nothing to disassociate.")
     utils.forget(ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID)
-    refresh_instance_addresses(ctx, instance_id)
+    if ctx.source.instance.runtime_properties.get("public_ip_address") == public_ip:
+        utils.forget(ctx.source.instance, "public_ip_address")
 
 
 # --- properties -------------------------------------------------------------
@@ -242,34 +244,28 @@ def _allocation_id(ctx, client, public_ip: str) -> str:
     return address["AllocationId"]
 
 
+def _release_others(ctx, client, kept: str) -> None:
+    """After an allocate whose answer may have been lost before (a resent call):
+    releases every other address tagged as this node instance's."""
+    utils.record(ctx.instance, save=True, **{constants.CREATE_RESENT: True})
+    for other in aws.find_owned_addresses(client, utils.ownership(ctx)):
+        if other["AllocationId"] != kept:
+            aws.release_address(client, other["AllocationId"])
+            ctx.logger.warning(f"Released elastic IP {other['PublicIp']}, a duplicate allocated by a resent call.")
+    utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
+
+
 def _own_addresses(ctx, client) -> list[tuple[str, str]]:
     """(allocation id, public IP) of the address this node instance holds: the
     recorded one (found by its public IP if the classic plugin recorded it),
     else any tagged as this node instance's after an interrupted allocate."""
     properties = ctx.instance.runtime_properties
     allocation_id, public_ip = properties.get(constants.ALLOCATION_ID), properties.get(constants.AWS_RESOURCE_ID)
-    if allocation_id:
+    if allocation_id and not properties.get(constants.CREATE_RESENT):
         return [(allocation_id, public_ip)]
-    if public_ip:
+    if public_ip and not allocation_id:
         address = aws.find_address(client, public_ip=public_ip)
         return [(address["AllocationId"], public_ip)] if address else []
     return [
         (found["AllocationId"], found["PublicIp"]) for found in aws.find_owned_addresses(client, utils.ownership(ctx))
     ]
-
-
-def refresh_instance_addresses(ctx, instance_id: str, public_ip: str | None = None) -> None:
-    """Copies the instance's public IP and DNS name from EC2 to its runtime
-    properties. A ``public_ip`` just associated is recorded as it is: a
-    describe right after the association may still show the old one."""
-    client = connection.ec2_client(utils.parse_common(ctx.source.node.properties).aws_config)
-    described = aws.find_instance(client, instance_id)
-    if not described:
-        return
-    if public_ip:
-        described["PublicIpAddress"] = public_ip
-    for name, key in (("public_ip_address", "PublicIpAddress"), ("public_dns_name", "PublicDnsName")):
-        if described.get(key):
-            utils.record(ctx.source.instance, **{name: described[key]})
-        else:
-            utils.forget(ctx.source.instance, name)

@@ -22,6 +22,7 @@ RUNTIME_PROPERTIES = (
     constants.EXTERNAL_RESOURCE,
     constants.RESERVATION_ID,
     constants.CREATE_STARTED,
+    constants.CREATE_RESENT,
     *constants.INSTANCE_NETWORK_PROPERTIES,
 )
 
@@ -50,6 +51,8 @@ def run_instances(ctx, **_):
         **{constants.AWS_RESOURCE_ID: instance_id, constants.RESERVATION_ID: reservation_id},
     )
     ctx.logger.info(f"Launched instance {instance_id} (reservation {reservation_id}) from {request['ImageId']}.")
+    if ctx.instance.runtime_properties.get(constants.CREATE_RESENT):
+        _terminate_others(ctx, client, instance_id)
 
 
 @utils.ec2_operation
@@ -72,15 +75,16 @@ def start(ctx, **_):
         raise _gone(instance_id, state)
 
     if state == "stopping":
-        instance = _wait(ctx, client, spec.common, instance_id, target=("stopped",), pending=("stopping",))
+        instance = _wait(ctx, client, spec.common, instance_id, ("stopped",), ("stopping",), state)
         state = state_of(instance)
     if state == "stopped":
-        aws.start_instance(client, instance_id)
+        state = aws.start_instance(client, instance_id) or NOT_FOUND
         ctx.logger.info(f"Starting instance {instance_id}.")
-        instance = _wait(ctx, client, spec.common, instance_id, target=("running",), pending=("pending", "stopped"))
+        known = None if state == "running" else state  # the addresses need a describe of the running instance
+        instance = _wait(ctx, client, spec.common, instance_id, ("running",), ("pending", "stopped"), known)
     elif state != "running":
-        instance = _wait(ctx, client, spec.common, instance_id, target=("running",), pending=("pending",))
-    _record_addresses(ctx, instance)
+        instance = _wait(ctx, client, spec.common, instance_id, ("running",), ("pending",), state)
+    _record_addresses(ctx, instance or {})
 
 
 @utils.ec2_operation
@@ -99,20 +103,25 @@ def stop(ctx, **_):
         utils.forget(ctx.instance, *constants.INSTANCE_NETWORK_PROPERTIES)
         ctx.logger.info("External instance: addresses forgotten; the instance is left as it is.")
         return
+    if getattr(ctx, "workflow_id", None) == "uninstall":
+        ctx.logger.info("Not stopping: uninstall terminates the instance next, which shuts it down anyway.")
+        return
     client = connection.ec2_client(common.aws_config)
     instance_ids = _own_instance_ids(ctx, client)
     if not instance_ids:
         ctx.logger.info("No instance was recorded or found for this node instance; there is nothing to stop.")
     for instance_id in instance_ids:
-        state = state_of(aws.find_instance(client, instance_id))
-        if state in GONE_STATES or state == NOT_FOUND:
+        try:
+            state = aws.stop_instance(client, instance_id) or NOT_FOUND
+        except NotReady:  # not stoppable now: gone for good, or between states
+            state = state_of(aws.find_instance(client, instance_id))
+            if state not in GONE_STATES + (NOT_FOUND,):
+                raise
+        if state in GONE_STATES + (NOT_FOUND,):
             ctx.logger.warning(f"Instance {instance_id} is {state}; there is nothing to stop.")
             continue
-        if state not in ("stopping", "stopped"):
-            aws.stop_instance(client, instance_id)
-            ctx.logger.info(f"Stopping instance {instance_id}.")
-        if state != "stopped":
-            _wait(ctx, client, common, instance_id, target=("stopped",), pending=("pending", "running", "stopping"))
+        ctx.logger.info(f"Stopping instance {instance_id}.")
+        _wait(ctx, client, common, instance_id, ("stopped",), ("pending", "running", "stopping"), state)
     utils.forget(ctx.instance, *constants.INSTANCE_NETWORK_PROPERTIES)
 
 
@@ -140,10 +149,11 @@ def terminate(ctx, **_):
     if not instance_ids:
         ctx.logger.info("No instance was recorded or found for this node instance; there is nothing to terminate.")
     for instance_id in instance_ids:
-        if aws.terminate_instance(client, instance_id) is None:
+        state = aws.terminate_instance(client, instance_id)
+        if state is None:
             continue
         ctx.logger.info(f"Terminating instance {instance_id}.")
-        _wait(ctx, client, common, instance_id, target=("terminated", NOT_FOUND), pending=LIVE_STATES + GONE_STATES)
+        _wait(ctx, client, common, instance_id, ("terminated", NOT_FOUND), LIVE_STATES + GONE_STATES, state)
     utils.forget(ctx.instance, *RUNTIME_PROPERTIES)
 
 
@@ -219,14 +229,28 @@ def check_status(ctx, **_):
 def _run(ctx, client, request: dict) -> tuple[dict, str]:
     """Calls RunInstances. AWS answers a repeated ClientToken with the first
     call's instance; if that one is already gone (a reinstall), a token
-    derived from it is used, so the answer stays reproducible."""
+    derived from it is used, so the answer stays reproducible. A call that
+    botocore had to resend is noted: where the token was not honoured, it may
+    have launched a second instance."""
     for _attempt in range(5):
-        instance, reservation_id = aws.run_instance(client, request)
+        response = aws.run_instance(client, request)
+        if aws.resent(response):
+            utils.record(ctx.instance, save=True, **{constants.CREATE_RESENT: True})
+        instance = response["Instances"][0]
         if state_of(instance) not in GONE_STATES:
-            return instance, reservation_id
+            return instance, response.get("ReservationId", "")
         request["ClientToken"] = instance_request.token_from(f"{request['ClientToken']}/{instance['InstanceId']}")
         ctx.logger.info(f"Token matched instance {instance['InstanceId']}, which is gone; launching a new one.")
     raise PluginError("RunInstances kept answering with terminated instances")
+
+
+def _terminate_others(ctx, client, kept: str) -> None:
+    """After a resent RunInstances: terminates every other instance tagged as this node instance's."""
+    for other in aws.find_owned_instances(client, utils.ownership(ctx)):
+        if other["InstanceId"] != kept:
+            aws.terminate_instance(client, other["InstanceId"])
+            ctx.logger.warning(f"Terminated instance {other['InstanceId']}, a duplicate launched by a resent call.")
+    utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
 
 
 def _keep_own(ctx, client) -> bool:
@@ -253,13 +277,17 @@ def _keep_own(ctx, client) -> bool:
 
 
 def _own_instance_ids(ctx, client, states: tuple[str, ...] = LIVE_STATES) -> list[str]:
-    """The recorded instance, or else the instances in ``states`` tagged as this
-    node instance's: an interrupted create may have launched one it never recorded."""
+    """The recorded instance; and the instances in ``states`` tagged as this
+    node instance's when it may own one it never recorded (an interrupted
+    create) or a duplicate (a resent RunInstances)."""
     recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    ids = [str(recorded)] if recorded else []
     if recorded:
         instance_request.check_recorded_id(recorded)
-        return [str(recorded)]
-    return [instance["InstanceId"] for instance in aws.find_owned_instances(client, utils.ownership(ctx), states)]
+    if not recorded or ctx.instance.runtime_properties.get(constants.CREATE_RESENT):
+        owned = aws.find_owned_instances(client, utils.ownership(ctx), states)
+        ids += [instance["InstanceId"] for instance in owned if instance["InstanceId"] not in ids]
+    return ids
 
 
 def _find(client, instance_id: str) -> str | None:
@@ -268,11 +296,19 @@ def _find(client, instance_id: str) -> str | None:
 
 
 def _wait(
-    ctx, client, common: utils.Common, instance_id: str, target: tuple[str, ...], pending: tuple[str, ...]
+    ctx,
+    client,
+    common: utils.Common,
+    instance_id: str,
+    target: tuple[str, ...],
+    pending: tuple[str, ...],
+    known_state: str | None = None,
 ) -> dict:
     """Waits with the node's waiting properties, logging each poll."""
     wait = common.wait
-    return aws.wait_for_instance(client, instance_id, target, pending, wait.timeout, wait.interval, ctx.logger.info)
+    return aws.wait_for_instance(
+        client, instance_id, target, pending, wait.timeout, wait.interval, ctx.logger.info, known_state
+    )
 
 
 def _recorded_id(ctx) -> str:

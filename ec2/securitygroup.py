@@ -107,7 +107,9 @@ def creation_validation(ctx, **_):
     utils.check_existence(
         spec.common,
         KIND,
-        lambda wanted: _find(client, wanted, spec.vpc_id),
+        lambda wanted: (
+            _find(client, wanted, spec.vpc_id) if spec.common.external else _taken(client, wanted, spec.vpc_id)
+        ),
         spec.common.resource_id,
         lambda: utils.may_exist(ctx) and bool(aws.find_owned_security_groups(client, utils.ownership(ctx))),
     )
@@ -280,6 +282,15 @@ def _find(client, wanted: str, vpc_id: str) -> str | None:
         return group["GroupId"] if group else None
     groups = aws.find_security_groups_by_name(client, wanted, vpc_id or aws.default_vpc_id(client))
     return groups[0]["GroupId"] if groups else None
+
+
+def _taken(client, name: str, vpc_id: str) -> str | None:
+    """The id of a group that already has this name in the VPC a new group goes in.
+    One describe by name; the default VPC is looked up only if that finds any."""
+    groups = aws.find_security_groups_by_name(client, name)
+    if groups and not vpc_id:
+        vpc_id = aws.default_vpc_id(client) or ""
+    return next((group["GroupId"] for group in groups if group.get("VpcId") == vpc_id), None)
 
 
 def _create_once(ctx, client, spec: SecurityGroupSpec, tags: dict[str, str]) -> str:

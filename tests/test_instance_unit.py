@@ -399,7 +399,7 @@ def test_a_repeated_token_answered_with_a_terminated_instance_launches_a_new_one
     def fake_run(client, request):
         sent.append(request["ClientToken"])
         state = "terminated" if len(sent) == 1 else "pending"
-        return {"InstanceId": f"i-{len(sent)}", "State": {"Name": state}}, "r-1"
+        return {"ReservationId": "r-1", "Instances": [{"InstanceId": f"i-{len(sent)}", "State": {"Name": state}}]}
 
     monkeypatch.setattr(aws, "run_instance", fake_run)
     launched, _ = instance._run(ctx, None, request_for(ctx))

@@ -1,0 +1,62 @@
+"""The reference topology's EC2 calls, counted by a proxy in front of the
+emulator: install and uninstall make exactly the calls of the lower bound."""
+
+from collections import Counter
+
+import pytest
+
+from tools import topology
+from tools.ec2proxy import Ec2Proxy
+
+
+@pytest.fixture
+def counted(moto_server, deploy, tmp_path):
+    """The reference topology deployed through a counting proxy; yields (proxy, deployment)."""
+    with Ec2Proxy(moto_server.url) as proxy:
+        nodes = topology.reference({"endpoint_url": proxy.url})
+        nodes["keypair"]["properties"]["private_key_path"] = str(tmp_path / "key.pem")
+        deployment = deploy(nodes)
+        yield proxy, deployment
+
+
+INSTALL = Counter(
+    {
+        "DescribeKeyPairs": 1,  # validation: the key name is free
+        "CreateKeyPair": 1,
+        "CreateSecurityGroup": 1,
+        "AuthorizeSecurityGroupIngress": 1,  # both rules in one call
+        "DescribeImages": 1,  # validation: the AMI is available
+        "RunInstances": 1,
+        "DescribeInstances": 1,  # start: running, with its addresses
+        "AllocateAddress": 1,
+        "AssociateAddress": 1,
+    }
+)
+UNINSTALL = Counter(
+    {
+        "DisassociateAddress": 1,
+        "ReleaseAddress": 1,
+        "TerminateInstances": 1,  # no stop first: terminate shuts the instance down
+        "DescribeInstances": 1,  # terminated
+        "DeleteSecurityGroup": 1,
+        "DeleteKeyPair": 1,
+    }
+)
+
+
+def test_install_of_the_reference_topology_makes_no_more_calls_than_the_lower_bound(counted):
+    # Nine: the group's generated name needs no check that it is free (the
+    # lower bound of ten counted that DescribeSecurityGroups).
+    proxy, deployment = counted
+    deployment.install(task_retries=5)
+    assert proxy.counts() == INSTALL
+    assert sum(INSTALL.values()) <= topology.REFERENCE_LOWER_BOUND["install"]
+
+
+def test_uninstall_of_the_reference_topology_makes_the_six_calls_of_the_lower_bound(counted):
+    proxy, deployment = counted
+    deployment.install(task_retries=5)
+    proxy.reset()
+    deployment.uninstall(task_retries=5)
+    assert proxy.counts() == UNINSTALL
+    assert sum(UNINSTALL.values()) == topology.REFERENCE_LOWER_BOUND["uninstall"]
