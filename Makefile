@@ -1,9 +1,18 @@
 # Everything runs in a project-local virtual environment, made on first use.
+# Another Python gets its own environment, e.g.
+#   make test PYTHON=$(pyenv root)/versions/3.13.0/bin/python VENV=.venv313
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
+# mypy checks the plugin and the support code beside it (the folders that exist).
+MYPY_PATHS := $(wildcard ec2 tools bench)
+# `make wagon` writes the wagon and wagon validate's report here;
+# tests/test_wagon.py inspects both and builds nothing itself.
+WAGON_REPORT := dist/wagon-validate.txt
+WAGON_SOURCES := setup.py plugin.yaml $(wildcard ec2/*.py)
 # make demo TARGET=aws INPUTS=examples/inputs-aws.yaml runs on real AWS (costs money).
 TARGET ?= emulator
 INPUTS ?=
@@ -15,18 +24,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.py dev-requirements.txt
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e . -r dev-requirements.txt
+	$(PIP) install --upgrade pip
+	$(PIP) install -e . -r dev-requirements.txt
 	touch $(STAMP)
 
 # The demo adds the Cloudify CLI, resolved together with the test requirements.
 $(DEMO_STAMP): $(STAMP) demo-requirements.txt
-	$(BIN)/python -m pip install --quiet -e . -r dev-requirements.txt -r demo-requirements.txt
+	$(PIP) install -e . -r dev-requirements.txt -r demo-requirements.txt
 	touch $(DEMO_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(MYPY_PATHS)
 
 test: lint
 	$(BIN)/python -m pytest -q tests
@@ -34,15 +44,24 @@ test: lint
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/demo.py --target $(TARGET) $(if $(INPUTS),--inputs $(INPUTS))
 
-# A wagon with plugin.yaml inside, and a copy of plugin.yaml beside it, in dist/.
-wagon: $(STAMP)
-	rm -rf build/lib build/bdist.* dist/*.wgn dist/plugin.yaml
-	$(BIN)/wagon create . -o dist -f --add-file plugin.yaml
-	$(BIN)/wagon validate dist/*.wgn
-	cp plugin.yaml dist/plugin.yaml
+# A wagon with plugin.yaml inside, and a copy of plugin.yaml beside it, in dist/,
+# checked by wagon validate. Rebuilt only when the plugin's sources changed.
+# The tools' output goes to dist/wagon-*.txt, and is shown when they fail.
+wagon: $(WAGON_REPORT)
 
+$(WAGON_REPORT): $(STAMP) $(WAGON_SOURCES)
+	rm -rf build/lib build/bdist.* dist/*.wgn dist/plugin.yaml dist/wagon-*.txt*
+	mkdir -p dist
+	$(BIN)/wagon create . -o dist -f --add-file plugin.yaml > dist/wagon-create.txt 2>&1 \
+	  || { cat dist/wagon-create.txt; exit 1; }
+	$(BIN)/wagon validate dist/*.wgn > $(WAGON_REPORT).tmp 2>&1 || { cat $(WAGON_REPORT).tmp; exit 1; }
+	cp plugin.yaml dist/plugin.yaml
+	mv $(WAGON_REPORT).tmp $(WAGON_REPORT)
+	@echo "wagon: $$(ls dist/*.wgn) built and validated"
+
+# Removes every environment made here (.venv, and .venv313 and the like for other Pythons).
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf .venv .venv[0-9]* $(VENV) build dist *.egg-info .mypy_cache
 
 # make bench BENCH_ARGS=--quick for a short run; figures in build/bench/.
 bench: $(STAMP) bench/requirements.txt

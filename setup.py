@@ -13,5 +13,11 @@ setup(
         # cloudify-common 7's DSL parser (local workflows) imports pkg_resources,
         # which setuptools 82 removed and Python 3.12's venv no longer ships.
         "setuptools<82",
+        # cloudify-common 7.0.5 (its REST client) imports `cgi`, which Python
+        # 3.13 removed; legacy-cgi provides the same module.
+        'legacy-cgi>=2.6; python_version >= "3.13"',
+        # cloudify.utils imports `packaging`, falling back to distutils, which
+        # Python 3.12 removed: without packaging it fails to import there.
+        "packaging",
     ],
 )
