@@ -221,7 +221,7 @@ class Bench:
             with Ec2Proxy(self.emulator.url) as proxy:
                 (result,) = self.run_jobs([self.job(f"scale-{count}", proxy, "fleet", instances=count)], timeout=900)
                 phases = {p["phase"]: self.phase_figures(proxy, p) for p in result["phases"]}
-            point = {"instances": count, "phases": phases, "peak_rss_mib": result.get("peak_rss_mib")}
+            point: dict[str, Any] = {"instances": count, "phases": phases, "peak_rss_mib": result.get("peak_rss_mib")}
             point["leftovers"] = self.leftovers()
             point["error"] = result.get("error")
             points.append(point)
@@ -261,7 +261,7 @@ class Bench:
 
     def latency(self) -> dict:
         delays = (5,) if self.args.quick else (5, 20)
-        runs = []
+        runs: list[dict[str, Any]] = []
         for delay in delays:
             say(f"latency: instances stay pending / stopping / shutting-down for T = {delay} s")
             self.fresh_emulator()
@@ -374,7 +374,7 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("cloudify-aws-plugin", "boto3", "botocore", "moto", "cloudify-common", "matplotlib"):
         try:
             versions[package] = importlib.metadata.version(package)
@@ -465,8 +465,9 @@ def summary(results: dict) -> None:
     if "install" in first:
         rows.append(["reference install wall / AWS time (fresh process)", _ratio(first["install"]), "<= 2"])
     warm = [_ratio(p) for p in reference.get("phases", []) if p["phase"] == "install" and p["cycle"] > 0]
-    if warm and all(warm):
-        rows.append(["reference install wall / AWS time (warm, median)", statistics.median(warm), "<= 2"])
+    ratios = [ratio for ratio in warm if ratio is not None]
+    if ratios and len(ratios) == len(warm):
+        rows.append(["reference install wall / AWS time (warm, median)", statistics.median(ratios), "<= 2"])
     points = sections.get("scale", {}).get("points", [])
     if points:
         largest = points[-1]

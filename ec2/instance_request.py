@@ -139,7 +139,9 @@ def build_request(ctx, spec: InstanceSpec) -> dict[str, Any]:
     Raises ``BadInput`` naming the property and the fix for any bad input;
     nothing is called on AWS.
     """
-    request = {key: (dict(value) if isinstance(value, dict) else value) for key, value in spec.fields.items()}
+    request: dict[str, Any] = {
+        key: (dict(value) if isinstance(value, dict) else value) for key, value in spec.fields.items()
+    }
     request["MinCount"] = request["MaxCount"] = 1
 
     key_name = _key_name(ctx, request.get("KeyName"))

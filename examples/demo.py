@@ -36,13 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tools import offline  # noqa: E402
 from tools.emulator import EmulatorError, MotoServer, die_with_parent  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 BLUEPRINT = EXAMPLES / "blueprint.yaml"
 EMULATOR_INPUTS = EXAMPLES / "inputs-emulator.yaml"
-OFFLINE_TYPES = ROOT / "offline" / "types.yaml"
-TYPES_URL = "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml"
 BUILD = ROOT / "build" / "demo"
 BLUEPRINT_ID = "cloudify-aws-demo"
 CFY = Path(sys.executable).parent / "cfy"
@@ -121,16 +120,13 @@ def emulator_environment(url: str) -> None:
 
 
 def prepare_workdir(workdir: Path) -> None:
-    """A CFY_WORKDIR whose import-resolver rule serves the standard types URL
-    from the project's offline types file."""
+    """A CFY_WORKDIR whose import-resolver rules serve the standard and the
+    classic import URLs from the project's offline files (tools.offline)."""
     os.environ["CFY_WORKDIR"] = str(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / ".cloudify" / "config.yaml"
-    if not config.exists():
+    if not (workdir / ".cloudify" / "config.yaml").exists():
         cfy("init", quiet=True)  # writes config.yaml; refuses to run twice
-    settings = yaml.safe_load(config.read_text()) or {}
-    settings["import_resolver"] = {"parameters": {"rules": [{TYPES_URL: OFFLINE_TYPES.as_uri()}]}}
-    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    offline.write_cfy_config(workdir)
 
 
 def cfy(*args: str, quiet: bool = False, capture: bool = False) -> str:

@@ -141,7 +141,8 @@ class _Migration:
         self.anchor_lines = {
             event.start_mark.line
             for event in events
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None
+            if event.start_mark is not None
+            and (isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None)
         }
 
     def run(self) -> Result:
@@ -208,7 +209,7 @@ class _Migration:
             raise Refused(f"{where} has a YAML anchor or alias on its lines: write it out without them")
         name = argument.value
         value, source = self.input_value(where, name)
-        if value_node.flow_style:
+        if getattr(value_node, "flow_style", False):
             start, end = value_node.start_mark.index, value_node.end_mark.index
             new = "true" if value else "false"
         else:  # a block mapping on the following lines: the value moves up next to the key
@@ -305,7 +306,7 @@ class _Migration:
             return None
         needs: list[tuple[str, str]] = []
         declared = imported.get("tosca_definitions_version")
-        if declared in SUPPORTED_VERSIONS:
+        if isinstance(declared, str) and declared in SUPPORTED_VERSIONS:
             needs.append((declared, f"import {url} declares {declared}"))
         for plugin_name, plugin in (imported.get("plugins") or {}).items():
             for key in sorted(set(plugin or {}) & set(PLUGIN_KEY_VERSIONS)):
