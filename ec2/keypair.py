@@ -237,20 +237,22 @@ def _find(client, key_name: str) -> str | None:
     return key_name if aws.find_key_pair(client, key_name) else None
 
 
-def _create_once(ctx, client, spec: KeyPairSpec, create_call):
-    """Creates the key; a Duplicate answer for a key tagged as this node
-    instance's (a resent call whose first answer was lost) replaces it once."""
-    try:
-        return create_call()
-    except AlreadyExists as error:
-        owned = {key["KeyName"] for key in aws.find_owned_key_pairs(client, utils.ownership(ctx))}
-        if spec.key_name not in owned:
-            raise AlreadyExists(
-                f"{error} and is not this node instance's. Fix: choose another "
-                "resource_id (or private_key_path base name), or set use_external_resource to true to use it"
-            ) from None
-    ctx.logger.warning(f"Key pair {spec.key_name} was made by an earlier attempt whose answer was lost; replacing it.")
-    aws.delete_key_pair(client, spec.key_name)
+def _create_once(ctx, client, spec: KeyPairSpec, create_call, attempts: int = 3):
+    """Creates the key. A Duplicate answer for a key tagged as this node
+    instance's (a resent call whose first answer, with the private key, was
+    lost) replaces that key; one that is not ours is refused."""
+    for _attempt in range(attempts - 1):
+        try:
+            return create_call()
+        except AlreadyExists as error:
+            owned = {key["KeyName"] for key in aws.find_owned_key_pairs(client, utils.ownership(ctx))}
+            if spec.key_name not in owned:
+                raise AlreadyExists(
+                    f"{error} and is not this node instance's. Fix: choose another "
+                    "resource_id (or private_key_path base name), or set use_external_resource to true to use it"
+                ) from None
+        ctx.logger.warning(f"Key pair {spec.key_name} was made by an attempt whose answer was lost; replacing it.")
+        aws.delete_key_pair(client, spec.key_name)
     return create_call()
 
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.support import ROOT, TYPES_URL
+from tools import offline
 
 DEMO = ROOT / "examples" / "demo.py"
 CFY = Path(sys.executable).parent / "cfy"
@@ -68,8 +69,9 @@ def test_demo_runs_end_to_end_and_stops_its_emulator(tmp_path):
     assert_gone(emulator_pid(result.stdout))
     assert stat.S_IMODE((tmp_path / "work" / "inputs.yaml").stat().st_mode) == 0o600
     config = yaml.safe_load((tmp_path / "work" / ".cloudify" / "config.yaml").read_text())
-    (rule,) = config["import_resolver"]["parameters"]["rules"]
-    assert list(rule.values()) == [(ROOT / "offline" / "types.yaml").as_uri()]
+    # one step serves the standard URL and every classic one (tools.offline)
+    assert config["import_resolver"]["parameters"]["rules"] == offline.rules()
+    assert {TYPES_URL: offline.file_url(ROOT / "offline" / "types.yaml")} in offline.rules()
 
 
 def test_demo_fails_clearly_and_still_stops_its_emulator(tmp_path):
@@ -308,4 +310,4 @@ def test_demo_workdir_can_be_prepared_again(tmp_path, monkeypatch):
     demo.prepare_workdir(tmp_path / "work")
     config = yaml.safe_load((tmp_path / "work" / ".cloudify" / "config.yaml").read_text())
     assert "logging" in config
-    assert config["import_resolver"]["parameters"]["rules"] == [{TYPES_URL: (ROOT / "offline" / "types.yaml").as_uri()}]
+    assert config["import_resolver"]["parameters"]["rules"] == offline.rules()

@@ -135,15 +135,15 @@ def test_an_external_resource_that_was_never_recorded_is_simply_forgotten(make_c
 
 
 class States:
-    """A stand-in for find_instance that answers a given series of states."""
+    """A stand-in for find_instances that answers a given series of states."""
 
     def __init__(self, monkeypatch, *states: str) -> None:
         self.states = list(states)
-        monkeypatch.setattr(aws, "find_instance", self.find)
+        monkeypatch.setattr(aws, "find_instances", self.find)
 
-    def find(self, client, instance_id):
+    def find(self, client, instance_ids):
         state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-        return {"InstanceId": instance_id, "State": {"Name": state}}
+        return {instance_id: {"InstanceId": instance_id, "State": {"Name": state}} for instance_id in instance_ids}
 
 
 def test_waiting_returns_at_once_when_the_state_is_already_reached(monkeypatch):
