@@ -372,6 +372,12 @@ def _poller(client: Client) -> _StatePoller:
         return poller
 
 
+def poll_instance(client: Client, instance_id: str) -> dict | None:
+    """Like ``find_instance``, but one DescribeInstances serves every thread
+    of this process that polls an instance at the same moment."""
+    return _poller(client).find(instance_id)
+
+
 def wait_for_instance(
     client: Client,
     instance_id: str,
@@ -394,7 +400,7 @@ def wait_for_instance(
     state = known_state
     while True:
         if state is None:
-            instance = _poller(client).find(instance_id)
+            instance = poll_instance(client, instance_id)
             state = state_of(instance)
         elapsed = time.monotonic() - started
         report(f"instance {instance_id}: {state} (want {wanted}, {elapsed:.0f}s of {timeout:.0f}s)")

@@ -61,7 +61,7 @@ def start(ctx, **_):
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
     instance_id = _recorded_id(ctx)
-    instance = aws.find_instance(client, instance_id)
+    instance = aws.poll_instance(client, instance_id)
     state = state_of(instance)
     if spec.common.external:
         if state == NOT_FOUND:
