@@ -73,10 +73,9 @@ def allocate(ctx, **_):
 
 @utils.ec2_operation
 def release(ctx, **_):
-    if not utils.may_exist(ctx):
-        ctx.logger.info("No elastic IP was allocated or recorded for this node instance; nothing to release.")
+    common = utils.common_if_created(ctx, KIND)
+    if common is None:
         return
-    common = utils.parse_common(ctx.node.properties)
     client = connection.ec2_client(common.aws_config)
     if common.external:
         utils.release_external(ctx, common, KIND, lambda wanted: _public_ip(client, wanted))

@@ -95,10 +95,9 @@ def stop(ctx, **_):
     live instances tagged as this node instance's, if any, and otherwise only
     logs: uninstall must get through after any failed install.
     """
-    if not utils.may_exist(ctx):
-        ctx.logger.info("No instance was created or recorded for this node instance; there is nothing to stop.")
+    common = utils.common_if_created(ctx, KIND)
+    if common is None:
         return
-    common = utils.parse_common(ctx.node.properties)
     if common.external:
         utils.forget(ctx.instance, *constants.INSTANCE_NETWORK_PROPERTIES)
         ctx.logger.info("External instance: addresses forgotten; the instance is left as it is.")
@@ -128,10 +127,9 @@ def stop(ctx, **_):
 @utils.ec2_operation
 def terminate(ctx, **_):
     """delete: terminates the instance, waits for termination, forgets it."""
-    if not utils.may_exist(ctx):
-        ctx.logger.info("No instance was created or recorded for this node instance; there is nothing to terminate.")
+    common = utils.common_if_created(ctx, KIND)
+    if common is None:
         return
-    common = utils.parse_common(ctx.node.properties)
     client = connection.ec2_client(common.aws_config)
     if common.external:
         utils.release_external(

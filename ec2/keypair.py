@@ -89,10 +89,9 @@ def create(ctx, **_):
 
 @utils.ec2_operation
 def delete(ctx, **_):
-    if not utils.may_exist(ctx):
-        ctx.logger.info("No key pair was created or recorded for this node instance; nothing to delete.")
+    common = utils.common_if_created(ctx, KIND)
+    if common is None:
         return
-    common = utils.parse_common(ctx.node.properties)
     client = connection.ec2_client(common.aws_config)
     if common.external:
         utils.release_external(ctx, common, KIND, lambda name: _find(client, name))
