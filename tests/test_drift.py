@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import IMAGE_ID, OFFLINE_TYPES
+from tests.support import IMAGE_ID, OFFLINE_TYPES, REFERENCE_TYPES, types_resolver
 from tests.test_preflight import topology
 
 CHECK_DRIFT = {
@@ -50,6 +50,13 @@ def drift(deployment) -> dict[str, list | None]:
         for target, result in (system.get("source_relationships_configuration_drift") or {}).items():
             found[f"{instance.node_id}->{target.rsplit('_', 1)[0]}"] = result["result"]
     return found
+
+
+def change_properties(deployment, node_id: str, **changes) -> None:
+    """What a deployment update does first: the node gets the new blueprint's properties."""
+    storage = deployment.env.storage
+    properties = {**storage.get_node(node_id).properties, **changes}
+    storage._storage.update_node(storage.name, node_id, properties=properties)
 
 
 def aws_id(deployment, node_id: str) -> str:
@@ -187,3 +194,32 @@ def test_a_fresh_group_with_every_kind_of_rule_has_no_drift(deploy, ec2):
     deployment = deploy(nodes, **with_check_drift())
     deployment.install()
     assert drift(deployment) == {"group": None}
+
+
+def test_security_groups_changed_on_the_instance_are_reported(installed, ec2):
+    instance_id, group_id = aws_id(installed, "vm"), aws_id(installed, "security_group")
+    other = ec2.create_security_group(GroupName="other", Description="other")["GroupId"]
+    ec2.modify_instance_attribute(InstanceId=instance_id, Groups=[other])
+    assert drift(installed)["vm"] == [
+        f"security group {group_id} was removed from the instance",
+        f"security group {other} was added to the instance",
+    ]
+
+
+def test_a_blueprint_that_now_says_otherwise_is_reported(installed):
+    change_properties(installed, "vm", image_id="ami-1234567890abcdef0", instance_type="t3.small")
+    assert drift(installed)["vm"] == [
+        "type is 't2.micro', the blueprint says 't3.small'",
+        "image is 'ami-12c6146b', the blueprint says 'ami-1234567890abcdef0'",
+    ]
+
+
+@pytest.mark.skipif(not REFERENCE_TYPES.is_dir(), reason="no ../shared/reference/cloudify-types here")
+def test_the_official_types_check_drift_workflow_calls_the_plugins_operations(deploy, tmp_path, ec2):
+    nodes = topology(tmp_path)
+    deployment = deploy(nodes, dsl="cloudify_dsl_1_5", resolver=types_resolver(REFERENCE_TYPES / "types.yaml"))
+    deployment.install()
+    assert set(drift(deployment).values()) == {None}
+    allocation_id = deployment.runtime("elastic_ip")["allocation_id"]
+    ec2.create_tags(Resources=[allocation_id], Tags=[{"Key": "owner", "Value": "bob"}])
+    assert drift(deployment)["elastic_ip"] == ["tag 'owner' ('bob') was added outside Cloudify"]

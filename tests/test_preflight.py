@@ -6,12 +6,13 @@ the reference topology in one error, nothing created, and AWS's refusal
 from __future__ import annotations
 
 import pytest
+import yaml
 from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
 from ec2 import connection, preflight
 from ec2.errors import PluginError
-from tests.support import IMAGE_ID, CallRecorder
+from tests.support import IMAGE_ID, PLUGIN_YAML, ROOT, CallRecorder
 
 WRONG_IMAGE = "ami-0badbadbadbadbad0"
 SSH = {"ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ip": "0.0.0.0/0"}
@@ -172,6 +173,22 @@ def test_preflight_uses_a_connected_external_key_pair_in_the_dry_run(deploy, tmp
     deploy(nodes).execute("aws_preflight")
     (request,) = [params for name, params in sent.sent if name == "RunInstances"]
     assert request["KeyName"] == "existing"
+
+
+def test_preflight_uses_a_connected_external_group_given_by_id_in_the_dry_run(deploy, tmp_path, sent, ec2):
+    group_id = ec2.create_security_group(GroupName="existing", Description="existing")["GroupId"]
+    nodes = topology(tmp_path)
+    nodes["security_group"]["properties"].update(use_external_resource=True, resource_id=group_id)
+    deploy(nodes).execute("aws_preflight")
+    (request,) = [params for name, params in sent.sent if name == "RunInstances"]
+    assert request["SecurityGroupIds"] == [group_id]
+
+
+def test_the_reference_documents_every_workflow_plugin_yaml_declares():
+    workflows = yaml.safe_load(PLUGIN_YAML.read_text())["workflows"]
+    reference = " ".join((ROOT / "docs" / "reference.md").read_text().split())
+    assert workflows == {"aws_preflight": {"mapping": "aws.ec2.preflight.run"}}
+    assert "## Preflight (`aws_preflight`)" in reference and "`run` function of `ec2/preflight.py`" in reference
 
 
 def test_preflight_accepts_a_rule_naming_a_group_that_install_creates_first(deploy, tmp_path, sent):

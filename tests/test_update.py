@@ -8,7 +8,7 @@ import pytest
 from cloudify.exceptions import WorkflowFailed
 
 from ec2 import constants
-from tests.test_drift import drift, with_check_drift
+from tests.test_drift import change_properties, drift, with_check_drift
 from tests.test_preflight import HTTP, SSH, topology
 
 UPDATE = "cloudify.interfaces.lifecycle.update"
@@ -24,13 +24,6 @@ def installed(deploy, tmp_path):
     deployment = deploy(nodes, **with_check_drift())
     deployment.install()
     return deployment
-
-
-def change_properties(deployment, node_id: str, **changes) -> None:
-    """What a deployment update does first: the node gets the new blueprint's properties."""
-    storage = deployment.env.storage
-    properties = {**storage.get_node(node_id).properties, **changes}
-    storage._storage.update_node(storage.name, node_id, properties=properties)
 
 
 def ids(deployment) -> dict[str, str]:
@@ -137,3 +130,13 @@ def test_update_undoes_what_check_drift_found(installed, ec2):
     assert drift(installed)["security_group"]
     installed.execute_operation(UPDATE, ["security_group"])
     assert drift(installed)["security_group"] is None
+
+
+def test_update_refuses_a_new_group_description_which_needs_a_new_group(installed, calls, capsys):
+    change_properties(installed, "security_group", description="something else")
+    with pytest.raises(WorkflowFailed):
+        installed.execute_operation(UPDATE, ["security_group"])
+    assert "description changed from 'ssh and http' to 'something else', which needs a new group" in (
+        capsys.readouterr().out
+    )
+    assert calls.mutating == []
