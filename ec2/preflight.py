@@ -6,15 +6,16 @@ or ImportKeyPair, CreateSecurityGroup, AllocateAddress), sent with
 ``DryRun=True``. AWS checks the permissions, the AMI, the instance type, the
 subnet and the quotas, and creates nothing. A refusal becomes an error that
 names the property and the fix. Each type's validation.create ends with one.
+A validation run before install (this workflow, or the classic
+validation.creation hook) finds the instance's key pair and groups not yet
+created: they are left out of its RunInstances dry run, unless external.
 
 ``run`` (the ``aws_preflight`` workflow): every check of validation.create,
 dry run included, for every node instance of this plugin's types, and one
 error listing every problem found (the first of each node instance). It runs
-on views of the workflow's node instances shaped like an operation's ctx.
-Relationship targets do not exist yet: a connected key pair or security group
-that has no ``aws_resource_id`` is left out of the RunInstances dry run (an
-external one takes its ``resource_id``), and names that only another node of
-the deployment will create are not reported as missing.
+on views of the workflow's node instances shaped like an operation's ctx. A
+name that only another node of the deployment will create is not reported
+as missing.
 """
 
 from __future__ import annotations
@@ -109,11 +110,12 @@ def dry_run_elastic_ip(ctx, client, spec) -> None:
 
 def dry_run_instance(ctx, client, spec) -> None:
     """RunInstances with DryRun: the request create would send, without the
-    ClientToken and without placeholders for targets that do not exist yet."""
+    ClientToken, and without a connected key pair or group that does not exist
+    yet (validation run before install: the preflight, or the classic hook)."""
     if spec.common.external:
         return
-    request = instance_request.build_request(WithAgentScriptStandIn(ctx), spec)
-    placeholders = getattr(ctx, "placeholders", frozenset())
+    relationships, placeholders = _with_stand_ins(ctx)
+    request = instance_request.build_request(_WithStandIns(ctx, relationships), spec)
     if request.get("KeyName") in placeholders:
         del request["KeyName"]
     groups = [group for group in request.get("SecurityGroupIds", []) if group not in placeholders]
@@ -138,6 +140,62 @@ class WithAgentScriptStandIn:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ctx, name)
+
+
+class _WithStandIns(WithAgentScriptStandIn):
+    """The operation's ctx, also with stand-ins for relationship targets not created yet."""
+
+    def __init__(self, ctx, relationships: list) -> None:
+        super().__init__(ctx)
+        self.instance = SimpleNamespace(
+            id=ctx.instance.id, runtime_properties=ctx.instance.runtime_properties, relationships=relationships
+        )
+
+
+def _with_stand_ins(ctx) -> tuple[list, frozenset[str]]:
+    """The instance's relationships, a target without an AWS id given a stand-in
+    id (see ``_stand_in``), and the stand-ins that are placeholders."""
+    relationships, placeholders = [], set()
+    for relationship in ctx.instance.relationships:
+        target = relationship.target
+        stand_in = None if target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID) else _stand_in(ctx, target)
+        if stand_in:
+            runtime = {**target.instance.runtime_properties, constants.AWS_RESOURCE_ID: stand_in[0]}
+            if stand_in[1]:
+                placeholders.add(stand_in[0])
+            relationship = SimpleNamespace(
+                type=relationship.type,
+                type_hierarchy=getattr(relationship, "type_hierarchy", None) or [relationship.type],
+                target=SimpleNamespace(
+                    node=target.node, instance=SimpleNamespace(id=target.instance.id, runtime_properties=runtime)
+                ),
+            )
+        relationships.append(relationship)
+    return relationships, frozenset(placeholders)
+
+
+def _stand_in(ctx, target) -> tuple[str, bool] | None:
+    """(id, is a placeholder) for a key pair or security group not created yet:
+    an external one's resource_id, else the name a new key pair will get or a
+    placeholder for a new group."""
+    from ec2 import keypair, securitygroup  # they import this module
+
+    node_type, properties = _our_type(target.node), target.node.properties
+    external = bool(node_type) and utils.use_external(target.node)
+    wanted = as_text(properties.get("resource_id"))
+    if node_type == KEY_PAIR:
+        if external and wanted:
+            return wanted, False
+        try:
+            name = keypair.parse(properties, f"{ctx.deployment.id}-{target.instance.id}").key_name
+        except PluginError:  # reported by the key pair's own validation
+            name = PLACEHOLDER.format(node=target.node.id)
+        return name, True
+    if node_type == SECURITY_GROUP:
+        if external and securitygroup.GROUP_ID_PATTERN.match(wanted):
+            return wanted, False
+        return PLACEHOLDER.format(node=target.node.id), True
+    return None
 
 
 def _require(operation: str, refusal: ClientError | None, prop: str, fix: str) -> None:
@@ -224,29 +282,24 @@ def _provider_context(ctx) -> dict:
 
 
 def _view(ctx, instance, provider_context: dict) -> SimpleNamespace:
-    """A workflow node instance shaped like an operation's ctx; relationship
-    targets that have no AWS id yet carry a placeholder, listed in ``placeholders``."""
-    placeholders: set[str] = set()
-    relationships = []
-    for relationship in instance.relationships:
-        target = relationship.target_node_instance
-        runtime = dict(target.runtime_properties or {})
-        if not runtime.get(constants.AWS_RESOURCE_ID):
-            stand_in = _target_id(ctx, target)
-            if stand_in:
-                runtime[constants.AWS_RESOURCE_ID] = stand_in[0]
-                if stand_in[1]:
-                    placeholders.add(stand_in[0])
-        hierarchy = [name for name in RELATIONSHIP_TYPES if relationship.relationship.is_derived_from(name)]
-        relationships.append(
-            SimpleNamespace(
-                type=relationship.type,
-                type_hierarchy=[relationship.type, *hierarchy],
-                target=SimpleNamespace(
-                    node=_node(target.node), instance=SimpleNamespace(id=target.id, runtime_properties=runtime)
+    """A workflow node instance shaped like an operation's ctx (read-only copies)."""
+    relationships = [
+        SimpleNamespace(
+            type=relationship.type,
+            type_hierarchy=[
+                relationship.type,
+                *(name for name in RELATIONSHIP_TYPES if relationship.relationship.is_derived_from(name)),
+            ],
+            target=SimpleNamespace(
+                node=_node(relationship.target_node_instance.node),
+                instance=SimpleNamespace(
+                    id=relationship.target_id,
+                    runtime_properties=dict(relationship.target_node_instance.runtime_properties or {}),
                 ),
-            )
+            ),
         )
+        for relationship in instance.relationships
+    ]
     return SimpleNamespace(
         type="node-instance",
         node_type=_our_type(instance.node),
@@ -260,7 +313,6 @@ def _view(ctx, instance, provider_context: dict) -> SimpleNamespace:
         logger=ctx.logger,
         agent=SimpleNamespace(init_script=lambda *_args, **_kwargs: AGENT_SCRIPT_STAND_IN),
         provider_context=provider_context,
-        placeholders=frozenset(placeholders),
     )
 
 
@@ -271,30 +323,6 @@ def _node(node) -> SimpleNamespace:
         type_hierarchy=list(node.type_hierarchy or [node.type]),
         properties=dict(node.properties or {}),
     )
-
-
-def _target_id(ctx, target) -> tuple[str, bool] | None:
-    """(id, is placeholder) for a key pair or security group that is not created
-    yet: an external one's resource_id, else the name a new key pair will get
-    or a placeholder for a new group."""
-    from ec2 import keypair, securitygroup
-
-    node_type, properties = _our_type(target.node), target.node.properties
-    external = bool(utils.use_external(target.node)) if node_type else False
-    wanted = as_text(properties.get("resource_id"))
-    if node_type == KEY_PAIR:
-        if external and wanted:
-            return wanted, False
-        try:
-            name = keypair.parse(properties, f"{ctx.deployment.id}-{target.id}").key_name
-        except PluginError:  # reported by the key pair's own check
-            name = PLACEHOLDER.format(node=target.node_id)
-        return name, True
-    if node_type == SECURITY_GROUP:
-        if external and securitygroup.GROUP_ID_PATTERN.match(wanted):
-            return wanted, False
-        return PLACEHOLDER.format(node=target.node_id), True
-    return None
 
 
 def _names_install_creates(views: Iterable[SimpleNamespace]) -> frozenset[str]:

@@ -97,7 +97,6 @@ def refuse_dry_runs(monkeypatch, sent):
     """Every dry run answers UnauthorizedOperation, as for credentials without the permission."""
 
     def refuse(params, model, **_):
-        sent.record(params, model)
         if params.get("DryRun"):
             error = {
                 "Error": {
@@ -209,6 +208,17 @@ def test_preflight_still_reports_a_rule_naming_a_group_nobody_creates(deploy, tm
     with pytest.raises(NonRecoverableError) as raised:
         deploy(nodes).execute("aws_preflight")
     assert "property 'rules[0].src_group_id' names security group 'nobody'" in str(raised.value)
+
+
+def test_the_classic_validation_hook_before_install_dry_runs_the_instance_without_its_targets(
+    deploy, tmp_path, sent, ec2
+):
+    deployment = deploy(topology(tmp_path))
+    deployment.execute_operation("cloudify.interfaces.validation.creation", ["keypair", "security_group", "vm"])
+    (request,) = [params for name, params in sent.sent if name == "RunInstances"]
+    assert "KeyName" not in request and "SecurityGroupIds" not in request
+    assert sent.mutating == []
+    assert nothing_exists(ec2)
 
 
 # --- AWS refuses the dry run ---------------------------------------------------------
