@@ -23,6 +23,7 @@ RUNTIME_PROPERTIES = (
     constants.RESERVATION_ID,
     constants.CREATE_STARTED,
     *constants.INSTANCE_NETWORK_PROPERTIES,
+    "restart_after_resize",  # set by ec2.update while it changes the instance type
 )
 
 # --- operations -------------------------------------------------------------

@@ -10,7 +10,7 @@ import yaml
 from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
-from ec2 import connection, preflight
+from ec2 import aws, connection, preflight
 from ec2.errors import PluginError
 from tests.support import IMAGE_ID, PLUGIN_YAML, ROOT, CallRecorder
 
@@ -290,3 +290,16 @@ def test_a_used_up_quota_says_to_ask_for_more():
 def test_a_duplicate_name_in_a_dry_run_is_left_to_the_existence_check():
     refusal = ClientError({"Error": {"Code": "InvalidKeyPair.Duplicate", "Message": "exists"}}, "CreateKeyPair")
     preflight._require("CreateKeyPair", refusal, "resource_id", "rename it")
+
+
+def test_an_endpoint_that_carries_out_a_dry_run_is_an_error():
+    with pytest.raises(PluginError, match="carried out a call made with DryRun=True"):
+        aws.dry_run(lambda **_: {"KeyName": "made"})
+
+
+def test_throttling_of_a_dry_run_is_raised_to_be_retried():
+    def throttled(**_):
+        raise ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}}, "RunInstances")
+
+    with pytest.raises(ClientError):
+        aws.dry_run(throttled)
