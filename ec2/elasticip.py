@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, utils
+from ec2 import aws, connection, constants, preflight, utils
 from ec2.errors import BadInput, PluginError
 
 KIND = "elastic IP"
@@ -91,9 +91,15 @@ def release(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
+    check(ctx)
+
+
+def check(ctx) -> None:
+    """validation.create's checks, plain: the aws_preflight workflow runs them too."""
     spec = parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
     utils.check_existence(spec.common, KIND, lambda wanted: _public_ip(client, wanted), spec.common.resource_id)
+    preflight.dry_run_elastic_ip(ctx, client, spec)
     ctx.logger.info(f"Elastic IP {spec.common.resource_id or '(new)'} is valid.")
 
 

@@ -10,7 +10,7 @@ it, wait, forget everything. An external instance is only checked and recorded.
 
 from __future__ import annotations
 
-from ec2 import aws, connection, constants, instance_request, utils
+from ec2 import aws, connection, constants, instance_request, preflight, utils
 from ec2.aws import GONE_STATES, LIVE_STATES, NOT_FOUND, state_of
 from ec2.errors import BadInput, NotReady, PluginError
 
@@ -24,6 +24,7 @@ RUNTIME_PROPERTIES = (
     constants.CREATE_STARTED,
     constants.CREATE_RESENT,
     *constants.INSTANCE_NETWORK_PROPERTIES,
+    "restart_after_resize",  # set by ec2.update while it changes the instance type
 )
 
 # --- operations -------------------------------------------------------------
@@ -157,7 +158,12 @@ def terminate(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
-    """Checks the image, the type, and any key pair or subnet named in parameters."""
+    check(ctx)
+
+
+def check(ctx) -> None:
+    """validation.create's checks (the image, the type, any key pair or subnet named in parameters, AWS's
+    dry run), plain: the aws_preflight workflow runs them too."""
     instance_request.check_external_relationships(ctx)
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
@@ -194,6 +200,7 @@ def creation_validation(ctx, **_):
             f"names subnet '{fields['SubnetId']}', which does not exist",
             "give the id of an existing subnet, or leave it out for the default VPC",
         )
+    preflight.dry_run_instance(ctx, client, spec)
     ctx.logger.info(f"Instance of {fields['InstanceType']} from {fields['ImageId']} is valid.")
 
 

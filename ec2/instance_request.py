@@ -157,6 +157,9 @@ def build_request(ctx, spec: InstanceSpec) -> dict[str, Any]:
     user_data = _user_data(ctx, request.get("UserData"))
     if user_data:
         request["UserData"] = user_data
+    metadata = request.get("MetadataOptions")
+    if metadata is None or (isinstance(metadata, dict) and "HttpTokens" not in metadata):
+        request["MetadataOptions"] = {**(metadata or {}), "HttpTokens": "required"}  # IMDSv2 unless told otherwise
     request["TagSpecifications"] = _tag_specifications(ctx, spec.common.tags, request.get("TagSpecifications", []))
     request.setdefault("ClientToken", client_token(ctx, request))
 

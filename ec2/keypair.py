@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, utils
+from ec2 import aws, connection, constants, preflight, utils
 from ec2.errors import AlreadyExists, BadInput, PluginError
 from ec2.properties import as_text
 
 KIND = "key pair"
+KEY_FINGERPRINT = "key_fingerprint"  # runtime property: what AWS answered at create, for check_drift
 KEY_NAME_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}$")
 PUBLIC_KEY_PREFIXES = ("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-")
 
@@ -49,8 +50,12 @@ def create(ctx, **_):
     tags = utils.creation_tags(ctx, spec.common.tags)
     utils.mark_create_started(ctx)
     if spec.public_key:
-        _create_once(ctx, client, spec, lambda: aws.import_key_pair(client, spec.key_name, spec.public_key, tags))
-        utils.record(ctx.instance, **{constants.AWS_RESOURCE_ID: spec.key_name})
+        imported = _create_once(
+            ctx, client, spec, lambda: aws.import_key_pair(client, spec.key_name, spec.public_key, tags)
+        )
+        utils.record(
+            ctx.instance, **{constants.AWS_RESOURCE_ID: spec.key_name, KEY_FINGERPRINT: imported.get("KeyFingerprint")}
+        )
         ctx.logger.info(f"Imported public key as key pair {spec.key_name}.")
         return
 
@@ -84,6 +89,7 @@ def create(ctx, **_):
             f"key pair {spec.key_name} was deleted again",
             "point it into a writable folder",
         ) from None
+    utils.record(ctx.instance, **{KEY_FINGERPRINT: created.get("KeyFingerprint")})
     ctx.logger.info(f"Created key pair {spec.key_name}; private key saved to {spec.key_path}.")
 
 
@@ -102,6 +108,11 @@ def delete(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
+    check(ctx)
+
+
+def check(ctx) -> None:
+    """validation.create's checks, plain: the aws_preflight workflow runs them too."""
     spec = parse(ctx.node.properties, utils.generated_name(ctx))
     check_key_file(spec, ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN))
     client = connection.ec2_client(spec.common.aws_config)
@@ -112,6 +123,7 @@ def creation_validation(ctx, **_):
         spec.key_name,
         lambda: utils.may_exist(ctx) and bool(aws.find_owned_key_pairs(client, utils.ownership(ctx))),
     )
+    preflight.dry_run_key_pair(ctx, client, spec)
     ctx.logger.info(f"Key pair {spec.key_name} at {spec.key_path} is valid.")
 
 
@@ -276,6 +288,7 @@ def _remove_own_key_and_file(ctx, client) -> None:
         ctx.logger.info(f"Removed private key file {key_file}.")
     _remove_folders(ctx.instance.runtime_properties.get(constants.KEY_FOLDERS_CREATED) or [])
     utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN, constants.KEY_FOLDERS_CREATED)
+    utils.forget(ctx.instance, KEY_FINGERPRINT)
 
 
 def missing_folders(path: str) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, utils
+from ec2 import aws, connection, constants, preflight, utils
 from ec2.errors import AlreadyExists, BadInput
 from ec2.properties import as_text
 
@@ -99,6 +99,11 @@ def delete(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
+    check(ctx)
+
+
+def check(ctx) -> None:
+    """validation.create's checks, plain: the aws_preflight workflow runs them too."""
     spec = parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
     client = connection.ec2_client(spec.common.aws_config)
     if spec.vpc_id and not aws.vpc_exists(client, spec.vpc_id):
@@ -112,6 +117,7 @@ def creation_validation(ctx, **_):
         spec.common.resource_id,
         lambda: utils.may_exist(ctx) and bool(aws.find_owned_security_groups(client, utils.ownership(ctx))),
     )
+    preflight.dry_run_security_group(ctx, client, spec)
     if not spec.common.external:
         resolve_rules(client, spec)
     ctx.logger.info(f"Security group {spec.name} is valid.")

@@ -79,7 +79,8 @@ class LocalDeployment:
 
 
 class CallRecorder:
-    """Records the EC2 API operations the plugin's clients make."""
+    """Records the EC2 API operations the plugin's clients make; dry runs
+    (DryRun=True, which change nothing) are also listed in ``dry_runs``."""
 
     MUTATING_PREFIXES = (
         "Create",
@@ -100,13 +101,24 @@ class CallRecorder:
 
     def __init__(self) -> None:
         self.operations: list[str] = []
+        self.dry_runs: list[str] = []
+        self._dry: list[bool] = []
 
-    def record(self, model, **_) -> None:
+    def record(self, model, params=None, **_) -> None:
         self.operations.append(model.name)
+        dry = str(((params or {}).get("body") or {}).get("DryRun", "")).lower() == "true"
+        self._dry.append(dry)
+        if dry:
+            self.dry_runs.append(model.name)
 
     @property
     def mutating(self) -> list[str]:
-        return [name for name in self.operations if name.startswith(self.MUTATING_PREFIXES)]
+        """Operations that change something: mutating ones sent without DryRun."""
+        return [
+            name
+            for name, dry in zip(self.operations, self._dry, strict=True)
+            if name.startswith(self.MUTATING_PREFIXES) and not dry
+        ]
 
 
 def quiet_logs() -> None:
@@ -124,7 +136,9 @@ def die_once_after(monkeypatch, operation: str) -> list:
     died: list = []
     create = connection._create_client
 
-    def die_once(**_):
+    def die_once(parsed=None, **_):
+        if (parsed or {}).get("Error"):  # a refused call or a dry run: AWS did nothing
+            return
         if not died:
             died.append(True)
             raise SystemExit(f"the plugin process died right after {operation}")
