@@ -6,26 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import IMAGE_ID, OFFLINE_TYPES, REFERENCE_TYPES, types_resolver
+from tests.support import IMAGE_ID, REFERENCE_TYPES, types_resolver
 from tests.test_preflight import topology
-
-CHECK_DRIFT = {
-    "check_drift": {
-        "mapping": "default_workflows.cloudify.plugins.workflows.check_drift",
-        "parameters": {
-            "run_by_dependency_order": {"default": False},
-            "type_names": {"default": []},
-            "node_ids": {"default": []},
-            "node_instance_ids": {"default": []},
-            "ignore_failure": {"default": False},
-        },
-    }
-}
-
-
-def with_check_drift() -> dict:
-    """The check_drift workflow, unless the offline types declare it already."""
-    return {} if "check_drift:" in OFFLINE_TYPES.read_text() else {"workflows": CHECK_DRIFT}
 
 
 @pytest.fixture
@@ -34,7 +16,7 @@ def installed(deploy, tmp_path):
     nodes = topology(tmp_path)
     for node in nodes.values():
         node.setdefault("properties", {})["tags"] = {"team": "web"}
-    deployment = deploy(nodes, **with_check_drift())
+    deployment = deploy(nodes)
     deployment.install()
     return deployment
 
@@ -167,7 +149,7 @@ def test_an_external_resource_is_checked_for_existence_only(deploy, ec2, tmp_pat
             "properties": {"use_external_resource": True, "resource_id": group_id, "tags": {"team": "web"}},
         }
     }
-    deployment = deploy(nodes, **with_check_drift())
+    deployment = deploy(nodes)
     deployment.install()
     ec2.create_tags(Resources=[group_id], Tags=[{"Key": "owner", "Value": "them"}])
     assert drift(deployment) == {"group": None}
@@ -191,7 +173,7 @@ def test_a_fresh_group_with_every_kind_of_rule_has_no_drift(deploy, ec2):
             "properties": {"description": "all kinds", "rules": rules, "egress_rules": egress},
         }
     }
-    deployment = deploy(nodes, **with_check_drift())
+    deployment = deploy(nodes)
     deployment.install()
     assert drift(deployment) == {"group": None}
 
