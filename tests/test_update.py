@@ -8,7 +8,7 @@ import pytest
 from cloudify.exceptions import WorkflowFailed
 
 from ec2 import constants
-from tests.test_drift import change_properties, drift, with_check_drift
+from tests.test_drift import change_properties, drift
 from tests.test_preflight import HTTP, SSH, topology
 
 UPDATE = "cloudify.interfaces.lifecycle.update"
@@ -21,7 +21,7 @@ def installed(deploy, tmp_path):
     nodes = topology(tmp_path)
     for node in nodes.values():
         node.setdefault("properties", {})["tags"] = {"team": "web", "env": "dev"}
-    deployment = deploy(nodes, **with_check_drift())
+    deployment = deploy(nodes)
     deployment.install()
     return deployment
 
