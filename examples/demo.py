@@ -151,6 +151,8 @@ def cfy(*args: str, quiet: bool = False, capture: bool = False) -> str:
             show(line.rstrip("\n"))
             if "Task failed '" in line and " -> " in line:
                 reasons.append(line.split(" -> ", 1)[1].strip())
+            elif line.startswith("- node '"):  # a problem aws_preflight lists
+                reasons.append(line[2:].strip())
         process.wait()
     finally:
         # On every way out (failure, signal, closed terminal) cfy must end too.
