@@ -167,6 +167,14 @@ def find_security_groups_by_name(client: Client, name: str, vpc_id: str | None =
     return _describe(client, "describe_security_groups", "SecurityGroups", Filters=filters)
 
 
+def find_security_groups_by_names(client: Client, names: Collection[str], vpc_id: str | None = None) -> list[dict]:
+    """Groups with any of these names, in one VPC or in all of them: one describe."""
+    filters = [{"Name": "group-name", "Values": sorted(set(names))}]
+    if vpc_id:
+        filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+    return _describe(client, "describe_security_groups", "SecurityGroups", Filters=filters)
+
+
 def find_owned_security_groups(client: Client, owner: Owner) -> list[dict]:
     return _describe(client, "describe_security_groups", "SecurityGroups", Filters=tag_filters(owner))
 
@@ -513,6 +521,12 @@ def find_image(client: Client, image_id: str) -> dict | None:
 
 def subnet_exists(client: Client, subnet_id: str) -> bool:
     return bool(_found(SUBNET_NOT_FOUND, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id]))
+
+
+def subnet_vpc_id(client: Client, subnet_id: str) -> str | None:
+    """The VPC a subnet belongs to; None when there is no such subnet."""
+    found = _found(SUBNET_NOT_FOUND, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id])
+    return found[0]["VpcId"] if found else None
 
 
 # --- tags ------------------------------------------------------------------------

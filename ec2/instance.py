@@ -40,7 +40,7 @@ def run_instances(ctx, **_):
         utils.adopt_external(ctx, spec.common, KIND, lambda wanted: _find(client, wanted))
         return
 
-    request = instance_request.build_request(ctx, spec)
+    request = instance_request.build_request(ctx, instance_request.resolve_security_groups(client, spec))
     if _keep_own(ctx, client):
         return
     utils.mark_create_started(ctx)
@@ -162,8 +162,8 @@ def creation_validation(ctx, **_):
 
 
 def check(ctx) -> None:
-    """validation.create's checks (the image, the type, any key pair or subnet named in parameters, AWS's
-    dry run), plain: the aws_preflight workflow runs them too."""
+    """validation.create's checks (the image, the type, any key pair, subnet or security group named in
+    parameters, AWS's dry run), plain: the aws_preflight workflow runs them too."""
     instance_request.check_external_relationships(ctx)
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
@@ -200,7 +200,7 @@ def check(ctx) -> None:
             f"names subnet '{fields['SubnetId']}', which does not exist",
             "give the id of an existing subnet, or leave it out for the default VPC",
         )
-    preflight.dry_run_instance(ctx, client, spec)
+    preflight.dry_run_instance(ctx, client, instance_request.resolve_security_groups(client, spec))
     ctx.logger.info(f"Instance of {fields['InstanceType']} from {fields['ImageId']} is valid.")
 
 
