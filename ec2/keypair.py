@@ -2,7 +2,8 @@
 
 create: parse and check the properties, create (or import) the key, write the
 private key file atomically with mode 0600, record ``aws_resource_id``.
-delete: remove the key this node instance made and the file create wrote.
+delete: remove the key this node instance made and the file create wrote
+(for a key the classic plugin made, the file at ``private_key_path``, as it did).
 An external key is only checked and recorded.
 """
 
@@ -102,6 +103,7 @@ def delete(ctx, **_):
     if common.external:
         utils.release_external(ctx, common, KIND, lambda name: _find(client, name))
         return
+    _adopt_classic_key_file(ctx)
     _remove_own_key_and_file(ctx, client)
     utils.forget(ctx.instance, constants.CREATE_STARTED)
 
@@ -265,6 +267,23 @@ def _create_once(ctx, client, spec: KeyPairSpec, create_call, attempts: int = 3)
         ctx.logger.warning(f"Key pair {spec.key_name} was made by an attempt whose answer was lost; replacing it.")
         aws.delete_key_pair(client, spec.key_name)
     return create_call()
+
+
+def _adopt_classic_key_file(ctx) -> None:
+    """A key pair the classic plugin created (its name recorded, none of this
+    plugin's markers) had its private key written at ``private_key_path``, and
+    the classic delete removed that file: record it so that delete removes it too."""
+    properties = ctx.instance.runtime_properties
+    if not properties.get(constants.AWS_RESOURCE_ID) or properties.get(constants.CREATE_STARTED):
+        return
+    imported = as_text(ctx.node.properties.get("public_key_material")) or as_text(
+        ctx.node.properties.get("public_key_path")
+    )
+    if properties.get(constants.KEY_FILE_WRITTEN) or imported:
+        return
+    key_path = private_key_path(ctx.node.properties)
+    if os.path.isfile(key_path) and not os.path.islink(key_path):
+        properties[constants.KEY_FILE_WRITTEN] = key_path
 
 
 def _remove_own_key_and_file(ctx, client) -> None:
