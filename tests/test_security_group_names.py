@@ -1,13 +1,14 @@
-"""Group names in an Instance's parameters.security_groups (the classic boto 2
-key): looked up in the instance's own VPC at create time and sent as ids,
-against the moto server."""
+"""Group names wherever the classic plugin took them: an Instance's
+parameters.security_groups (the classic boto 2 key), looked up in the
+instance's own VPC at create time and sent as ids, and a SecurityGroup's
+rules[].src_group_id, looked up in the group's own VPC; against the moto server."""
 
 from __future__ import annotations
 
 import pytest
 from cloudify.exceptions import NonRecoverableError
 
-from ec2 import aws, connection, instance, instance_request
+from ec2 import aws, connection, instance, instance_request, securitygroup
 from tests.support import IMAGE_ID
 
 NO_AGENT = {"install_method": "none"}
@@ -212,3 +213,38 @@ def test_a_group_created_earlier_in_the_same_deployment_resolves_by_name(deploy,
     deployment.uninstall()
     assert launched(ec2) == []
     assert [one["GroupName"] for one in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+
+
+# --- names in rules[].src_group_id ------------------------------------------------------
+
+
+def group_ctx(make_ctx, **properties):
+    return make_ctx(
+        {"description": "", "rules": [], "egress_rules": [], "vpc_id": "", **properties},
+        node_id="db",
+        instance_id="db_abc123",
+    )
+
+
+def rule_from(source: str) -> list[dict]:
+    return [{"ip_protocol": "tcp", "from_port": 5432, "to_port": 5432, "src_group_id": source}]
+
+
+def test_a_rule_naming_a_group_admits_that_group_of_the_same_vpc(make_ctx, ec2):
+    group(ec2, "web", new_vpc_and_subnet(ec2, "10.70.0.0/24")[0])
+    web = group(ec2, "web", default_vpc(ec2))
+    ctx = group_ctx(make_ctx, resource_id="db", rules=rule_from("web"))
+    securitygroup.create(ctx=ctx)
+    (created,) = ec2.describe_security_groups(GroupIds=[ctx.instance.runtime_properties["aws_resource_id"]])[
+        "SecurityGroups"
+    ]
+    assert [pair["GroupId"] for pair in created["IpPermissions"][0]["UserIdGroupPairs"]] == [web]
+
+
+def test_a_rule_naming_a_group_only_in_other_vpcs_fails_naming_them(make_ctx, ec2):
+    first, second = new_vpc_and_subnet(ec2, "10.80.0.0/24")[0], new_vpc_and_subnet(ec2, "10.90.0.0/24")[0]
+    group(ec2, "web", first), group(ec2, "web", second)
+    message = refusal(securitygroup.create, group_ctx(make_ctx, resource_id="db", rules=rule_from("web")))
+    assert "rules[0].src_group_id" in message and first in message and second in message
+    assert default_vpc(ec2) in message and "depends_on" in message
+    assert "db" not in [one["GroupName"] for one in ec2.describe_security_groups()["SecurityGroups"]]
