@@ -352,12 +352,16 @@ def _created_by_install(error: Exception, properties: Mapping[str, Any], pending
     during install (before this one: depends_on orders them)."""
     if not isinstance(error, BadInput):
         return False
-    named = None
+    parameters = properties.get("parameters") or {}
+    named: list[str] = []
     if error.prop == "parameters.key_name":
-        parameters = properties.get("parameters") or {}
-        named = parameters.get("key_name") or parameters.get("KeyName")
+        named = [as_text(parameters.get("key_name") or parameters.get("KeyName"))]
+    elif error.prop == "parameters.security_groups":
+        given = [*(parameters.get("security_groups") or []), *(parameters.get("SecurityGroups") or [])]
+        named = [as_text(name) for name in given if not as_text(name).startswith("sg-")]
     elif match := SOURCE_GROUP_PROP.match(error.prop):
         rules = properties.get(match.group(1)) or []
         index = int(match.group(2))
-        named = rules[index].get("src_group_id") if index < len(rules) and isinstance(rules[index], dict) else None
-    return bool(named) and as_text(named) in pending
+        rule = rules[index] if index < len(rules) and isinstance(rules[index], dict) else {}
+        named = [as_text(rule.get("src_group_id"))]
+    return all(named) and bool(named) and set(named) <= pending

@@ -215,6 +215,12 @@ def test_a_group_created_earlier_in_the_same_deployment_resolves_by_name(deploy,
     assert [one["GroupName"] for one in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
 
 
+def test_preflight_accepts_a_group_name_that_install_creates_first(deploy, ec2):
+    deployment = deploy(BLUEPRINT)
+    deployment.execute("aws_preflight")
+    assert [one["GroupName"] for one in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+
+
 # --- names in rules[].src_group_id ------------------------------------------------------
 
 
