@@ -2,9 +2,10 @@
 
 By default everything happens on an EC2 emulator (a moto server started on
 127.0.0.1 on a free port, with fake credentials): nothing reaches AWS. Steps:
-start the emulator, prepare a private CFY_WORKDIR under build/demo/, `cfy
-install` the example, print its outputs and runtime properties, `cfy
-uninstall`, check with boto3 that nothing is left, stop the emulator. The
+start the emulator, prepare a private CFY_WORKDIR under build/demo/ (with the
+offline import rules of tools.offline), `cfy init` the example, prove it with
+the `aws_preflight` workflow, run `install`, print its outputs and runtime
+properties, `cfy uninstall`, check with boto3 that nothing is left, stop the emulator. The
 emulator and any running `cfy` are stopped on success, on failure, on Ctrl-C,
 SIGTERM and SIGHUP (terminal closed); if this script is killed outright, the
 emulator notices that its watchdog pipe closed and exits by itself.
