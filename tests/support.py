@@ -109,6 +109,15 @@ class CallRecorder:
         return [name for name in self.operations if name.startswith(self.MUTATING_PREFIXES)]
 
 
+def moto_images(*image_ids: str) -> list[dict]:
+    """moto's own definitions of ``image_ids``, in the form MOTO_AMIS_PATH reads."""
+    from moto.utilities.utils import load_resource
+
+    images = [image for image in load_resource("ec2/resources/amis.json") if image["ami_id"] in image_ids]
+    assert len(images) == len(image_ids), f"moto does not define all of {image_ids}"
+    return images
+
+
 def quiet_logs() -> None:
     for name in ("werkzeug", "botocore", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
