@@ -1,5 +1,6 @@
-"""Narrow behaviour of cloudify.aws.nodes.Instance: the RunInstances request,
-validation errors, waiting, delete and check_status, against the moto server."""
+"""cloudify.aws.nodes.Instance operations called directly with mock contexts,
+against the moto server: the RunInstances request, validation errors, waiting,
+delete and check_status."""
 
 from __future__ import annotations
 
