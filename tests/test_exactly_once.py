@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from cloudify.exceptions import WorkflowFailed
+from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
 from ec2 import connection, keypair
 from tests.support import die_once_after
@@ -111,7 +111,7 @@ def test_two_deployments_whose_key_files_share_a_base_name_never_delete_each_oth
     # The second deployment validated before the first created its key (a race),
     # so its create meets the first's key: it is refused, and its delete keeps it.
     second = make_ctx({"private_key_path": str(tmp_path / "b" / "key.pem")}, deployment_id="two", instance_id="key_1")
-    with pytest.raises(Exception, match="InvalidKeyPair.Duplicate"):
+    with pytest.raises(NonRecoverableError, match="InvalidKeyPair.Duplicate"):
         keypair.create(ctx=second)
     keypair.delete(ctx=second)
     assert [key["KeyName"] for key in ec2.describe_key_pairs()["KeyPairs"]] == ["key"]
