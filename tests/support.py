@@ -124,17 +124,18 @@ def quiet_logs() -> None:
 
 
 def die_once_after(monkeypatch, operation: str) -> list:
-    """Makes the plugin's next successful EC2 ``operation`` (such as
-    "AllocateAddress") end its process, as a crash right after AWS acted and
-    before the plugin recorded anything. Returns a list that holds True once
-    the crash happened."""
+    """The one crash injector: the plugin's next successful EC2 ``operation``
+    (such as "AllocateAddress") raises SystemExit once AWS has acted and before
+    the plugin sees the answer, as a process that dies there would. Works for
+    a workflow (the task fails) and for an operation called directly (the
+    SystemExit propagates). Returns a list that holds True once it happened."""
     from ec2 import connection
 
     died: list = []
     create = connection._create_client
 
-    def die_once(**_):
-        if not died:
+    def die_once(http_response, **_):
+        if not died and http_response.status_code < 300:
             died.append(True)
             raise SystemExit(f"the plugin process died right after {operation}")
 

@@ -13,8 +13,8 @@ import yaml
 from cloudify import context as cloudify_context
 from cloudify.exceptions import WorkflowFailed
 
-from ec2 import constants, utils
-from tests.support import IMAGE_ID
+from ec2 import constants
+from tests.support import IMAGE_ID, die_once_after
 
 NO_AGENT = {"install_method": "none"}
 LIVE = ["pending", "running", "stopping", "stopped"]
@@ -300,17 +300,10 @@ def test_install_fails_on_a_malformed_external_instance_id_without_asking_aws(de
 
 def create_dies_right_after_run_instances(deployment, monkeypatch) -> None:
     """Runs create in a process that "dies" before recording the instance id."""
-    record = utils.record
-
-    def die_before_recording(instance, save=False, **values):
-        if constants.RESERVATION_ID in values:
-            raise SystemExit("the process died right after RunInstances")
-        record(instance, save=save, **values)
-
-    monkeypatch.setattr(utils, "record", die_before_recording)
+    died = die_once_after(monkeypatch, "RunInstances")
     with pytest.raises(WorkflowFailed):
         deployment.execute_operation("cloudify.interfaces.lifecycle.create", ["server"])
-    monkeypatch.setattr(utils, "record", record)
+    assert died
 
 
 def test_create_run_again_after_a_crash_adopts_the_launched_instance(deploy, ec2, monkeypatch):
