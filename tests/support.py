@@ -1,102 +1,36 @@
 """Test helpers: a moto EC2 server over HTTP, and blueprints run through
-cloudify-common's local workflow engine."""
+cloudify-common's local workflow engine (tools.local, shared with bench)."""
 
 from __future__ import annotations
 
 import logging
-import textwrap
-from pathlib import Path
 
-import yaml
-from cloudify.workflows import local
-from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
+from tools import local
+from tools.ec2proxy import MUTATING_PREFIXES
+from tools.emulator import MotoServer  # noqa: F401  (re-exported for the tests)
+from tools.local import (  # noqa: F401  (re-exported for the tests)
+    IMAGE_ID,
+    OFFLINE_TYPES,
+    PLUGIN_YAML,
+    ROOT,
+    TYPES_URL,
+    types_resolver,
+    write_blueprint,
+)
 
-from tools.emulator import MotoServer, free_port  # noqa: F401  (re-exported for the tests)
-
-ROOT = Path(__file__).resolve().parent.parent
-PLUGIN_YAML = ROOT / "plugin.yaml"
-OFFLINE_TYPES = ROOT / "offline" / "types.yaml"
 REFERENCE_TYPES = ROOT.parent / "shared" / "reference" / "cloudify-types"
-TYPES_URL = "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml"
-AGENT_MODULES = ["cloudify_agent.operations", "cloudify_agent.installer.operations"]
-IMAGE_ID = "ami-12c6146b"
 
 
-def types_resolver(types_file: Path = OFFLINE_TYPES) -> DefaultImportResolver:
-    return DefaultImportResolver(rules=[{TYPES_URL: types_file.as_uri()}])
+class LocalDeployment(local.LocalDeployment):
+    """tools.local's deployment, named "test", with the engine's lines also on
+    stdout, where the tests read them with capsys."""
 
-
-def write_blueprint(folder: Path, node_templates: dict | str, dsl: str = "cloudify_dsl_1_3", **sections) -> Path:
-    """Writes a blueprint importing the standard types URL and plugin.yaml."""
-    if isinstance(node_templates, str):
-        node_templates = yaml.safe_load(textwrap.dedent(node_templates))
-    blueprint = {
-        "tosca_definitions_version": dsl,
-        "imports": [TYPES_URL, PLUGIN_YAML.as_uri()],
-        "node_templates": node_templates,
-        **sections,
-    }
-    path = folder / "blueprint.yaml"
-    path.write_text(yaml.safe_dump(blueprint, sort_keys=False))
-    return path
-
-
-class LocalDeployment:
-    """A blueprint deployed in memory with cloudify.workflows.local."""
-
-    def __init__(self, blueprint: Path, name: str = "test", inputs: dict | None = None, resolver=None) -> None:
-        self.env = local.init_env(
-            str(blueprint),
-            name=name,
-            inputs=inputs,
-            storage=local.InMemoryStorage(),
-            resolver=resolver or types_resolver(),
-            ignored_modules=AGENT_MODULES,
-        )
-
-    def execute(self, workflow: str, task_retries: int = 0, **parameters):
-        return self.env.execute(workflow, parameters=parameters, task_retries=task_retries, task_retry_interval=0)
-
-    def install(self, **kwargs):
-        return self.execute("install", **kwargs)
-
-    def uninstall(self, **kwargs):
-        return self.execute("uninstall", **kwargs)
-
-    def execute_operation(self, operation: str, node_ids: list[str], **kwargs):
-        return self.execute("execute_operation", operation=operation, node_ids=node_ids, **kwargs)
-
-    def instances(self, node_id: str) -> list:
-        return [i for i in self.env.storage.get_node_instances() if i.node_id == node_id]
-
-    def runtime(self, node_id: str) -> dict:
-        (instance,) = self.instances(node_id)
-        return dict(instance.runtime_properties)
-
-    def state(self, node_id: str) -> str:
-        (instance,) = self.instances(node_id)
-        return instance.state
+    def __init__(self, blueprint, name: str = "test", inputs: dict | None = None, resolver=None) -> None:
+        super().__init__(blueprint, name=name, inputs=inputs, resolver=resolver, echo=True)
 
 
 class CallRecorder:
     """Records the EC2 API operations the plugin's clients make."""
-
-    MUTATING_PREFIXES = (
-        "Create",
-        "Delete",
-        "Run",
-        "Terminate",
-        "Start",
-        "Stop",
-        "Authorize",
-        "Revoke",
-        "Allocate",
-        "Release",
-        "Associate",
-        "Disassociate",
-        "Import",
-        "Modify",
-    )
 
     def __init__(self) -> None:
         self.operations: list[str] = []
@@ -106,7 +40,7 @@ class CallRecorder:
 
     @property
     def mutating(self) -> list[str]:
-        return [name for name in self.operations if name.startswith(self.MUTATING_PREFIXES)]
+        return [name for name in self.operations if name.startswith(MUTATING_PREFIXES)]
 
 
 def moto_images(*image_ids: str) -> list[dict]:
