@@ -2,13 +2,21 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 from cloudify.mocks import MockCloudifyContext
 from cloudify.state import current_ctx
 
 from ec2 import connection
-from tests.support import IMAGE_ID, CallRecorder, LocalDeployment, MotoServer, moto_images, quiet_logs, write_blueprint
+from tests.support import (
+    IMAGE_ID,
+    CallRecorder,
+    LocalDeployment,
+    MotoServer,
+    client_for,
+    moto_images,
+    quiet_logs,
+    write_blueprint,
+)
 
 
 @pytest.fixture(scope="session")
@@ -50,13 +58,7 @@ def aws_environment(moto_server, monkeypatch):
 @pytest.fixture
 def ec2(moto_server):
     """A boto3 client for checking what exists in the emulator."""
-    return boto3.client(
-        "ec2",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return client_for(moto_server.url)
 
 
 @pytest.fixture

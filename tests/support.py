@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import boto3
+
 from tools import local
 from tools.ec2proxy import MUTATING_PREFIXES
 from tools.emulator import MotoServer  # noqa: F401  (re-exported for the tests)
@@ -41,6 +43,18 @@ class CallRecorder:
     @property
     def mutating(self) -> list[str]:
         return [name for name in self.operations if name.startswith(MUTATING_PREFIXES)]
+
+
+def client_for(url: str, config=None):
+    """A boto3 EC2 client for ``url`` (the emulator, or a proxy in front of it) with the tests' fake credentials."""
+    return boto3.client(
+        "ec2",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=config,
+    )
 
 
 def moto_images(*image_ids: str) -> list[dict]:
