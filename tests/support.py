@@ -4,10 +4,11 @@ cloudify-common's local workflow engine (tools.local, shared with bench)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import boto3
 
-from tools import local
+from tools import local, topology
 from tools.ec2proxy import MUTATING_PREFIXES
 from tools.emulator import MotoServer  # noqa: F401  (re-exported for the tests)
 from tools.local import (  # noqa: F401  (re-exported for the tests)
@@ -21,6 +22,42 @@ from tools.local import (  # noqa: F401  (re-exported for the tests)
 )
 
 REFERENCE_TYPES = ROOT.parent / "shared" / "reference" / "cloudify-types"
+NO_AGENT = {"install_method": "none"}
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+
+
+def instance_node(*relationships: tuple[str, str], **properties) -> dict:
+    """An Instance node template: IMAGE_ID on t3.micro, no agent, states polled
+    without a pause (moto settles a state by the next describe), and each
+    relationship a (type, target) pair; ``properties`` override."""
+    node: dict = {
+        "type": "cloudify.aws.nodes.Instance",
+        "properties": {
+            "image_id": IMAGE_ID,
+            "instance_type": "t3.micro",
+            "agent_config": NO_AGENT,
+            "wait_interval": 0,
+            **properties,
+        },
+    }
+    if relationships:
+        node["relationships"] = [{"type": kind, "target": target} for kind, target in relationships]
+    return node
+
+
+def reference_topology(aws_config: dict, key_path: Path) -> dict:
+    """tools.topology's reference node templates (the ones bench deploys), the
+    private key written to ``key_path`` and the instance polled without a pause."""
+    nodes = topology.reference(aws_config)
+    nodes["keypair"]["properties"]["private_key_path"] = str(key_path)
+    nodes["vm"]["properties"]["wait_interval"] = 0
+    return nodes
+
+
+def live_instances(ec2, states: tuple[str, ...] = LIVE_STATES) -> list[dict]:
+    """The instances in one of ``states`` (by default, those not shutting down or terminated)."""
+    found = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": list(states)}])
+    return [instance for reservation in found["Reservations"] for instance in reservation["Instances"]]
 
 
 class LocalDeployment(local.LocalDeployment):

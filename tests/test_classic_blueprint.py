@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pytest
 from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
 
-from tests.support import IMAGE_ID, OFFLINE_TYPES, PLUGIN_YAML, LocalDeployment
+from tests.support import IMAGE_ID, OFFLINE_TYPES, PLUGIN_YAML, LocalDeployment, live_instances
 
 CLASSIC_TYPES_URL = "http://www.getcloudify.org/spec/cloudify/3.4/types.yaml"
 CLASSIC_PLUGIN_URL = "http://www.getcloudify.org/spec/aws-plugin/1.4/plugin.yaml"
@@ -94,13 +94,6 @@ def classic(tmp_path, moto_server):
         "key_path": str(tmp_path / "classic-key.pem"),
     }
     return LocalDeployment(path, inputs=inputs, resolver=resolver)
-
-
-def live_instances(ec2):
-    reservations = ec2.describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
-    )["Reservations"]
-    return [instance for reservation in reservations for instance in reservation["Instances"]]
 
 
 def test_a_classic_blueprint_installs_unchanged(classic, ec2, monkeypatch):

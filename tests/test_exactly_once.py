@@ -10,8 +10,7 @@ import pytest
 from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
 from ec2 import connection, keypair
-from tests.support import die_once_after
-from tools import topology
+from tests.support import die_once_after, live_instances, reference_topology
 from tools.ec2proxy import Ec2Proxy, ProxyConfig
 
 SEEDS = (1, 2, 3, 4, 5)
@@ -27,17 +26,11 @@ MUTATING_CREATE_CALLS = (
 
 def inventory(ec2) -> dict[str, int]:
     """How many of each resource EC2 holds (default groups and terminated instances aside)."""
-    instances = [
-        instance
-        for reservation in ec2.describe_instances()["Reservations"]
-        for instance in reservation["Instances"]
-        if instance["State"]["Name"] not in ("shutting-down", "terminated")
-    ]
     groups = [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"]
     return {
         "key pairs": len(ec2.describe_key_pairs()["KeyPairs"]),
         "security groups": len(groups),
-        "instances": len(instances),
+        "instances": len(live_instances(ec2)),
         "addresses": len(ec2.describe_addresses()["Addresses"]),
     }
 
@@ -47,9 +40,7 @@ NOTHING = dict.fromkeys(ONE_OF_EACH, 0)
 
 
 def reference(deploy, tmp_path, aws_config: dict):
-    nodes = topology.reference(aws_config)
-    nodes["keypair"]["properties"]["private_key_path"] = str(tmp_path / "keys" / "key.pem")
-    return deploy(nodes)
+    return deploy(reference_topology(aws_config, tmp_path / "keys" / "key.pem"))
 
 
 @pytest.mark.parametrize("seed", SEEDS)

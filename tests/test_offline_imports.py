@@ -14,7 +14,7 @@ import yaml
 from dsl_parser.parser import parse_from_path
 from dsl_parser.version import SUPPORTED_VERSIONS
 
-from tests.support import IMAGE_ID, LocalDeployment
+from tests.support import IMAGE_ID, LocalDeployment, live_instances
 from tools import offline
 
 CFY = Path(sys.executable).parent / "cfy"
@@ -117,12 +117,6 @@ def write_classic(folder: Path, dsl: str = "cloudify_dsl_1_1") -> Path:
     path = folder / "classic.yaml"
     path.write_text(CLASSIC_BLUEPRINT.replace("cloudify_dsl_1_1", dsl))
     return path
-
-
-def live_instances(ec2) -> list:
-    states = ["pending", "running", "stopping", "stopped"]
-    reservations = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": states}])
-    return [instance for reservation in reservations["Reservations"] for instance in reservation["Instances"]]
 
 
 def assert_nothing_left(ec2) -> None:
