@@ -10,12 +10,11 @@ from ec2 import connection
 from tests.support import (
     IMAGE_ID,
     CallRecorder,
-    LocalDeployment,
+    Deployer,
     MotoServer,
     client_for,
     moto_images,
     quiet_logs,
-    write_blueprint,
 )
 
 
@@ -37,19 +36,43 @@ def moto_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(autouse=True)
-def aws_environment(moto_server, monkeypatch):
-    """Every test talks to a freshly reset moto server through the standard
-    boto3 chain, with fake credentials and nothing from the real home folder."""
-    moto_server.reset()
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "shared_deployment: the tests of this class only read what a class-scoped fixture installed once "
+        "with deploy_once; the emulator is not reset between them",
+    )
+
+
+def use_the_emulator(env: pytest.MonkeyPatch, url: str) -> None:
+    """The standard boto3 chain's settings: the emulator's URL, fake
+    credentials, and nothing from the real home folder."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        env.delenv(name, raising=False)
+    env.setenv("AWS_ENDPOINT_URL", url)
+    env.setenv("AWS_ACCESS_KEY_ID", "testing")
+    env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    env.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+
+
+@pytest.fixture(scope="session")
+def session_environment(moto_server):
+    """The emulator's settings for fixtures wider than a test (deploy_once)."""
+    with pytest.MonkeyPatch.context() as env:
+        use_the_emulator(env, moto_server.url)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def aws_environment(session_environment, moto_server, monkeypatch, request):
+    """Every test talks to a freshly reset moto server through the standard
+    boto3 chain. The tests of a class marked shared_deployment find instead
+    what its fixture installed (deploy_once reset the emulator for them)."""
+    if request.node.get_closest_marker("shared_deployment") is None:
+        moto_server.reset()
+    use_the_emulator(monkeypatch, moto_server.url)
     connection.clear_cache()
     yield
     connection.clear_cache()
@@ -100,9 +123,15 @@ def make_ctx():
 @pytest.fixture
 def deploy(tmp_path):
     """Deploys blueprint node templates with the local workflow engine."""
+    return Deployer(tmp_path)
 
-    def build(node_templates, dsl: str = "cloudify_dsl_1_3", inputs=None, resolver=None, **sections):
-        path = write_blueprint(tmp_path, node_templates, dsl=dsl, **sections)
-        return LocalDeployment(path, inputs=inputs, resolver=resolver)
 
-    return build
+@pytest.fixture(scope="class")
+def deploy_once(request, moto_server, session_environment, tmp_path_factory):
+    """``deploy`` for the class-scoped fixture of a class marked
+    shared_deployment, which installs one deployment for all its tests to
+    read: the emulator is reset here, once for the class."""
+    assert request.node.get_closest_marker("shared_deployment"), "deploy_once serves a class marked shared_deployment"
+    moto_server.reset()
+    connection.clear_cache()
+    return Deployer(tmp_path_factory.mktemp(request.node.name))

@@ -68,6 +68,20 @@ class LocalDeployment(local.LocalDeployment):
         super().__init__(blueprint, name=name, inputs=inputs, resolver=resolver, echo=True)
 
 
+class Deployer:
+    """Writes node templates (and other blueprint sections) as a blueprint in
+    ``folder`` and returns its deployment, not yet installed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __call__(
+        self, node_templates: dict | str, dsl: str = "cloudify_dsl_1_3", inputs=None, resolver=None, **sections
+    ) -> LocalDeployment:
+        path = write_blueprint(self.folder, node_templates, dsl=dsl, **sections)
+        return LocalDeployment(path, inputs=inputs, resolver=resolver)
+
+
 class CallRecorder:
     """Records the EC2 API operations the plugin's clients make."""
 

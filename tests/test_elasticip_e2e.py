@@ -28,13 +28,12 @@ def live_instance_ids(ec2) -> list[str]:
     return [instance["InstanceId"] for instance in live_instances(ec2)]
 
 
-@pytest.fixture
-def full_topology(tmp_path, deploy):
-    """KeyPair + SecurityGroup + Instance + ElasticIP, installed."""
+def full_topology_of(deploy):
+    """KeyPair + SecurityGroup + Instance + ElasticIP, installed (``deploy`` or ``deploy_once``)."""
     nodes = {
         "key": {
             "type": "cloudify.aws.nodes.KeyPair",
-            "properties": {"private_key_path": str(tmp_path / "keys" / "eip-key.pem")},
+            "properties": {"private_key_path": str(deploy.folder / "keys" / "eip-key.pem")},
         },
         "group": {
             "type": "cloudify.aws.nodes.SecurityGroup",
@@ -58,24 +57,36 @@ def full_topology(tmp_path, deploy):
 # --- full topology ---------------------------------------------------------------
 
 
-def test_install_associates_the_address_with_the_instance(full_topology, ec2):
-    (address,) = addresses(ec2)
-    assert address["InstanceId"] == full_topology.runtime("server")["aws_resource_id"]
-    assert full_topology.runtime("address")["association_id"] == address["AssociationId"]
+@pytest.mark.shared_deployment
+class TestTheInstalledFullTopology:
+    """Read-only checks of one installed full topology."""
+
+    @pytest.fixture(scope="class")
+    def full_topology(self, deploy_once):
+        return full_topology_of(deploy_once)
+
+    def test_install_associates_the_address_with_the_instance(self, full_topology, ec2):
+        (address,) = addresses(ec2)
+        assert address["InstanceId"] == full_topology.runtime("server")["aws_resource_id"]
+        assert full_topology.runtime("address")["association_id"] == address["AssociationId"]
+
+    def test_the_actual_ip_is_available_via_the_aws_resource_id_runtime_property(self, full_topology, ec2):
+        (address,) = addresses(ec2)
+        assert full_topology.runtime("address")["aws_resource_id"] == address["PublicIp"]
+        assert full_topology.env.outputs() == {"public_ip": address["PublicIp"]}
+
+    def test_the_instances_public_ip_address_is_the_elastic_ip(self, full_topology, ec2):
+        (address,) = addresses(ec2)
+        instance_id = full_topology.runtime("server")["aws_resource_id"]
+        (described,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
+        assert full_topology.runtime("server")["public_ip_address"] == address["PublicIp"]
+        assert described["PublicIpAddress"] == address["PublicIp"]
 
 
-def test_the_actual_ip_is_available_via_the_aws_resource_id_runtime_property(full_topology, ec2):
-    (address,) = addresses(ec2)
-    assert full_topology.runtime("address")["aws_resource_id"] == address["PublicIp"]
-    assert full_topology.env.outputs() == {"public_ip": address["PublicIp"]}
-
-
-def test_the_instances_public_ip_address_is_the_elastic_ip(full_topology, ec2):
-    (address,) = addresses(ec2)
-    instance_id = full_topology.runtime("server")["aws_resource_id"]
-    (described,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
-    assert full_topology.runtime("server")["public_ip_address"] == address["PublicIp"]
-    assert described["PublicIpAddress"] == address["PublicIp"]
+@pytest.fixture
+def full_topology(deploy):
+    """The full topology, installed for a test that changes it."""
+    return full_topology_of(deploy)
 
 
 def test_uninstall_disassociates_and_releases_the_address_and_terminates_the_instance(full_topology, ec2, calls):

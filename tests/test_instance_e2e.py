@@ -20,13 +20,12 @@ KEYPAIR = "cloudify.aws.relationships.instance_connected_to_keypair"
 SECURITY_GROUP = "cloudify.aws.relationships.instance_connected_to_security_group"
 
 
-@pytest.fixture
-def full_blueprint(tmp_path):
+def full_blueprint_in(folder: Path) -> dict:
     """A KeyPair, a SecurityGroup and an Instance connected to both."""
     return {
         "key": {
             "type": "cloudify.aws.nodes.KeyPair",
-            "properties": {"private_key_path": str(tmp_path / "keys" / "server-key.pem")},
+            "properties": {"private_key_path": str(folder / "keys" / "server-key.pem")},
         },
         "group": {
             "type": "cloudify.aws.nodes.SecurityGroup",
@@ -38,6 +37,11 @@ def full_blueprint(tmp_path):
         },
         "server": instance_node((KEYPAIR, "key"), (SECURITY_GROUP, "group")),
     }
+
+
+@pytest.fixture
+def full_blueprint(tmp_path):
+    return full_blueprint_in(tmp_path)
 
 
 @pytest.fixture
@@ -68,47 +72,43 @@ def launch(ec2) -> str:
 # --- install ------------------------------------------------------------------
 
 
-def test_install_leaves_the_instance_running(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
-    assert instance["State"]["Name"] == "running"
+@pytest.mark.shared_deployment
+class TestTheInstalledFullBlueprint:
+    """Read-only checks of one installed full blueprint."""
 
+    @pytest.fixture(scope="class")
+    def deployment(self, deploy_once):
+        deployment = deploy_once(full_blueprint_in(deploy_once.folder))
+        deployment.install()
+        return deployment
 
-def test_install_launches_the_instance_with_the_connected_key_pair(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
-    assert instance["KeyName"] == deployment.runtime("key")["aws_resource_id"] == "server-key"
+    def test_install_leaves_the_instance_running(self, deployment, ec2):
+        instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
+        assert instance["State"]["Name"] == "running"
 
+    def test_install_launches_the_instance_with_the_connected_key_pair(self, deployment, ec2):
+        instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
+        assert instance["KeyName"] == deployment.runtime("key")["aws_resource_id"] == "server-key"
 
-def test_install_puts_the_instance_in_the_connected_security_group(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
-    assert deployment.runtime("group")["aws_resource_id"] in [g["GroupId"] for g in instance["SecurityGroups"]]
+    def test_install_puts_the_instance_in_the_connected_security_group(self, deployment, ec2):
+        instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
+        assert deployment.runtime("group")["aws_resource_id"] in [g["GroupId"] for g in instance["SecurityGroups"]]
 
+    def test_start_sets_the_address_runtime_properties_from_describe_instances(self, deployment, ec2):
+        runtime = deployment.runtime("server")
+        instance = describe(ec2, runtime["aws_resource_id"])
+        assert instance["PublicIpAddress"] and instance["PrivateDnsName"]
+        assert {name: runtime[name] for name in constants.INSTANCE_NETWORK_PROPERTIES} == {
+            "ip": instance["PrivateIpAddress"],
+            "private_dns_name": instance["PrivateDnsName"],
+            "public_dns_name": instance["PublicDnsName"],
+            "public_ip_address": instance["PublicIpAddress"],
+        }
 
-def test_start_sets_the_address_runtime_properties_from_describe_instances(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    runtime = deployment.runtime("server")
-    instance = describe(ec2, runtime["aws_resource_id"])
-    assert instance["PublicIpAddress"] and instance["PrivateDnsName"]
-    assert {name: runtime[name] for name in constants.INSTANCE_NETWORK_PROPERTIES} == {
-        "ip": instance["PrivateIpAddress"],
-        "private_dns_name": instance["PrivateDnsName"],
-        "public_dns_name": instance["PublicDnsName"],
-        "public_ip_address": instance["PublicIpAddress"],
-    }
-
-
-def test_create_sets_the_reservation_id(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    runtime = deployment.runtime("server")
-    (reservation,) = ec2.describe_instances(InstanceIds=[runtime["aws_resource_id"]])["Reservations"]
-    assert runtime["reservation_id"] == reservation["ReservationId"]
+    def test_create_sets_the_reservation_id(self, deployment, ec2):
+        runtime = deployment.runtime("server")
+        (reservation,) = ec2.describe_instances(InstanceIds=[runtime["aws_resource_id"]])["Reservations"]
+        assert runtime["reservation_id"] == reservation["ReservationId"]
 
 
 def test_create_tags_the_instance_with_its_name_tags_and_owner(deploy, ec2):
