@@ -6,7 +6,7 @@ import pytest
 from cloudify.mocks import MockCloudifyContext
 from cloudify.state import current_ctx
 
-from ec2 import connection
+from ec2 import aws, connection
 from tests.support import (
     IMAGE_ID,
     CallRecorder,
@@ -76,11 +76,13 @@ def aws_environment(session_environment, moto_server, monkeypatch, request):
     connection.clear_cache()
     yield
     connection.clear_cache()
+    aws._pollers.clear()  # it holds every client it polled with, and each test makes new ones
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ec2(moto_server):
-    """A boto3 client for checking what exists in the emulator."""
+    """A boto3 client for checking what exists in the emulator (one for the
+    session: a client holds no state, and each costs thousands of objects)."""
     return client_for(moto_server.url)
 
 

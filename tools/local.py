@@ -5,12 +5,14 @@ resolver rule, blueprints import the plugin's ``plugin.yaml`` by file URI, and
 the Cloudify agent's modules (not installed) are ignored. The engine's event
 lines are captured and tallied: how many tasks were rescheduled or failed
 (and, with ``echo``, also printed, for a reader such as pytest's capsys).
+After each run, the loggers the engine made for its operations are dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 import sys
 import textwrap
@@ -77,6 +79,22 @@ class EventTally(io.TextIOBase):
         return True
 
 
+def forget_operation_loggers(before: set[str]) -> None:
+    """cloudify-common gives each operation a logger of its own, ``ctx.<uuid>``,
+    whose handler holds the operation's context and through it the whole
+    deployment, and never drops it: in a long process (a test session, a
+    benchmark) every deployment ever run stays in memory, and each garbage
+    collection walks them all. Drops those made since ``before`` (the names
+    there were then)."""
+    manager = logging.Logger.manager
+    for name in set(manager.loggerDict) - before:
+        logger = manager.loggerDict[name]
+        if name.startswith("ctx.") and isinstance(logger, logging.Logger):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            del manager.loggerDict[name]
+
+
 class LocalDeployment:
     """A blueprint deployed in memory with cloudify.workflows.local. With
     ``echo``, the engine's lines also go on to stdout as it is at each run."""
@@ -103,10 +121,14 @@ class LocalDeployment:
     def execute(self, workflow: str, task_retries: int = 0, task_retry_interval: float = 0, **parameters: Any) -> Any:
         """Runs a workflow with the engine's output captured in ``tally``."""
         self.tally.echo = sys.stdout if self.echo else None
-        with contextlib.redirect_stdout(self.tally):
-            return self.env.execute(
-                workflow, parameters=parameters, task_retries=task_retries, task_retry_interval=task_retry_interval
-            )
+        loggers = set(logging.Logger.manager.loggerDict)
+        try:
+            with contextlib.redirect_stdout(self.tally):
+                return self.env.execute(
+                    workflow, parameters=parameters, task_retries=task_retries, task_retry_interval=task_retry_interval
+                )
+        finally:
+            forget_operation_loggers(loggers)
 
     def install(self, **kwargs: Any) -> Any:
         return self.execute("install", **kwargs)
