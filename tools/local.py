@@ -119,7 +119,8 @@ class LocalDeployment:
         self.echo = echo
 
     def execute(self, workflow: str, task_retries: int = 0, task_retry_interval: float = 0, **parameters: Any) -> Any:
-        """Runs a workflow with the engine's output captured in ``tally``."""
+        """Runs a workflow with the engine's output captured in ``tally``. One run at a time
+        per process: stdout is redirected, and the loggers made meanwhile are dropped."""
         self.tally.echo = sys.stdout if self.echo else None
         loggers = set(logging.Logger.manager.loggerDict)
         try:
