@@ -45,6 +45,78 @@ def instance_node(*relationships: tuple[str, str], **properties) -> dict:
     return node
 
 
+# The import URLs of CLASSIC_BLUEPRINT.
+CLASSIC_TYPES_URL = "http://www.getcloudify.org/spec/cloudify/3.2/types.yaml"
+CLASSIC_PLUGIN_URL = "http://www.getcloudify.org/spec/aws-plugin/1.2/plugin.yaml"
+CLASSIC_BLUEPRINT = """\
+# A blueprint as the classic plugin's users wrote them (Cloudify 3.2 era).
+tosca_definitions_version: cloudify_dsl_1_1
+
+imports:
+  - http://www.getcloudify.org/spec/cloudify/3.2/types.yaml
+  - http://www.getcloudify.org/spec/aws-plugin/1.2/plugin.yaml
+
+inputs:
+  key_path:
+    type: string
+
+node_templates:
+  key:
+    type: cloudify.aws.nodes.KeyPair
+    properties:
+      resource_id: offline-classic-key
+      private_key_path: { get_input: key_path }
+
+  group:
+    type: cloudify.aws.nodes.SecurityGroup
+    properties:
+      resource_id: offline-classic-group
+      description: classic rules
+      rules:
+        - ip_protocol: tcp
+          from_port: 22
+          to_port: 22
+          cidr_ip: 0.0.0.0/0
+
+  address:
+    type: cloudify.aws.nodes.ElasticIP
+
+  server:
+    type: cloudify.aws.nodes.Instance
+    properties:
+      install_agent: false
+      image_id: IMAGE
+      instance_type: m3.medium
+    relationships:
+      - type: cloudify.aws.relationships.instance_connected_to_keypair
+        target: key
+      - type: cloudify.aws.relationships.instance_connected_to_security_group
+        target: group
+      - type: cloudify.aws.relationships.instance_connected_to_elastic_ip
+        target: address
+
+outputs:
+  address:
+    value: { get_attribute: [server, public_ip_address] }
+""".replace("IMAGE", IMAGE_ID)
+
+
+def write_classic_blueprint(folder: Path, dsl: str = "cloudify_dsl_1_1") -> Path:
+    """Writes ``folder/classic.yaml``: CLASSIC_BLUEPRINT, declaring ``dsl``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "classic.yaml"
+    path.write_text(CLASSIC_BLUEPRINT.replace("cloudify_dsl_1_1", dsl))
+    return path
+
+
+def assert_nothing_left(ec2) -> None:
+    """No live instance, address, key pair or security group (but the default) is left."""
+    assert live_instances(ec2) == []
+    assert ec2.describe_addresses()["Addresses"] == []
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    assert [group["GroupName"] for group in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+
+
 def reference_topology(aws_config: dict, key_path: Path) -> dict:
     """tools.topology's reference node templates (the ones bench deploys), the
     private key written to ``key_path`` and the instance polled without a pause."""
