@@ -43,16 +43,22 @@ def reference(deploy, tmp_path, aws_config: dict):
     return deploy(reference_topology(aws_config, tmp_path / "keys" / "key.pem"))
 
 
+def install_and_uninstall_through(proxy: Ec2Proxy, deploy, tmp_path, ec2) -> None:
+    """The reference topology, through ``proxy`` with 20 task retries: install
+    makes exactly one of each, and uninstall leaves nothing."""
+    deployment = reference(deploy, tmp_path, {"endpoint_url": proxy.url})
+    deployment.install(task_retries=20)
+    assert inventory(ec2) == ONE_OF_EACH
+    deployment.uninstall(task_retries=20)
+    assert inventory(ec2) == NOTHING
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_twenty_percent_request_faults_still_make_exactly_one_of_each_and_leave_nothing(
     moto_server, deploy, tmp_path, ec2, seed
 ):
     with Ec2Proxy(moto_server.url, ProxyConfig(seed=seed, fault_rate=0.2, client_token_dedup=True)) as proxy:
-        deployment = reference(deploy, tmp_path, {"endpoint_url": proxy.url})
-        deployment.install(task_retries=20)
-        assert inventory(ec2) == ONE_OF_EACH
-        deployment.uninstall(task_retries=20)
-        assert inventory(ec2) == NOTHING
+        install_and_uninstall_through(proxy, deploy, tmp_path, ec2)
         assert proxy.outcomes()["fault"] > 0
 
 
@@ -62,11 +68,7 @@ def test_twenty_percent_lost_answers_still_make_exactly_one_of_each_and_leave_no
 ):
     config = ProxyConfig(seed=seed, lost_rate=0.2, client_token_dedup=True)
     with Ec2Proxy(moto_server.url, config) as proxy:
-        deployment = reference(deploy, tmp_path, {"endpoint_url": proxy.url})
-        deployment.install(task_retries=20)
-        assert inventory(ec2) == ONE_OF_EACH
-        deployment.uninstall(task_retries=20)
-        assert inventory(ec2) == NOTHING
+        install_and_uninstall_through(proxy, deploy, tmp_path, ec2)
         assert sum(n for outcome, n in proxy.outcomes().items() if outcome.startswith("lost")) > 0
 
 
