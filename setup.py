@@ -2,7 +2,7 @@ from setuptools import setup
 
 setup(
     name="cloudify-aws-plugin",
-    version="2.0.0",
+    version="2.1.0",
     description="Cloudify plugin for AWS EC2 (Python 3, boto3)",
     license="Apache License 2.0",
     packages=["ec2"],

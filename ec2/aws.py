@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ec2 import errors
 from ec2.errors import AlreadyExists, NotReady, StillWaiting, UnexpectedState, error_code
 
 Client = Any  # a boto3 EC2 client
@@ -83,6 +84,25 @@ def tag_specifications(resource_type: str, tags: Mapping[str, str]) -> list[dict
     return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
 
 
+def dry_run(call: Callable[..., Any], **params: Any) -> ClientError | None:
+    """AWS's own check of a call, made with ``DryRun=True``: None when AWS
+    answers ``DryRunOperation`` (the call would succeed), else its refusal
+    (``UnauthorizedOperation``, a NotFound, a quota, ...). Throttling and 5xx
+    propagate, to be retried."""
+    try:
+        call(**params, DryRun=True)
+    except ClientError as error:
+        if error_code(error) == "DryRunOperation":
+            return None
+        if errors.describe(error)[0]:
+            raise
+        return error
+    raise errors.PluginError(
+        "the EC2 endpoint carried out a call made with DryRun=True instead of only checking it; something may have "
+        "been created. Fix: check the endpoint (endpoint_url in aws_config) and remove what it created"
+    )
+
+
 # --- key pairs ---------------------------------------------------------------
 
 
@@ -118,6 +138,19 @@ def delete_key_pair(client: Client, name: str) -> bool:
     return _answer_or_none(KEY_PAIR_NOT_FOUND, lambda: client.delete_key_pair(KeyName=name)) is not None
 
 
+def dry_run_create_key_pair(client: Client, name: str, tags: Mapping[str, str]) -> ClientError | None:
+    return dry_run(client.create_key_pair, KeyName=name, TagSpecifications=tag_specifications("key-pair", tags))
+
+
+def dry_run_import_key_pair(client: Client, name: str, public_key: str, tags: Mapping[str, str]) -> ClientError | None:
+    return dry_run(
+        client.import_key_pair,
+        KeyName=name,
+        PublicKeyMaterial=public_key,
+        TagSpecifications=tag_specifications("key-pair", tags),
+    )
+
+
 # --- security groups -----------------------------------------------------------
 
 
@@ -129,6 +162,14 @@ def find_security_group_by_id(client: Client, group_id: str) -> dict | None:
 def find_security_groups_by_name(client: Client, name: str, vpc_id: str | None = None) -> list[dict]:
     """Groups with this name, in one VPC or in all of them."""
     filters = [{"Name": "group-name", "Values": [name]}]
+    if vpc_id:
+        filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+    return _describe(client, "describe_security_groups", "SecurityGroups", Filters=filters)
+
+
+def find_security_groups_by_names(client: Client, names: Collection[str], vpc_id: str | None = None) -> list[dict]:
+    """Groups with any of these names, in one VPC or in all of them: one describe."""
+    filters = [{"Name": "group-name", "Values": sorted(set(names))}]
     if vpc_id:
         filters.append({"Name": "vpc-id", "Values": [vpc_id]})
     return _describe(client, "describe_security_groups", "SecurityGroups", Filters=filters)
@@ -190,6 +231,25 @@ def delete_security_group(client: Client, group_id: str) -> bool:
         raise
 
 
+def dry_run_create_security_group(
+    client: Client, name: str, description: str, vpc_id: str | None, tags: Mapping[str, str]
+) -> ClientError | None:
+    vpc = {"VpcId": vpc_id} if vpc_id else {}
+    return dry_run(
+        client.create_security_group,
+        GroupName=name,
+        Description=description,
+        TagSpecifications=tag_specifications("security-group", tags),
+        **vpc,
+    )
+
+
+def revoke(client: Client, group_id: str, permissions: list[dict], egress: bool = False) -> None:
+    """Removes rules from a group; rules already gone count as removed."""
+    call = client.revoke_security_group_egress if egress else client.revoke_security_group_ingress
+    _answer_or_none({"InvalidPermission.NotFound"}, lambda: call(GroupId=group_id, IpPermissions=permissions))
+
+
 # --- elastic IPs -------------------------------------------------------------------
 
 
@@ -241,6 +301,10 @@ def release_address(client: Client, allocation_id: str) -> bool:
                 "disassociate it to let it be released"
             ) from None
         raise
+
+
+def dry_run_allocate_address(client: Client, tags: Mapping[str, str]) -> ClientError | None:
+    return dry_run(client.allocate_address, Domain="vpc", TagSpecifications=tag_specifications("elastic-ip", tags))
 
 
 # --- instances ---------------------------------------------------------------
@@ -372,6 +436,12 @@ def _poller(client: Client) -> _StatePoller:
         return poller
 
 
+def poll_instance(client: Client, instance_id: str) -> dict | None:
+    """Like ``find_instance``, but one DescribeInstances serves every thread
+    of this process that polls an instance at the same moment."""
+    return _poller(client).find(instance_id)
+
+
 def wait_for_instance(
     client: Client,
     instance_id: str,
@@ -394,7 +464,7 @@ def wait_for_instance(
     state = known_state
     while True:
         if state is None:
-            instance = _poller(client).find(instance_id)
+            instance = poll_instance(client, instance_id)
             state = state_of(instance)
         elapsed = time.monotonic() - started
         report(f"instance {instance_id}: {state} (want {wanted}, {elapsed:.0f}s of {timeout:.0f}s)")
@@ -410,6 +480,21 @@ def wait_for_instance(
             raise StillWaiting(f"instance {instance_id} is still {state} after {elapsed:.0f}s; checking again later")
         time.sleep(interval)
         state = None
+
+
+def dry_run_run_instances(client: Client, request: Mapping[str, Any]) -> ClientError | None:
+    """The RunInstances request's dry run, without its ClientToken (a dry run creates nothing to deduplicate)."""
+    return dry_run(client.run_instances, **{key: value for key, value in request.items() if key != "ClientToken"})
+
+
+def modify_instance_type(client: Client, instance_id: str, instance_type: str) -> None:
+    """Changes a stopped instance's type; ``NotReady`` while it is not stopped yet."""
+    try:
+        client.modify_instance_attribute(InstanceId=instance_id, InstanceType={"Value": instance_type})
+    except ClientError as error:
+        if error_code(error) == "IncorrectInstanceState":
+            raise NotReady(f"instance {instance_id} is not stopped yet; changing its type later") from None
+        raise
 
 
 # --- images, subnets ------------------------------------------------------------
@@ -436,3 +521,30 @@ def find_image(client: Client, image_id: str) -> dict | None:
 
 def subnet_exists(client: Client, subnet_id: str) -> bool:
     return bool(_found(SUBNET_NOT_FOUND, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id]))
+
+
+def subnet_vpc_id(client: Client, subnet_id: str) -> str | None:
+    """The VPC a subnet belongs to; None when there is no such subnet."""
+    found = _found(SUBNET_NOT_FOUND, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id])
+    return found[0]["VpcId"] if found else None
+
+
+# --- tags ------------------------------------------------------------------------
+
+
+def tags_of(resource: Mapping[str, Any]) -> dict[str, str]:
+    """A described resource's tags as a dictionary."""
+    return {tag["Key"]: tag.get("Value", "") for tag in resource.get("Tags") or []}
+
+
+def create_tags(client: Client, resource_id: str, tags: Mapping[str, str]) -> None:
+    """Adds or overwrites tags on any EC2 resource (key pairs by their ``key-`` id)."""
+    if tags:
+        client.create_tags(Resources=[resource_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+
+def delete_tags(client: Client, resource_id: str, keys: Iterable[str]) -> None:
+    """Removes tags, whatever their values."""
+    keys = list(keys)
+    if keys:
+        client.delete_tags(Resources=[resource_id], Tags=[{"Key": key} for key in keys])

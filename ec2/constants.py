@@ -23,7 +23,7 @@ TAG_NODE_INSTANCE_ID = "cloudify:node-instance-id"
 # Waiting policy: poll in-process for a bounded time, then hand back to the
 # workflow engine with ctx.operation.retry.
 DEFAULT_WAIT_TIMEOUT = 30
-DEFAULT_WAIT_INTERVAL = 2
+DEFAULT_WAIT_INTERVAL = 1
 DEFAULT_RETRY_AFTER = 10
 
 # botocore's retry policy, used unless aws_config says otherwise.

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, utils
+from ec2 import aws, connection, constants, preflight, utils
 from ec2.errors import BadInput, PluginError
 
 KIND = "elastic IP"
@@ -73,10 +73,9 @@ def allocate(ctx, **_):
 
 @utils.ec2_operation
 def release(ctx, **_):
-    if not utils.may_exist(ctx):
-        ctx.logger.info("No elastic IP was allocated or recorded for this node instance; nothing to release.")
+    common = utils.common_if_created(ctx, KIND)
+    if common is None:
         return
-    common = utils.parse_common(ctx.node.properties)
     client = connection.ec2_client(common.aws_config)
     if common.external:
         utils.release_external(ctx, common, KIND, lambda wanted: _public_ip(client, wanted))
@@ -92,9 +91,15 @@ def release(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
+    check(ctx)
+
+
+def check(ctx) -> None:
+    """validation.create's checks, plain: the aws_preflight workflow runs them too."""
     spec = parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
     utils.check_existence(spec.common, KIND, lambda wanted: _public_ip(client, wanted), spec.common.resource_id)
+    preflight.dry_run_elastic_ip(ctx, client, spec)
     ctx.logger.info(f"Elastic IP {spec.common.resource_id or '(new)'} is valid.")
 
 

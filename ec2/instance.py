@@ -10,7 +10,7 @@ it, wait, forget everything. An external instance is only checked and recorded.
 
 from __future__ import annotations
 
-from ec2 import aws, connection, constants, instance_request, utils
+from ec2 import aws, connection, constants, instance_request, preflight, utils
 from ec2.aws import GONE_STATES, LIVE_STATES, NOT_FOUND, state_of
 from ec2.errors import BadInput, NotReady, PluginError
 
@@ -24,6 +24,7 @@ RUNTIME_PROPERTIES = (
     constants.CREATE_STARTED,
     constants.CREATE_RESENT,
     *constants.INSTANCE_NETWORK_PROPERTIES,
+    "restart_after_resize",  # set by ec2.update while it changes the instance type
 )
 
 # --- operations -------------------------------------------------------------
@@ -39,7 +40,7 @@ def run_instances(ctx, **_):
         utils.adopt_external(ctx, spec.common, KIND, lambda wanted: _find(client, wanted))
         return
 
-    request = instance_request.build_request(ctx, spec)
+    request = instance_request.build_request(ctx, instance_request.resolve_security_groups(client, spec))
     if _keep_own(ctx, client):
         return
     utils.mark_create_started(ctx)
@@ -61,7 +62,7 @@ def start(ctx, **_):
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
     instance_id = _recorded_id(ctx)
-    instance = aws.find_instance(client, instance_id)
+    instance = aws.poll_instance(client, instance_id)
     state = state_of(instance)
     if spec.common.external:
         if state == NOT_FOUND:
@@ -95,10 +96,9 @@ def stop(ctx, **_):
     live instances tagged as this node instance's, if any, and otherwise only
     logs: uninstall must get through after any failed install.
     """
-    if not utils.may_exist(ctx):
-        ctx.logger.info("No instance was created or recorded for this node instance; there is nothing to stop.")
+    common = utils.common_if_created(ctx, KIND)
+    if common is None:
         return
-    common = utils.parse_common(ctx.node.properties)
     if common.external:
         utils.forget(ctx.instance, *constants.INSTANCE_NETWORK_PROPERTIES)
         ctx.logger.info("External instance: addresses forgotten; the instance is left as it is.")
@@ -128,10 +128,9 @@ def stop(ctx, **_):
 @utils.ec2_operation
 def terminate(ctx, **_):
     """delete: terminates the instance, waits for termination, forgets it."""
-    if not utils.may_exist(ctx):
-        ctx.logger.info("No instance was created or recorded for this node instance; there is nothing to terminate.")
+    common = utils.common_if_created(ctx, KIND)
+    if common is None:
         return
-    common = utils.parse_common(ctx.node.properties)
     client = connection.ec2_client(common.aws_config)
     if common.external:
         utils.release_external(
@@ -159,7 +158,12 @@ def terminate(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
-    """Checks the image, the type, and any key pair or subnet named in parameters."""
+    check(ctx)
+
+
+def check(ctx) -> None:
+    """validation.create's checks (the image, the type, any key pair, subnet or security group named in
+    parameters, AWS's dry run), plain: the aws_preflight workflow runs them too."""
     instance_request.check_external_relationships(ctx)
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
@@ -196,6 +200,7 @@ def creation_validation(ctx, **_):
             f"names subnet '{fields['SubnetId']}', which does not exist",
             "give the id of an existing subnet, or leave it out for the default VPC",
         )
+    preflight.dry_run_instance(ctx, client, instance_request.resolve_security_groups(client, spec))
     ctx.logger.info(f"Instance of {fields['InstanceType']} from {fields['ImageId']} is valid.")
 
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Any
@@ -130,6 +130,83 @@ def instance_types() -> frozenset[str]:
     return frozenset(connection.ec2_service_model().shape_for("InstanceType").enum)
 
 
+# --- security groups named in parameters -------------------------------------
+
+
+def resolve_security_groups(client, spec: InstanceSpec) -> InstanceSpec:
+    """The spec with ``parameters.security_groups`` (the classic plugin's group
+    names) moved into SecurityGroupIds: each name is looked up in the
+    instance's own VPC (its subnet's, else the default VPC); ids pass through.
+    EC2 takes names only for the default VPC, so ids are always sent."""
+    from ec2 import securitygroup  # it imports ec2.preflight, which imports this module
+
+    wanted = spec.fields.get("SecurityGroups")
+    if not wanted:
+        return spec
+    fields = {key: value for key, value in spec.fields.items() if key != "SecurityGroups"}
+    names = [group for group in wanted if not securitygroup.GROUP_ID_PATTERN.match(group)]
+    resolved: dict[str, str] = {}
+    if names:
+        vpc_id, where = _own_vpc(client, fields.get("SubnetId"), names)
+        resolved = {
+            group["GroupName"]: group["GroupId"] for group in aws.find_security_groups_by_names(client, names, vpc_id)
+        }
+        missing = [name for name in names if name not in resolved]
+        if missing:
+            raise _unresolved_groups(client, missing, where)
+    ids = [resolved.get(group, group) for group in wanted]
+    fields["SecurityGroupIds"] = _unique(fields.get("SecurityGroupIds", []) + ids)
+    return replace(spec, fields=fields)
+
+
+def _own_vpc(client, subnet_id: str | None, names: list[str]) -> tuple[str, str]:
+    """(VPC id, how to name it) of the VPC the instance is launched in."""
+    if subnet_id:
+        vpc_id = aws.subnet_vpc_id(client, subnet_id)
+        if not vpc_id:
+            raise BadInput(
+                "parameters.subnet_id",
+                f"names subnet '{subnet_id}', which does not exist",
+                "give the id of an existing subnet, or leave it out for the default VPC",
+            )
+        return vpc_id, f"VPC {vpc_id} (of subnet {subnet_id})"
+    vpc_id = aws.default_vpc_id(client)
+    if not vpc_id:
+        raise BadInput(
+            "parameters.security_groups",
+            f"names security group(s) {_quoted(names)}, but there is no VPC to look them up in: "
+            "parameters.subnet_id is not given and the region has no default VPC",
+            "give parameters.subnet_id, or give the groups' ids in parameters.security_group_ids",
+        )
+    return vpc_id, f"the default VPC {vpc_id}"
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+def _unresolved_groups(client, missing: list[str], where: str) -> BadInput:
+    """The error for group names not found in the instance's VPC: says where groups of those names are."""
+    elsewhere: dict[str, set[str]] = {}
+    for group in aws.find_security_groups_by_names(client, missing):
+        elsewhere.setdefault(group["GroupName"], set()).add(group.get("VpcId") or "no VPC")
+    found = "; ".join(f"'{name}' is in {', '.join(sorted(elsewhere[name]))}" for name in missing if name in elsewhere)
+    names = _quoted(missing)
+    if found:
+        return BadInput(
+            "parameters.security_groups",
+            f"names security group(s) {names}, not found in {where}; {found}",
+            "give parameters.subnet_id a subnet of the VPC whose group is meant, or give that group's id "
+            "in parameters.security_group_ids",
+        )
+    return BadInput(
+        "parameters.security_groups",
+        f"names security group(s) {names}, not found in {where} nor in any other VPC of this region",
+        "correct the name, or create the group in the instance's VPC before the instance (a SecurityGroup node "
+        "it depends on: depends_on or instance_connected_to_security_group orders it)",
+    )
+
+
 # --- the request --------------------------------------------------------------
 
 
@@ -157,6 +234,9 @@ def build_request(ctx, spec: InstanceSpec) -> dict[str, Any]:
     user_data = _user_data(ctx, request.get("UserData"))
     if user_data:
         request["UserData"] = user_data
+    metadata = request.get("MetadataOptions")
+    if metadata is None or (isinstance(metadata, dict) and "HttpTokens" not in metadata):
+        request["MetadataOptions"] = {**(metadata or {}), "HttpTokens": "required"}  # IMDSv2 unless told otherwise
     request["TagSpecifications"] = _tag_specifications(ctx, spec.common.tags, request.get("TagSpecifications", []))
     request.setdefault("ClientToken", client_token(ctx, request))
 

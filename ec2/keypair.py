@@ -2,7 +2,8 @@
 
 create: parse and check the properties, create (or import) the key, write the
 private key file atomically with mode 0600, record ``aws_resource_id``.
-delete: remove the key this node instance made and the file create wrote.
+delete: remove the key this node instance made and the file create wrote
+(for a key the classic plugin made, the file at ``private_key_path``, as it did).
 An external key is only checked and recorded.
 """
 
@@ -15,11 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, utils
+from ec2 import aws, connection, constants, preflight, utils
 from ec2.errors import AlreadyExists, BadInput, PluginError
 from ec2.properties import as_text
 
 KIND = "key pair"
+KEY_FINGERPRINT = "key_fingerprint"  # runtime property: what AWS answered at create, for check_drift
 KEY_NAME_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}$")
 PUBLIC_KEY_PREFIXES = ("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-")
 
@@ -49,8 +51,12 @@ def create(ctx, **_):
     tags = utils.creation_tags(ctx, spec.common.tags)
     utils.mark_create_started(ctx)
     if spec.public_key:
-        _create_once(ctx, client, spec, lambda: aws.import_key_pair(client, spec.key_name, spec.public_key, tags))
-        utils.record(ctx.instance, **{constants.AWS_RESOURCE_ID: spec.key_name})
+        imported = _create_once(
+            ctx, client, spec, lambda: aws.import_key_pair(client, spec.key_name, spec.public_key, tags)
+        )
+        utils.record(
+            ctx.instance, **{constants.AWS_RESOURCE_ID: spec.key_name, KEY_FINGERPRINT: imported.get("KeyFingerprint")}
+        )
         ctx.logger.info(f"Imported public key as key pair {spec.key_name}.")
         return
 
@@ -84,25 +90,31 @@ def create(ctx, **_):
             f"key pair {spec.key_name} was deleted again",
             "point it into a writable folder",
         ) from None
+    utils.record(ctx.instance, **{KEY_FINGERPRINT: created.get("KeyFingerprint")})
     ctx.logger.info(f"Created key pair {spec.key_name}; private key saved to {spec.key_path}.")
 
 
 @utils.ec2_operation
 def delete(ctx, **_):
-    if not utils.may_exist(ctx):
-        ctx.logger.info("No key pair was created or recorded for this node instance; nothing to delete.")
+    common = utils.common_if_created(ctx, KIND)
+    if common is None:
         return
-    common = utils.parse_common(ctx.node.properties)
     client = connection.ec2_client(common.aws_config)
     if common.external:
         utils.release_external(ctx, common, KIND, lambda name: _find(client, name))
         return
+    _adopt_classic_key_file(ctx)
     _remove_own_key_and_file(ctx, client)
     utils.forget(ctx.instance, constants.CREATE_STARTED)
 
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
+    check(ctx)
+
+
+def check(ctx) -> None:
+    """validation.create's checks, plain: the aws_preflight workflow runs them too."""
     spec = parse(ctx.node.properties, utils.generated_name(ctx))
     check_key_file(spec, ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN))
     client = connection.ec2_client(spec.common.aws_config)
@@ -113,6 +125,7 @@ def creation_validation(ctx, **_):
         spec.key_name,
         lambda: utils.may_exist(ctx) and bool(aws.find_owned_key_pairs(client, utils.ownership(ctx))),
     )
+    preflight.dry_run_key_pair(ctx, client, spec)
     ctx.logger.info(f"Key pair {spec.key_name} at {spec.key_path} is valid.")
 
 
@@ -256,6 +269,23 @@ def _create_once(ctx, client, spec: KeyPairSpec, create_call, attempts: int = 3)
     return create_call()
 
 
+def _adopt_classic_key_file(ctx) -> None:
+    """A key pair the classic plugin created (its name recorded, none of this
+    plugin's markers) had its private key written at ``private_key_path``, and
+    the classic delete removed that file: record it so that delete removes it too."""
+    properties = ctx.instance.runtime_properties
+    if not properties.get(constants.AWS_RESOURCE_ID) or properties.get(constants.CREATE_STARTED):
+        return
+    imported = as_text(ctx.node.properties.get("public_key_material")) or as_text(
+        ctx.node.properties.get("public_key_path")
+    )
+    if properties.get(constants.KEY_FILE_WRITTEN) or imported:
+        return
+    key_path = private_key_path(ctx.node.properties)
+    if os.path.isfile(key_path) and not os.path.islink(key_path):
+        properties[constants.KEY_FILE_WRITTEN] = key_path
+
+
 def _remove_own_key_and_file(ctx, client) -> None:
     """Deletes the key pair this node instance made (recorded, or found by its
     ownership tags after an interrupted create), the file and the folders create made."""
@@ -277,6 +307,7 @@ def _remove_own_key_and_file(ctx, client) -> None:
         ctx.logger.info(f"Removed private key file {key_file}.")
     _remove_folders(ctx.instance.runtime_properties.get(constants.KEY_FOLDERS_CREATED) or [])
     utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN, constants.KEY_FOLDERS_CREATED)
+    utils.forget(ctx.instance, KEY_FINGERPRINT)
 
 
 def missing_folders(path: str) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, utils
+from ec2 import aws, connection, constants, preflight, utils
 from ec2.errors import AlreadyExists, BadInput
 from ec2.properties import as_text
 
@@ -85,10 +85,9 @@ def create(ctx, **_):
 
 @utils.ec2_operation
 def delete(ctx, **_):
-    if not utils.may_exist(ctx):
-        ctx.logger.info("No security group was created or recorded for this node instance; nothing to delete.")
+    common = utils.common_if_created(ctx, KIND)
+    if common is None:
         return
-    common = utils.parse_common(ctx.node.properties)
     client = connection.ec2_client(common.aws_config)
     if common.external:
         vpc_id = as_text(ctx.node.properties.get("vpc_id"))
@@ -100,6 +99,11 @@ def delete(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
+    check(ctx)
+
+
+def check(ctx) -> None:
+    """validation.create's checks, plain: the aws_preflight workflow runs them too."""
     spec = parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
     client = connection.ec2_client(spec.common.aws_config)
     if spec.vpc_id and not aws.vpc_exists(client, spec.vpc_id):
@@ -113,6 +117,7 @@ def creation_validation(ctx, **_):
         spec.common.resource_id,
         lambda: utils.may_exist(ctx) and bool(aws.find_owned_security_groups(client, utils.ownership(ctx))),
     )
+    preflight.dry_run_security_group(ctx, client, spec)
     if not spec.common.external:
         resolve_rules(client, spec)
     ctx.logger.info(f"Security group {spec.name} is valid.")

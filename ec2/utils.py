@@ -185,6 +185,16 @@ def mark_create_started(ctx) -> None:
         record(ctx.instance, save=True, **{constants.CREATE_STARTED: True})
 
 
+def common_if_created(ctx, kind: str) -> Common | None:
+    """For delete and stop: the node's common properties when this node
+    instance may own something in AWS; None (logged) when it never began a
+    create, so there is nothing to call and no client to build."""
+    if not may_exist(ctx):
+        ctx.logger.info(f"No {kind} was created or recorded for this node instance; nothing to do.")
+        return None
+    return parse_common(ctx.node.properties)
+
+
 def may_exist(ctx) -> bool:
     """Whether this node instance may own something in AWS: it recorded an id
     (perhaps a classic-era deployment) or began a create."""

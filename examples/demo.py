@@ -151,6 +151,8 @@ def cfy(*args: str, quiet: bool = False, capture: bool = False) -> str:
             show(line.rstrip("\n"))
             if "Task failed '" in line and " -> " in line:
                 reasons.append(line.split(" -> ", 1)[1].strip())
+            elif line.startswith("- node '"):  # a problem aws_preflight lists
+                reasons.append(line[2:].strip())
         process.wait()
     finally:
         # On every way out (failure, signal, closed terminal) cfy must end too.
@@ -293,9 +295,12 @@ def run(target: str, inputs_path: Path | None, retries: int | None, interval: in
             "--task-retry-interval",
             str(default_interval if interval is None else interval),
         ]
+        cfy("init", str(BLUEPRINT), "-b", BLUEPRINT_ID, "-i", str(resolved_inputs), quiet=True)
+        say("Proving the deployment with aws_preflight: every check and a dry run of each create, creating nothing")
+        cfy("executions", "start", "aws_preflight", "-b", BLUEPRINT_ID)
         say("Installing the example blueprint")
         installed = True
-        cfy("install", str(BLUEPRINT), "-b", BLUEPRINT_ID, "-i", str(resolved_inputs), *retry_args)
+        cfy("executions", "start", "install", "-b", BLUEPRINT_ID, *retry_args)
         instances = show_deployment()
 
         say("Uninstalling")

@@ -155,17 +155,31 @@ class Deployer:
 
 
 class CallRecorder:
-    """Records the EC2 API operations the plugin's clients make."""
+    """Records the EC2 API operations the plugin's clients make; dry runs
+    (DryRun=True, which change nothing) are also listed in ``dry_runs``."""
+
+    MUTATING_PREFIXES = MUTATING_PREFIXES
 
     def __init__(self) -> None:
         self.operations: list[str] = []
+        self.dry_runs: list[str] = []
+        self._dry: list[bool] = []
 
-    def record(self, model, **_) -> None:
+    def record(self, model, params=None, **_) -> None:
         self.operations.append(model.name)
+        dry = str(((params or {}).get("body") or {}).get("DryRun", "")).lower() == "true"
+        self._dry.append(dry)
+        if dry:
+            self.dry_runs.append(model.name)
 
     @property
     def mutating(self) -> list[str]:
-        return [name for name in self.operations if name.startswith(MUTATING_PREFIXES)]
+        """Operations that change something: mutating ones sent without DryRun."""
+        return [
+            name
+            for name, dry in zip(self.operations, self._dry, strict=True)
+            if name.startswith(MUTATING_PREFIXES) and not dry
+        ]
 
 
 def client_for(url: str, config=None):
@@ -206,7 +220,7 @@ def die_once_after(monkeypatch, operation: str) -> list:
     create = connection._create_client
 
     def die_once(http_response, **_):
-        if not died and http_response.status_code < 300:
+        if not died and http_response.status_code < 300:  # not a refused call or a dry run: AWS acted
             died.append(True)
             raise SystemExit(f"the plugin process died right after {operation}")
 

@@ -52,6 +52,16 @@ def test_install_of_the_reference_topology_makes_no_more_calls_than_the_lower_bo
     assert sum(INSTALL.values()) <= topology.REFERENCE_LOWER_BOUND["install"]
 
 
+def test_install_of_the_reference_topology_dry_runs_each_create_once(counted):
+    # validation.create proves each node with AWS's own dry run (issue 12);
+    # the proxy counts those apart from the calls that act.
+    proxy, deployment = counted
+    deployment.install(task_retries=5)
+    assert Counter(proxy.dry_runs) == Counter(
+        ["CreateKeyPair", "CreateSecurityGroup", "RunInstances", "AllocateAddress"]
+    )
+
+
 def test_uninstall_of_the_reference_topology_makes_the_six_calls_of_the_lower_bound(counted):
     proxy, deployment = counted
     deployment.install(task_retries=5)

@@ -81,7 +81,8 @@ def test_demo_fails_clearly_and_still_stops_its_emulator(tmp_path):
     bad.write_text(yaml.safe_dump(inputs))
     result = run_demo("--workdir", str(tmp_path / "work"), "--inputs", str(bad), "--task-retries", "0")
     assert result.returncode == 1
-    assert "demo FAILED: `cfy install" in result.stderr
+    # aws_preflight, run before install, refuses the AMI: nothing is created.
+    assert "demo FAILED: `cfy executions start aws_preflight" in result.stderr
     # The failed task's reason, which cfy's own error leaves out, is shown.
     assert "because:" in result.stderr and "image_id" in result.stderr
     assert "Stopping the EC2 emulator" in result.stdout

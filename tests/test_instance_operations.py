@@ -407,7 +407,9 @@ def test_a_repeated_token_answered_with_a_terminated_instance_launches_a_new_one
 def test_start_asks_the_workflow_to_retry_while_the_instance_is_not_running(server_ctx, monkeypatch):
     ctx = server_ctx(wait_timeout=0)
     instance.run_instances(ctx=ctx)
-    monkeypatch.setattr(aws, "find_instance", lambda *_: {"InstanceId": "i-x", "State": {"Name": "pending"}})
+    monkeypatch.setattr(
+        aws, "find_instances", lambda _, ids: {ids[0]: {"InstanceId": ids[0], "State": {"Name": "pending"}}}
+    )
     with pytest.raises(OperationRetry) as retry:
         instance.start(ctx=ctx)
     assert retry.value.retry_after == 7

@@ -147,7 +147,8 @@ def test_the_security_group_rules_default_to_an_empty_list(plugin):
     ],
 )
 def test_operations_keep_the_classic_paths(plugin, node_type, operations):
-    assert plugin["node_types"][node_type]["interfaces"] == operations
+    interfaces = plugin["node_types"][node_type]["interfaces"]
+    assert {name: {op: interfaces[name].get(op) for op in ops} for name, ops in operations.items()} == operations
 
 
 @pytest.mark.parametrize("dsl", DSL_VERSIONS)
@@ -206,6 +207,7 @@ def test_the_elastic_ip_relationship_maps_establish_and_unlink_on_the_source(plu
         "cloudify.interfaces.relationship_lifecycle": {
             "establish": "aws.ec2.elasticip.associate",
             "unlink": "aws.ec2.elasticip.disassociate",
+            "check_drift": "aws.ec2.drift.elastic_ip_association",
         }
     }
 

@@ -61,7 +61,7 @@ def wagon_file() -> Path:
 
 
 def test_wagon_holds_the_plugin_and_its_plugin_yaml(wagon_file):
-    assert wagon_file.name.startswith("cloudify_aws_plugin-2.0.0-")
+    assert wagon_file.name.startswith("cloudify_aws_plugin-2.1.0-")
     with zipfile.ZipFile(wagon_file) as archive:
         names = archive.namelist()
         metadata = json.loads(archive.read("cloudify-aws-plugin/package.json"))
@@ -70,7 +70,7 @@ def test_wagon_holds_the_plugin_and_its_plugin_yaml(wagon_file):
     assert metadata["package_name"] == "cloudify-aws-plugin"
     assert metadata["files"] == ["plugin.yaml"]
     wheels = metadata["wheels"]
-    assert any(w.startswith("cloudify_aws_plugin-2.0.0-") for w in wheels)
+    assert any(w.startswith("cloudify_aws_plugin-2.1.0-") for w in wheels)
     assert any(w.startswith("boto3-") for w in wheels)
     assert any(w.startswith("cloudify_common-") for w in wheels)
     assert all(f"cloudify-aws-plugin/wheels/{w}" in names for w in wheels)

@@ -1,0 +1,175 @@
+"""In-place update (``cloudify.interfaces.lifecycle.update``): makes a resource
+match its node's properties again without replacing it.
+
+A manager's deployment update calls these operations, with the new
+blueprint's properties, on node instances whose check_drift found a
+difference; ``execute_operation`` calls them directly.
+
+- every type: the ``tags`` property, by CreateTags and DeleteTags (the
+  ownership tags, ``aws:`` tags and the generated Name are never touched);
+- SecurityGroup: the rules, by authorising the missing ones and revoking
+  those the blueprint no longer has (the allow-all egress rules AWS gives a
+  new group are kept unless the blueprint has them);
+- Instance: the instance type, by stop, ModifyInstanceAttribute and start (an
+  instance that was stopped stays stopped).
+
+What needs a replacement (another image, key pair, group name or
+description) fails with a ``Fix:``; a deployment update then reinstalls the
+node instance. External resources are left as they are.
+"""
+
+from __future__ import annotations
+
+from ec2 import aws, connection, constants, drift, instance_request, securitygroup, utils
+from ec2.aws import GONE_STATES, NOT_FOUND, state_of
+from ec2.errors import PluginError
+
+# Runtime property set while an instance is stopped for a new type: it is started again after.
+RESTART_AFTER_RESIZE = "restart_after_resize"
+
+
+# --- operations -------------------------------------------------------------
+
+
+@utils.ec2_operation
+def instance(ctx, **_):
+    spec = instance_request.parse(ctx.node.properties)
+    if _external(ctx, spec.common):
+        return
+    client = connection.ec2_client(spec.common.aws_config)
+    instance_id = _recorded_id(ctx, "instance")
+    described = aws.find_instance(client, instance_id)
+    state = state_of(described)
+    if state == NOT_FOUND or state in GONE_STATES:
+        raise PluginError(f"instance {instance_id} is {state}. Fix: run the heal workflow to replace it")
+    request = drift.expected_request(ctx, spec)
+    for prop, field in (("image_id", "ImageId"), ("key pair", "KeyName")):
+        if described.get(field) != request.get(field):
+            raise PluginError(
+                f"{prop} changed from {described.get(field)!r} to {request.get(field)!r}, which needs a new instance. "
+                "Fix: reinstall this node instance"
+            )
+    _update_tags(
+        ctx, client, instance_id, aws.tags_of(described), drift.wanted_instance_tags(request, spec.common.tags)
+    )
+    _resize(ctx, client, spec.common, described, request["InstanceType"])
+
+
+@utils.ec2_operation
+def security_group(ctx, **_):
+    spec = securitygroup.parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
+    if _external(ctx, spec.common):
+        return
+    client = connection.ec2_client(spec.common.aws_config)
+    group_id = _recorded_id(ctx, "security group")
+    group = aws.find_security_group_by_id(client, group_id)
+    if not group:
+        raise PluginError(f"security group {group_id} no longer exists. Fix: reinstall this node instance")
+    for prop, wanted, actual in (
+        ("resource_id", spec.name, group.get("GroupName")),
+        ("description", spec.description, group.get("Description")),
+    ):
+        if wanted != actual:
+            raise PluginError(
+                f"{prop} changed from {actual!r} to {wanted!r}, which needs a new group. "
+                "Fix: reinstall this node instance"
+            )
+    for direction, (actual, wanted) in drift.rule_sets(group, *securitygroup.resolve_rules(client, spec)).items():
+        _update_rules(ctx, client, group_id, direction, actual, wanted)
+    _update_tags(ctx, client, group_id, aws.tags_of(group), spec.common.tags)
+
+
+@utils.ec2_operation
+def key_pair(ctx, **_):
+    common = utils.parse_common(ctx.node.properties)
+    if _external(ctx, common):
+        return
+    client = connection.ec2_client(common.aws_config)
+    name = _recorded_id(ctx, "key pair")
+    found = aws.find_key_pair(client, name)
+    if not found:
+        raise PluginError(f"key pair {name} no longer exists. Fix: reinstall this node instance")
+    _update_tags(ctx, client, found["KeyPairId"], aws.tags_of(found), common.tags)
+
+
+@utils.ec2_operation
+def elastic_ip(ctx, **_):
+    common = utils.parse_common(ctx.node.properties)
+    if _external(ctx, common):
+        return
+    client = connection.ec2_client(common.aws_config)
+    public_ip = _recorded_id(ctx, "elastic IP")
+    allocation_id = ctx.instance.runtime_properties.get(constants.ALLOCATION_ID)
+    address = aws.find_address(client, allocation_id=allocation_id, public_ip=None if allocation_id else public_ip)
+    if not address:
+        raise PluginError(f"elastic IP {public_ip} no longer exists. Fix: reinstall this node instance")
+    _update_tags(ctx, client, address["AllocationId"], aws.tags_of(address), common.tags)
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def _external(ctx, common: utils.Common) -> bool:
+    if common.external:
+        ctx.logger.info("External resource: left as it is.")
+    return common.external
+
+
+def _recorded_id(ctx, kind: str) -> str:
+    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    if not recorded:
+        raise PluginError(f"no {kind} is recorded (runtime property aws_resource_id). Fix: run install first")
+    return recorded
+
+
+def _update_tags(ctx, client, resource_id: str, actual: dict[str, str], wanted: dict[str, str]) -> None:
+    to_set, to_delete = drift.tag_changes(actual, wanted)
+    aws.create_tags(client, resource_id, to_set)
+    aws.delete_tags(client, resource_id, to_delete)
+    if to_set or to_delete:
+        ctx.logger.info(f"Tags of {resource_id}: set {sorted(to_set)}, removed {to_delete}.")
+
+
+def _update_rules(ctx, client, group_id: str, direction: str, actual: set, wanted: set) -> None:
+    """Authorises the missing rules first, then revokes the extra ones: no moment without both."""
+    egress = direction == "egress"
+    missing, extra = sorted(wanted - actual, key=str), sorted(actual - wanted, key=str)
+    if missing:
+        aws.authorize(client, group_id, [drift.permission_of(rule) for rule in missing], egress=egress)
+    if extra:
+        aws.revoke(client, group_id, [drift.permission_of(rule) for rule in extra], egress=egress)
+    if missing or extra:
+        ctx.logger.info(f"Security group {group_id}: {len(missing)} {direction} rule(s) added, {len(extra)} revoked.")
+
+
+def _resize(ctx, client, common: utils.Common, described: dict, wanted_type: str) -> None:
+    """Stop, change the type, start. Rerun after a retry, it goes on where it was."""
+    instance_id = described["InstanceId"]
+    if described.get("InstanceType") != wanted_type:
+        state = state_of(described)
+        if state != "stopped":
+            utils.record(ctx.instance, save=True, **{RESTART_AFTER_RESIZE: True})
+            if state != "stopping":
+                aws.stop_instance(client, instance_id)
+                ctx.logger.info(f"Stopping instance {instance_id} to change its type to {wanted_type}.")
+            _wait(ctx, client, common, instance_id, ("stopped",), ("pending", "running", "stopping"))
+        aws.modify_instance_type(client, instance_id, wanted_type)
+        ctx.logger.info(f"Instance {instance_id} is now of type {wanted_type}.")
+    if ctx.instance.runtime_properties.get(RESTART_AFTER_RESIZE):
+        if state_of(aws.find_instance(client, instance_id)) == "stopped":
+            aws.start_instance(client, instance_id)
+            ctx.logger.info(f"Starting instance {instance_id} again.")
+        running = _wait(ctx, client, common, instance_id, ("running",), ("pending", "stopped"))
+        utils.record(
+            ctx.instance,
+            ip=running.get("PrivateIpAddress"),
+            private_dns_name=running.get("PrivateDnsName"),
+            public_dns_name=running.get("PublicDnsName"),
+            public_ip_address=running.get("PublicIpAddress"),
+        )
+        utils.forget(ctx.instance, RESTART_AFTER_RESIZE, save=True)
+
+
+def _wait(ctx, client, common: utils.Common, instance_id: str, target: tuple, pending: tuple) -> dict:
+    wait = common.wait
+    return aws.wait_for_instance(client, instance_id, target, pending, wait.timeout, wait.interval, ctx.logger.info)
