@@ -1,50 +1,89 @@
 from __future__ import annotations
 
-import boto3
+import json
+
 import pytest
 from cloudify.mocks import MockCloudifyContext
 from cloudify.state import current_ctx
 
-from ec2 import connection
-from tests.support import CallRecorder, LocalDeployment, MotoServer, quiet_logs, write_blueprint
+from ec2 import aws, connection
+from tests.support import (
+    IMAGE_ID,
+    CallRecorder,
+    Deployer,
+    MotoServer,
+    client_for,
+    moto_images,
+    quiet_logs,
+)
 
 
 @pytest.fixture(scope="session")
-def moto_server():
+def moto_server(tmp_path_factory):
+    """The session's EC2 emulator. It knows one image, IMAGE_ID (the one the
+    tests launch, as moto describes it), not moto's 1300: building those again
+    after every reset took about 0.2 s per test."""
     quiet_logs()
-    server = MotoServer()
+    images = tmp_path_factory.mktemp("moto") / "images.json"
+    images.write_text(json.dumps(moto_images(IMAGE_ID)))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MOTO_AMIS_PATH", str(images))
+        server = MotoServer()
     yield server
+    # Its state is in memory only: no need to wait for moto's own slow exit.
+    server.process.kill()
+    server.process.wait()
     server.stop()
 
 
-@pytest.fixture(autouse=True)
-def aws_environment(moto_server, monkeypatch):
-    """Every test talks to a freshly reset moto server through the standard
-    boto3 chain, with fake credentials and nothing from the real home folder."""
-    moto_server.reset()
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "shared_deployment: the tests of this class only read what a class-scoped fixture installed once "
+        "with deploy_once; the emulator is not reset between them",
+    )
+
+
+def use_the_emulator(env: pytest.MonkeyPatch, url: str) -> None:
+    """The standard boto3 chain's settings: the emulator's URL, fake
+    credentials, and nothing from the real home folder."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        env.delenv(name, raising=False)
+    env.setenv("AWS_ENDPOINT_URL", url)
+    env.setenv("AWS_ACCESS_KEY_ID", "testing")
+    env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    env.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+
+
+@pytest.fixture(scope="session")
+def session_environment(moto_server):
+    """The emulator's settings for fixtures wider than a test (deploy_once)."""
+    with pytest.MonkeyPatch.context() as env:
+        use_the_emulator(env, moto_server.url)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def aws_environment(session_environment, moto_server, monkeypatch, request):
+    """Every test talks to a freshly reset moto server through the standard
+    boto3 chain. The tests of a class marked shared_deployment find instead
+    what its fixture installed (deploy_once reset the emulator for them)."""
+    if request.node.get_closest_marker("shared_deployment") is None:
+        moto_server.reset()
+    use_the_emulator(monkeypatch, moto_server.url)
     connection.clear_cache()
     yield
     connection.clear_cache()
+    aws._pollers.clear()  # it holds every client it polled with, and each test makes new ones
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ec2(moto_server):
-    """A boto3 client for checking what exists in the emulator."""
-    return boto3.client(
-        "ec2",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    """A boto3 client for checking what exists in the emulator (one for the
+    session: a client holds no state, and each costs thousands of objects)."""
+    return client_for(moto_server.url)
 
 
 @pytest.fixture
@@ -86,9 +125,15 @@ def make_ctx():
 @pytest.fixture
 def deploy(tmp_path):
     """Deploys blueprint node templates with the local workflow engine."""
+    return Deployer(tmp_path)
 
-    def build(node_templates, dsl: str = "cloudify_dsl_1_3", inputs=None, resolver=None, **sections):
-        path = write_blueprint(tmp_path, node_templates, dsl=dsl, **sections)
-        return LocalDeployment(path, inputs=inputs, resolver=resolver)
 
-    return build
+@pytest.fixture(scope="class")
+def deploy_once(request, moto_server, session_environment, tmp_path_factory):
+    """``deploy`` for the class-scoped fixture of a class marked
+    shared_deployment, which installs one deployment for all its tests to
+    read: the emulator is reset here, once for the class."""
+    assert request.node.get_closest_marker("shared_deployment"), "deploy_once serves a class marked shared_deployment"
+    moto_server.reset()
+    connection.clear_cache()
+    return Deployer(tmp_path_factory.mktemp(request.node.name))

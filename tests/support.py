@@ -1,103 +1,164 @@
 """Test helpers: a moto EC2 server over HTTP, and blueprints run through
-cloudify-common's local workflow engine."""
+cloudify-common's local workflow engine (tools.local, shared with bench)."""
 
 from __future__ import annotations
 
 import logging
-import textwrap
 from pathlib import Path
 
-import yaml
-from cloudify.workflows import local
-from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
+import boto3
 
-from tools.emulator import MotoServer, free_port  # noqa: F401  (re-exported for the tests)
+from tools import local, topology
+from tools.ec2proxy import MUTATING_PREFIXES
+from tools.emulator import MotoServer  # noqa: F401  (re-exported for the tests)
+from tools.local import (  # noqa: F401  (re-exported for the tests)
+    IMAGE_ID,
+    OFFLINE_TYPES,
+    PLUGIN_YAML,
+    ROOT,
+    TYPES_URL,
+    types_resolver,
+    write_blueprint,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-PLUGIN_YAML = ROOT / "plugin.yaml"
-OFFLINE_TYPES = ROOT / "offline" / "types.yaml"
 REFERENCE_TYPES = ROOT.parent / "shared" / "reference" / "cloudify-types"
-TYPES_URL = "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml"
-AGENT_MODULES = ["cloudify_agent.operations", "cloudify_agent.installer.operations"]
-IMAGE_ID = "ami-12c6146b"
+NO_AGENT = {"install_method": "none"}
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
-def types_resolver(types_file: Path = OFFLINE_TYPES) -> DefaultImportResolver:
-    return DefaultImportResolver(rules=[{TYPES_URL: types_file.as_uri()}])
-
-
-def write_blueprint(folder: Path, node_templates: dict | str, dsl: str = "cloudify_dsl_1_3", **sections) -> Path:
-    """Writes a blueprint importing the standard types URL and plugin.yaml."""
-    if isinstance(node_templates, str):
-        node_templates = yaml.safe_load(textwrap.dedent(node_templates))
-    blueprint = {
-        "tosca_definitions_version": dsl,
-        "imports": [TYPES_URL, PLUGIN_YAML.as_uri()],
-        "node_templates": node_templates,
-        **sections,
+def instance_node(*relationships: tuple[str, str], **properties) -> dict:
+    """An Instance node template: IMAGE_ID on t3.micro, no agent, states polled
+    without a pause (moto settles a state by the next describe), and each
+    relationship a (type, target) pair; ``properties`` override."""
+    node: dict = {
+        "type": "cloudify.aws.nodes.Instance",
+        "properties": {
+            "image_id": IMAGE_ID,
+            "instance_type": "t3.micro",
+            "agent_config": NO_AGENT,
+            "wait_interval": 0,
+            **properties,
+        },
     }
-    path = folder / "blueprint.yaml"
-    path.write_text(yaml.safe_dump(blueprint, sort_keys=False))
+    if relationships:
+        node["relationships"] = [{"type": kind, "target": target} for kind, target in relationships]
+    return node
+
+
+# The import URLs of CLASSIC_BLUEPRINT.
+CLASSIC_TYPES_URL = "http://www.getcloudify.org/spec/cloudify/3.2/types.yaml"
+CLASSIC_PLUGIN_URL = "http://www.getcloudify.org/spec/aws-plugin/1.2/plugin.yaml"
+CLASSIC_BLUEPRINT = """\
+# A blueprint as the classic plugin's users wrote them (Cloudify 3.2 era).
+tosca_definitions_version: cloudify_dsl_1_1
+
+imports:
+  - http://www.getcloudify.org/spec/cloudify/3.2/types.yaml
+  - http://www.getcloudify.org/spec/aws-plugin/1.2/plugin.yaml
+
+inputs:
+  key_path:
+    type: string
+
+node_templates:
+  key:
+    type: cloudify.aws.nodes.KeyPair
+    properties:
+      resource_id: offline-classic-key
+      private_key_path: { get_input: key_path }
+
+  group:
+    type: cloudify.aws.nodes.SecurityGroup
+    properties:
+      resource_id: offline-classic-group
+      description: classic rules
+      rules:
+        - ip_protocol: tcp
+          from_port: 22
+          to_port: 22
+          cidr_ip: 0.0.0.0/0
+
+  address:
+    type: cloudify.aws.nodes.ElasticIP
+
+  server:
+    type: cloudify.aws.nodes.Instance
+    properties:
+      install_agent: false
+      image_id: IMAGE
+      instance_type: m3.medium
+    relationships:
+      - type: cloudify.aws.relationships.instance_connected_to_keypair
+        target: key
+      - type: cloudify.aws.relationships.instance_connected_to_security_group
+        target: group
+      - type: cloudify.aws.relationships.instance_connected_to_elastic_ip
+        target: address
+
+outputs:
+  address:
+    value: { get_attribute: [server, public_ip_address] }
+""".replace("IMAGE", IMAGE_ID)
+
+
+def write_classic_blueprint(folder: Path, dsl: str = "cloudify_dsl_1_1") -> Path:
+    """Writes ``folder/classic.yaml``: CLASSIC_BLUEPRINT, declaring ``dsl``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "classic.yaml"
+    path.write_text(CLASSIC_BLUEPRINT.replace("cloudify_dsl_1_1", dsl))
     return path
 
 
-class LocalDeployment:
-    """A blueprint deployed in memory with cloudify.workflows.local."""
+def assert_nothing_left(ec2) -> None:
+    """No live instance, address, key pair or security group (but the default) is left."""
+    assert live_instances(ec2) == []
+    assert ec2.describe_addresses()["Addresses"] == []
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    assert [group["GroupName"] for group in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
 
-    def __init__(self, blueprint: Path, name: str = "test", inputs: dict | None = None, resolver=None) -> None:
-        self.env = local.init_env(
-            str(blueprint),
-            name=name,
-            inputs=inputs,
-            storage=local.InMemoryStorage(),
-            resolver=resolver or types_resolver(),
-            ignored_modules=AGENT_MODULES,
-        )
 
-    def execute(self, workflow: str, task_retries: int = 0, **parameters):
-        return self.env.execute(workflow, parameters=parameters, task_retries=task_retries, task_retry_interval=0)
+def reference_topology(aws_config: dict, key_path: Path) -> dict:
+    """tools.topology's reference node templates (the ones bench deploys), the
+    private key written to ``key_path`` and the instance polled without a pause."""
+    nodes = topology.reference(aws_config)
+    nodes["keypair"]["properties"]["private_key_path"] = str(key_path)
+    nodes["vm"]["properties"]["wait_interval"] = 0
+    return nodes
 
-    def install(self, **kwargs):
-        return self.execute("install", **kwargs)
 
-    def uninstall(self, **kwargs):
-        return self.execute("uninstall", **kwargs)
+def live_instances(ec2, states: tuple[str, ...] = LIVE_STATES) -> list[dict]:
+    """The instances in one of ``states`` (by default, those not shutting down or terminated)."""
+    found = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": list(states)}])
+    return [instance for reservation in found["Reservations"] for instance in reservation["Instances"]]
 
-    def execute_operation(self, operation: str, node_ids: list[str], **kwargs):
-        return self.execute("execute_operation", operation=operation, node_ids=node_ids, **kwargs)
 
-    def instances(self, node_id: str) -> list:
-        return [i for i in self.env.storage.get_node_instances() if i.node_id == node_id]
+class LocalDeployment(local.LocalDeployment):
+    """tools.local's deployment, named "test", with the engine's lines also on
+    stdout, where the tests read them with capsys."""
 
-    def runtime(self, node_id: str) -> dict:
-        (instance,) = self.instances(node_id)
-        return dict(instance.runtime_properties)
+    def __init__(self, blueprint, name: str = "test", inputs: dict | None = None, resolver=None) -> None:
+        super().__init__(blueprint, name=name, inputs=inputs, resolver=resolver, echo=True)
 
-    def state(self, node_id: str) -> str:
-        (instance,) = self.instances(node_id)
-        return instance.state
+
+class Deployer:
+    """Writes node templates (and other blueprint sections) as a blueprint in
+    ``folder`` and returns its deployment, not yet installed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __call__(
+        self, node_templates: dict | str, dsl: str = "cloudify_dsl_1_3", inputs=None, resolver=None, **sections
+    ) -> LocalDeployment:
+        path = write_blueprint(self.folder, node_templates, dsl=dsl, **sections)
+        return LocalDeployment(path, inputs=inputs, resolver=resolver)
 
 
 class CallRecorder:
     """Records the EC2 API operations the plugin's clients make; dry runs
     (DryRun=True, which change nothing) are also listed in ``dry_runs``."""
 
-    MUTATING_PREFIXES = (
-        "Create",
-        "Delete",
-        "Run",
-        "Terminate",
-        "Start",
-        "Stop",
-        "Authorize",
-        "Revoke",
-        "Allocate",
-        "Release",
-        "Associate",
-        "Disassociate",
-        "Import",
-        "Modify",
-    )
+    MUTATING_PREFIXES = MUTATING_PREFIXES
 
     def __init__(self) -> None:
         self.operations: list[str] = []
@@ -117,8 +178,29 @@ class CallRecorder:
         return [
             name
             for name, dry in zip(self.operations, self._dry, strict=True)
-            if name.startswith(self.MUTATING_PREFIXES) and not dry
+            if name.startswith(MUTATING_PREFIXES) and not dry
         ]
+
+
+def client_for(url: str, config=None):
+    """A boto3 EC2 client for ``url`` (the emulator, or a proxy in front of it) with the tests' fake credentials."""
+    return boto3.client(
+        "ec2",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=config,
+    )
+
+
+def moto_images(*image_ids: str) -> list[dict]:
+    """moto's own definitions of ``image_ids``, in the form MOTO_AMIS_PATH reads."""
+    from moto.utilities.utils import load_resource
+
+    images = [image for image in load_resource("ec2/resources/amis.json") if image["ami_id"] in image_ids]
+    assert len(images) == len(image_ids), f"moto does not define all of {image_ids}"
+    return images
 
 
 def quiet_logs() -> None:
@@ -127,19 +209,18 @@ def quiet_logs() -> None:
 
 
 def die_once_after(monkeypatch, operation: str) -> list:
-    """Makes the plugin's next successful EC2 ``operation`` (such as
-    "AllocateAddress") end its process, as a crash right after AWS acted and
-    before the plugin recorded anything. Returns a list that holds True once
-    the crash happened."""
+    """The one crash injector: the plugin's next successful EC2 ``operation``
+    (such as "AllocateAddress") raises SystemExit once AWS has acted and before
+    the plugin sees the answer, as a process that dies there would. Works for
+    a workflow (the task fails) and for an operation called directly (the
+    SystemExit propagates). Returns a list that holds True once it happened."""
     from ec2 import connection
 
     died: list = []
     create = connection._create_client
 
-    def die_once(parsed=None, **_):
-        if (parsed or {}).get("Error"):  # a refused call or a dry run: AWS did nothing
-            return
-        if not died:
+    def die_once(http_response, **_):
+        if not died and http_response.status_code < 300:  # not a refused call or a dry run: AWS acted
             died.append(True)
             raise SystemExit(f"the plugin process died right after {operation}")
 

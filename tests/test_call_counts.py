@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 
+from tests.support import reference_topology
 from tools import topology
 from tools.ec2proxy import Ec2Proxy
 
@@ -13,9 +14,7 @@ from tools.ec2proxy import Ec2Proxy
 def counted(moto_server, deploy, tmp_path):
     """The reference topology deployed through a counting proxy; yields (proxy, deployment)."""
     with Ec2Proxy(moto_server.url) as proxy:
-        nodes = topology.reference({"endpoint_url": proxy.url})
-        nodes["keypair"]["properties"]["private_key_path"] = str(tmp_path / "key.pem")
-        deployment = deploy(nodes)
+        deployment = deploy(reference_topology({"endpoint_url": proxy.url}, tmp_path / "key.pem"))
         yield proxy, deployment
 
 

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pytest
 from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
 
-from tests.support import IMAGE_ID, OFFLINE_TYPES, PLUGIN_YAML, LocalDeployment
+from tests.support import IMAGE_ID, OFFLINE_TYPES, PLUGIN_YAML, LocalDeployment, assert_nothing_left, live_instances
 
 CLASSIC_TYPES_URL = "http://www.getcloudify.org/spec/cloudify/3.4/types.yaml"
 CLASSIC_PLUGIN_URL = "http://www.getcloudify.org/spec/aws-plugin/1.4/plugin.yaml"
@@ -96,13 +96,6 @@ def classic(tmp_path, moto_server):
     return LocalDeployment(path, inputs=inputs, resolver=resolver)
 
 
-def live_instances(ec2):
-    reservations = ec2.describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
-    )["Reservations"]
-    return [instance for reservation in reservations for instance in reservation["Instances"]]
-
-
 def test_a_classic_blueprint_installs_unchanged(classic, ec2, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # the boto 2 keys alone must reach the emulator
     classic.install()
@@ -118,7 +111,4 @@ def test_a_classic_blueprint_uninstalls_leaving_nothing(classic, ec2, monkeypatc
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     classic.install()
     classic.uninstall()
-    assert live_instances(ec2) == []
-    assert ec2.describe_addresses()["Addresses"] == []
-    assert ec2.describe_key_pairs()["KeyPairs"] == []
-    assert [group["GroupName"] for group in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
+    assert_nothing_left(ec2)

@@ -10,50 +10,19 @@ from dsl_parser.exceptions import DSLParsingLogicException
 from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
 from dsl_parser.parser import parse_from_path
 
+from tests.support import CLASSIC_PLUGIN_URL, CLASSIC_TYPES_URL, write_classic_blueprint
 from tools import offline
-
-TYPES_URL = "http://www.getcloudify.org/spec/cloudify/3.2/types.yaml"
-PLUGIN_URL = "http://www.getcloudify.org/spec/aws-plugin/1.2/plugin.yaml"
-
-BLUEPRINT = """\
-tosca_definitions_version: {dsl}
-imports:
-  - {types}
-  - {plugin}
-node_templates:
-  key:
-    type: cloudify.aws.nodes.KeyPair
-    properties:
-      private_key_path: /tmp/key.pem
-  group:
-    type: cloudify.aws.nodes.SecurityGroup
-    properties:
-      description: classic
-  address:
-    type: cloudify.aws.nodes.ElasticIP
-  server:
-    type: cloudify.aws.nodes.Instance
-    properties:
-      install_agent: false
-      image_id: ami-12c6146b
-      instance_type: t2.micro
-    relationships:
-      - type: cloudify.aws.relationships.instance_connected_to_keypair
-        target: key
-      - type: cloudify.aws.relationships.instance_connected_to_security_group
-        target: group
-      - type: cloudify.aws.relationships.instance_connected_to_elastic_ip
-        target: address
-"""
 
 
 def parse(tmp_path, dsl: str, plugin_file):
-    path = tmp_path / "blueprint.yaml"
-    path.write_text(BLUEPRINT.format(dsl=dsl, types=TYPES_URL, plugin=PLUGIN_URL))
+    """Parses the classic blueprint, its plugin URL served by ``plugin_file``."""
     resolver = DefaultImportResolver(
-        rules=[{TYPES_URL: offline.file_url(offline.TYPES_FILE)}, {PLUGIN_URL: offline.file_url(plugin_file)}]
+        rules=[
+            {CLASSIC_TYPES_URL: offline.file_url(offline.TYPES_FILE)},
+            {CLASSIC_PLUGIN_URL: offline.file_url(plugin_file)},
+        ]
     )
-    return parse_from_path(str(path), resolver=resolver)
+    return parse_from_path(str(write_classic_blueprint(tmp_path, dsl)), resolver=resolver)
 
 
 def test_the_committed_file_is_what_generate_writes():

@@ -3,6 +3,7 @@ cloudify.workflows.local against the moto server."""
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from cloudify.exceptions import WorkflowFailed
@@ -10,9 +11,9 @@ from cloudify.exceptions import WorkflowFailed
 from tests.support import die_once_after
 
 
-@pytest.fixture
-def blueprint(tmp_path):
-    key_path = tmp_path / "keys" / "demo-key.pem"
+def key_and_group(folder: Path) -> tuple[Path, dict]:
+    """The private key's path and the node templates: a KeyPair and a SecurityGroup with two rules."""
+    key_path = folder / "keys" / "demo-key.pem"
     return key_path, {
         "key": {
             "type": "cloudify.aws.nodes.KeyPair",
@@ -32,26 +33,37 @@ def blueprint(tmp_path):
     }
 
 
-def test_install_creates_the_key_pair_and_writes_its_private_key(deploy, blueprint, ec2):
-    key_path, nodes = blueprint
-    deployment = deploy(nodes)
-    deployment.install()
-    assert deployment.runtime("key")["aws_resource_id"] == "demo-key"
-    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["demo-key"]
-    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
-    assert "PRIVATE KEY" in key_path.read_text()
+@pytest.fixture
+def blueprint(tmp_path):
+    return key_and_group(tmp_path)
 
 
-def test_install_creates_the_security_group_with_its_rules(deploy, blueprint, ec2):
-    _, nodes = blueprint
-    deployment = deploy(nodes)
-    deployment.install()
-    group_id = deployment.runtime("group")["aws_resource_id"]
-    (group,) = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
-    assert group["GroupName"] == "web"
-    assert group["Description"] == "web servers"
-    ports = sorted((p["FromPort"], p["IpRanges"][0]["CidrIp"]) for p in group["IpPermissions"])
-    assert ports == [(22, "0.0.0.0/0"), (80, "10.0.0.0/8")]
+@pytest.mark.shared_deployment
+class TestTheInstalledBlueprint:
+    """Read-only checks of one installed key pair and security group."""
+
+    @pytest.fixture(scope="class")
+    def installed(self, deploy_once):
+        key_path, nodes = key_and_group(deploy_once.folder)
+        deployment = deploy_once(nodes)
+        deployment.install()
+        return key_path, deployment
+
+    def test_install_creates_the_key_pair_and_writes_its_private_key(self, installed, ec2):
+        key_path, deployment = installed
+        assert deployment.runtime("key")["aws_resource_id"] == "demo-key"
+        assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["demo-key"]
+        assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+        assert "PRIVATE KEY" in key_path.read_text()
+
+    def test_install_creates_the_security_group_with_its_rules(self, installed, ec2):
+        _, deployment = installed
+        group_id = deployment.runtime("group")["aws_resource_id"]
+        (group,) = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+        assert group["GroupName"] == "web"
+        assert group["Description"] == "web servers"
+        ports = sorted((p["FromPort"], p["IpRanges"][0]["CidrIp"]) for p in group["IpPermissions"])
+        assert ports == [(22, "0.0.0.0/0"), (80, "10.0.0.0/8")]
 
 
 def test_uninstall_leaves_nothing_behind(deploy, blueprint, ec2):

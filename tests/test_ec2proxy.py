@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
+from tests import support
 from tests.support import IMAGE_ID
 from tools.ec2proxy import Ec2Proxy, ProxyConfig, Refusal, action_class
 
@@ -31,14 +31,7 @@ def proxy(moto_server):
 
 
 def client_for(proxy: Ec2Proxy, config: Config = ONE_ATTEMPT):
-    return boto3.client(
-        "ec2",
-        endpoint_url=proxy.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=config,
-    )
+    return support.client_for(proxy.url, config)
 
 
 def error_of(call) -> ClientError:
@@ -147,6 +140,7 @@ def test_a_delayed_answer_times_the_client_out_after_ec2_acted(proxy, ec2):
     impatient = Config(retries={"total_max_attempts": 1}, read_timeout=0.5)
     with pytest.raises(ReadTimeoutError):
         client_for(slow, impatient).create_key_pair(KeyName="k")
+    slow.stop()  # joins the held call: on a busy machine the client can time out before EC2 has acted
     assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["k"]
 
 
@@ -199,12 +193,17 @@ def test_a_client_token_reused_with_other_parameters_is_refused(proxy):
     assert error.response["Error"]["Code"] == "IdempotentParameterMismatch"
 
 
+def shows_then_settles(client, instance_id: str, transitional: tuple[str, int], settled: tuple[str, int]) -> None:
+    """Latency mode (0.5 s): the instance shows ``transitional`` at once, and ``settled`` once the latency passed."""
+    assert state_of(client, instance_id) == transitional
+    time.sleep(0.6)
+    assert state_of(client, instance_id) == settled
+
+
 def test_latency_mode_shows_pending_then_running(proxy):
     client = client_for(proxy(latency=0.5))
     instance_id = run_one(client)
-    assert state_of(client, instance_id) == ("pending", 0)
-    time.sleep(0.6)
-    assert state_of(client, instance_id) == ("running", 16)
+    shows_then_settles(client, instance_id, ("pending", 0), ("running", 16))
 
 
 def test_latency_mode_shows_stopping_then_stopped(proxy):
@@ -213,9 +212,7 @@ def test_latency_mode_shows_stopping_then_stopped(proxy):
     time.sleep(0.6)
     answer = client.stop_instances(InstanceIds=[instance_id])["StoppingInstances"][0]["CurrentState"]
     assert (answer["Name"], answer["Code"]) == ("stopping", 64)
-    assert state_of(client, instance_id) == ("stopping", 64)
-    time.sleep(0.6)
-    assert state_of(client, instance_id) == ("stopped", 80)
+    shows_then_settles(client, instance_id, ("stopping", 64), ("stopped", 80))
 
 
 def test_latency_mode_shows_shutting_down_then_terminated(proxy):
@@ -223,9 +220,7 @@ def test_latency_mode_shows_shutting_down_then_terminated(proxy):
     instance_id = run_one(client)
     answer = client.terminate_instances(InstanceIds=[instance_id])["TerminatingInstances"][0]["CurrentState"]
     assert (answer["Name"], answer["Code"]) == ("shutting-down", 32)
-    assert state_of(client, instance_id) == ("shutting-down", 32)
-    time.sleep(0.6)
-    assert state_of(client, instance_id) == ("terminated", 48)
+    shows_then_settles(client, instance_id, ("shutting-down", 32), ("terminated", 48))
 
 
 def test_a_drained_token_bucket_answers_request_limit_exceeded(proxy):

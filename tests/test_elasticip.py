@@ -14,7 +14,7 @@ from cloudify.mocks import (
 from cloudify.state import current_ctx
 
 from ec2 import connection, elasticip
-from tests.support import IMAGE_ID, interrupted_create, refuse_release_while_associated
+from tests.support import IMAGE_ID, die_once_after, interrupted_create, refuse_release_while_associated
 
 DEFAULTS = {"use_external_resource": False, "resource_id": "", "aws_config": {}, "tags": {}}
 
@@ -112,24 +112,17 @@ def test_allocate_applies_tags_inline_with_ownership_tags(address_ctx, ec2, call
     assert calls.mutating == ["AllocateAddress"]
 
 
-def allocate_dies_right_after_allocate_address(ctx) -> None:
+def allocate_dies_right_after_allocate_address(ctx, monkeypatch) -> None:
     """Runs allocate in a process that "dies" before recording the address."""
-    client = connection.ec2_client(ctx.node.properties.get("aws_config"))
-
-    def crash(**_):
-        raise RuntimeError("the plugin process died")
-
-    client.meta.events.register("after-call.ec2.AllocateAddress", crash, unique_id="crash-after-allocate")
-    try:
-        with pytest.raises(RuntimeError):
-            elasticip.allocate(ctx=ctx)
-    finally:
-        client.meta.events.unregister("after-call.ec2.AllocateAddress", unique_id="crash-after-allocate")
+    died = die_once_after(monkeypatch, "AllocateAddress")
+    with pytest.raises(SystemExit):
+        elasticip.allocate(ctx=ctx)
+    assert died
 
 
-def test_a_rerun_after_a_crash_after_allocate_address_adopts_the_same_address(address_ctx, ec2):
+def test_a_rerun_after_a_crash_after_allocate_address_adopts_the_same_address(address_ctx, ec2, monkeypatch):
     ctx = address_ctx()
-    allocate_dies_right_after_allocate_address(ctx)
+    allocate_dies_right_after_allocate_address(ctx, monkeypatch)
     assert "aws_resource_id" not in ctx.instance.runtime_properties
     (leaked,) = addresses(ec2)
 
@@ -141,9 +134,9 @@ def test_a_rerun_after_a_crash_after_allocate_address_adopts_the_same_address(ad
     assert rerun.instance.runtime_properties["allocation_id"] == leaked["AllocationId"]
 
 
-def test_release_after_a_crash_after_allocate_address_releases_the_unrecorded_address(address_ctx, ec2):
+def test_release_after_a_crash_after_allocate_address_releases_the_unrecorded_address(address_ctx, ec2, monkeypatch):
     ctx = address_ctx()
-    allocate_dies_right_after_allocate_address(ctx)
+    allocate_dies_right_after_allocate_address(ctx, monkeypatch)
     rerun = address_ctx()
     interrupted_create(rerun)  # what the crashed run had saved
     elasticip.release(ctx=rerun)

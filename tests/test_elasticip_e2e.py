@@ -8,45 +8,32 @@ import pytest
 import yaml
 from cloudify.exceptions import WorkflowFailed
 
-from tests.support import IMAGE_ID, ROOT, die_once_after, refuse_release_while_associated
+from tests.support import (
+    IMAGE_ID,
+    ROOT,
+    die_once_after,
+    instance_node,
+    live_instances,
+    refuse_release_while_associated,
+)
 
 ELASTIC_IP_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_elastic_ip"
-
-
-def server(*relationships: tuple[str, str], **properties) -> dict:
-    """An Instance node template without an agent."""
-    return {
-        "type": "cloudify.aws.nodes.Instance",
-        "properties": {
-            "image_id": IMAGE_ID,
-            "instance_type": "t3.micro",
-            "agent_config": {"install_method": "none"},
-            **properties,
-        },
-        "relationships": [{"type": kind, "target": target} for kind, target in relationships],
-    }
 
 
 def addresses(ec2) -> list[dict]:
     return ec2.describe_addresses()["Addresses"]
 
 
-def live_instances(ec2) -> list[str]:
-    return [
-        instance["InstanceId"]
-        for reservation in ec2.describe_instances()["Reservations"]
-        for instance in reservation["Instances"]
-        if instance["State"]["Name"] not in ("shutting-down", "terminated")
-    ]
+def live_instance_ids(ec2) -> list[str]:
+    return [instance["InstanceId"] for instance in live_instances(ec2)]
 
 
-@pytest.fixture
-def full_topology(tmp_path, deploy):
-    """KeyPair + SecurityGroup + Instance + ElasticIP, installed."""
+def full_topology_of(deploy):
+    """KeyPair + SecurityGroup + Instance + ElasticIP, installed (``deploy`` or ``deploy_once``)."""
     nodes = {
         "key": {
             "type": "cloudify.aws.nodes.KeyPair",
-            "properties": {"private_key_path": str(tmp_path / "keys" / "eip-key.pem")},
+            "properties": {"private_key_path": str(deploy.folder / "keys" / "eip-key.pem")},
         },
         "group": {
             "type": "cloudify.aws.nodes.SecurityGroup",
@@ -55,7 +42,7 @@ def full_topology(tmp_path, deploy):
                 "rules": [{"ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ip": "0.0.0.0/0"}],
             },
         },
-        "server": server(
+        "server": instance_node(
             ("cloudify.aws.relationships.instance_connected_to_keypair", "key"),
             ("cloudify.aws.relationships.instance_connected_to_security_group", "group"),
             (ELASTIC_IP_RELATIONSHIP, "address"),
@@ -70,30 +57,42 @@ def full_topology(tmp_path, deploy):
 # --- full topology ---------------------------------------------------------------
 
 
-def test_install_associates_the_address_with_the_instance(full_topology, ec2):
-    (address,) = addresses(ec2)
-    assert address["InstanceId"] == full_topology.runtime("server")["aws_resource_id"]
-    assert full_topology.runtime("address")["association_id"] == address["AssociationId"]
+@pytest.mark.shared_deployment
+class TestTheInstalledFullTopology:
+    """Read-only checks of one installed full topology."""
+
+    @pytest.fixture(scope="class")
+    def full_topology(self, deploy_once):
+        return full_topology_of(deploy_once)
+
+    def test_install_associates_the_address_with_the_instance(self, full_topology, ec2):
+        (address,) = addresses(ec2)
+        assert address["InstanceId"] == full_topology.runtime("server")["aws_resource_id"]
+        assert full_topology.runtime("address")["association_id"] == address["AssociationId"]
+
+    def test_the_actual_ip_is_available_via_the_aws_resource_id_runtime_property(self, full_topology, ec2):
+        (address,) = addresses(ec2)
+        assert full_topology.runtime("address")["aws_resource_id"] == address["PublicIp"]
+        assert full_topology.env.outputs() == {"public_ip": address["PublicIp"]}
+
+    def test_the_instances_public_ip_address_is_the_elastic_ip(self, full_topology, ec2):
+        (address,) = addresses(ec2)
+        instance_id = full_topology.runtime("server")["aws_resource_id"]
+        (described,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
+        assert full_topology.runtime("server")["public_ip_address"] == address["PublicIp"]
+        assert described["PublicIpAddress"] == address["PublicIp"]
 
 
-def test_the_actual_ip_is_available_via_the_aws_resource_id_runtime_property(full_topology, ec2):
-    (address,) = addresses(ec2)
-    assert full_topology.runtime("address")["aws_resource_id"] == address["PublicIp"]
-    assert full_topology.env.outputs() == {"public_ip": address["PublicIp"]}
-
-
-def test_the_instances_public_ip_address_is_the_elastic_ip(full_topology, ec2):
-    (address,) = addresses(ec2)
-    instance_id = full_topology.runtime("server")["aws_resource_id"]
-    (described,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
-    assert full_topology.runtime("server")["public_ip_address"] == address["PublicIp"]
-    assert described["PublicIpAddress"] == address["PublicIp"]
+@pytest.fixture
+def full_topology(deploy):
+    """The full topology, installed for a test that changes it."""
+    return full_topology_of(deploy)
 
 
 def test_uninstall_disassociates_and_releases_the_address_and_terminates_the_instance(full_topology, ec2, calls):
     full_topology.uninstall()
     assert addresses(ec2) == []
-    assert live_instances(ec2) == []
+    assert live_instance_ids(ec2) == []
     assert "DisassociateAddress" in calls.operations
     assert calls.operations.index("DisassociateAddress") < calls.operations.index("ReleaseAddress")
     assert "aws_resource_id" not in full_topology.runtime("address")
@@ -116,7 +115,9 @@ def deploy_both_external(deploy, instance_id: str, address_id: str):
     """An external instance connected to an external address (given by IP or allocation id)."""
     return deploy(
         {
-            "server": server((ELASTIC_IP_RELATIONSHIP, "address"), use_external_resource=True, resource_id=instance_id),
+            "server": instance_node(
+                (ELASTIC_IP_RELATIONSHIP, "address"), use_external_resource=True, resource_id=instance_id
+            ),
             "address": {
                 "type": "cloudify.aws.nodes.ElasticIP",
                 "properties": {"use_external_resource": True, "resource_id": address_id},
@@ -151,7 +152,7 @@ def external_address_with_new_instance(deploy, ec2):
     address = ec2.allocate_address(Domain="vpc")
     deployment = deploy(
         {
-            "server": server((ELASTIC_IP_RELATIONSHIP, "address")),
+            "server": instance_node((ELASTIC_IP_RELATIONSHIP, "address")),
             "address": {
                 "type": "cloudify.aws.nodes.ElasticIP",
                 "properties": {"use_external_resource": True, "resource_id": address["PublicIp"]},
@@ -177,7 +178,7 @@ def test_external_address_with_a_new_instance_is_disassociated_but_not_released_
     (left,) = addresses(ec2)
     assert left["AllocationId"] == address["AllocationId"]
     assert not left.get("InstanceId")
-    assert live_instances(ec2) == []
+    assert live_instance_ids(ec2) == []
 
 
 # --- idempotence and ownership ------------------------------------------------------
@@ -202,7 +203,7 @@ def test_unlink_leaves_alone_an_address_meanwhile_moved_to_another_instance(depl
     refuse_release_while_associated(monkeypatch)
     deployment = deploy(
         {
-            "server": server((ELASTIC_IP_RELATIONSHIP, "address")),
+            "server": instance_node((ELASTIC_IP_RELATIONSHIP, "address")),
             "address": {"type": "cloudify.aws.nodes.ElasticIP", "properties": {"wait_timeout": 0}},
         }
     )
@@ -216,7 +217,7 @@ def test_unlink_leaves_alone_an_address_meanwhile_moved_to_another_instance(depl
     with pytest.raises(WorkflowFailed):
         deployment.uninstall()
 
-    assert live_instances(ec2) == [other["InstanceId"]]  # unlink ran: the server is already terminated
+    assert live_instance_ids(ec2) == [other["InstanceId"]]  # unlink ran: the server is already terminated
     (address,) = addresses(ec2)
     assert address["InstanceId"] == other["InstanceId"]
     assert address["AssociationId"] == moved["AssociationId"]

@@ -7,11 +7,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from cloudify.exceptions import WorkflowFailed
+from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
 from ec2 import connection, keypair
-from tests.support import die_once_after
-from tools import topology
+from tests.support import die_once_after, live_instances, reference_topology
 from tools.ec2proxy import Ec2Proxy, ProxyConfig
 
 SEEDS = (1, 2, 3, 4, 5)
@@ -27,17 +26,11 @@ MUTATING_CREATE_CALLS = (
 
 def inventory(ec2) -> dict[str, int]:
     """How many of each resource EC2 holds (default groups and terminated instances aside)."""
-    instances = [
-        instance
-        for reservation in ec2.describe_instances()["Reservations"]
-        for instance in reservation["Instances"]
-        if instance["State"]["Name"] not in ("shutting-down", "terminated")
-    ]
     groups = [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"]
     return {
         "key pairs": len(ec2.describe_key_pairs()["KeyPairs"]),
         "security groups": len(groups),
-        "instances": len(instances),
+        "instances": len(live_instances(ec2)),
         "addresses": len(ec2.describe_addresses()["Addresses"]),
     }
 
@@ -47,9 +40,17 @@ NOTHING = dict.fromkeys(ONE_OF_EACH, 0)
 
 
 def reference(deploy, tmp_path, aws_config: dict):
-    nodes = topology.reference(aws_config)
-    nodes["keypair"]["properties"]["private_key_path"] = str(tmp_path / "keys" / "key.pem")
-    return deploy(nodes)
+    return deploy(reference_topology(aws_config, tmp_path / "keys" / "key.pem"))
+
+
+def install_and_uninstall_through(proxy: Ec2Proxy, deploy, tmp_path, ec2) -> None:
+    """The reference topology, through ``proxy`` with 20 task retries: install
+    makes exactly one of each, and uninstall leaves nothing."""
+    deployment = reference(deploy, tmp_path, {"endpoint_url": proxy.url})
+    deployment.install(task_retries=20)
+    assert inventory(ec2) == ONE_OF_EACH
+    deployment.uninstall(task_retries=20)
+    assert inventory(ec2) == NOTHING
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -57,11 +58,7 @@ def test_twenty_percent_request_faults_still_make_exactly_one_of_each_and_leave_
     moto_server, deploy, tmp_path, ec2, seed
 ):
     with Ec2Proxy(moto_server.url, ProxyConfig(seed=seed, fault_rate=0.2, client_token_dedup=True)) as proxy:
-        deployment = reference(deploy, tmp_path, {"endpoint_url": proxy.url})
-        deployment.install(task_retries=20)
-        assert inventory(ec2) == ONE_OF_EACH
-        deployment.uninstall(task_retries=20)
-        assert inventory(ec2) == NOTHING
+        install_and_uninstall_through(proxy, deploy, tmp_path, ec2)
         assert proxy.outcomes()["fault"] > 0
 
 
@@ -71,11 +68,7 @@ def test_twenty_percent_lost_answers_still_make_exactly_one_of_each_and_leave_no
 ):
     config = ProxyConfig(seed=seed, lost_rate=0.2, client_token_dedup=True)
     with Ec2Proxy(moto_server.url, config) as proxy:
-        deployment = reference(deploy, tmp_path, {"endpoint_url": proxy.url})
-        deployment.install(task_retries=20)
-        assert inventory(ec2) == ONE_OF_EACH
-        deployment.uninstall(task_retries=20)
-        assert inventory(ec2) == NOTHING
+        install_and_uninstall_through(proxy, deploy, tmp_path, ec2)
         assert sum(n for outcome, n in proxy.outcomes().items() if outcome.startswith("lost")) > 0
 
 
@@ -111,7 +104,7 @@ def test_two_deployments_whose_key_files_share_a_base_name_never_delete_each_oth
     # The second deployment validated before the first created its key (a race),
     # so its create meets the first's key: it is refused, and its delete keeps it.
     second = make_ctx({"private_key_path": str(tmp_path / "b" / "key.pem")}, deployment_id="two", instance_id="key_1")
-    with pytest.raises(Exception, match="InvalidKeyPair.Duplicate"):
+    with pytest.raises(NonRecoverableError, match="InvalidKeyPair.Duplicate"):
         keypair.create(ctx=second)
     keypair.delete(ctx=second)
     assert [key["KeyName"] for key in ec2.describe_key_pairs()["KeyPairs"]] == ["key"]

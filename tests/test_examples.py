@@ -10,24 +10,19 @@ import stat
 import pytest
 import yaml
 
-from tests.support import IMAGE_ID, ROOT, LocalDeployment, types_resolver
+from tests.support import IMAGE_ID, LIVE_STATES, ROOT, LocalDeployment, live_instances, types_resolver
 
 EXAMPLES = ROOT / "examples"
 # The demo's own settings: enough retries for the plugin's waiting policy.
 TASK_RETRIES = 10
 
 
-def live_instances(ec2) -> list[dict]:
-    return [
-        i
-        for r in ec2.describe_instances()["Reservations"]
-        for i in r["Instances"]
-        if i["State"]["Name"] != "terminated"
-    ]
+def not_terminated(ec2) -> list[dict]:
+    return live_instances(ec2, (*LIVE_STATES, "shutting-down"))
 
 
 def assert_emulator_empty(ec2) -> None:
-    assert live_instances(ec2) == []
+    assert not_terminated(ec2) == []
     assert ec2.describe_key_pairs()["KeyPairs"] == []
     assert [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
     assert ec2.describe_addresses()["Addresses"] == []
@@ -51,7 +46,7 @@ def test_example_installs_everything_and_wires_it_together(example, ec2):
     outputs = deployment.env.outputs()
     instance_id = outputs["instance_id"]
     assert re.fullmatch(r"i-[0-9a-f]+", instance_id)
-    (instance,) = live_instances(ec2)
+    (instance,) = not_terminated(ec2)
     assert instance["InstanceId"] == instance_id
     assert instance["State"]["Name"] == "running"
     assert instance["ImageId"] == IMAGE_ID
@@ -137,7 +132,7 @@ def test_external_resources_example_adopts_and_releases_without_touching(existin
 def snapshot(ec2) -> dict:
     """What exists in the emulator, in a comparable form."""
     return {
-        "instances": sorted((i["InstanceId"], i["State"]["Name"]) for i in live_instances(ec2)),
+        "instances": sorted((i["InstanceId"], i["State"]["Name"]) for i in not_terminated(ec2)),
         "keys": sorted(k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]),
         "groups": sorted(g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]),
         "addresses": sorted((a["PublicIp"], a.get("InstanceId")) for a in ec2.describe_addresses()["Addresses"]),

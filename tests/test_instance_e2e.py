@@ -13,27 +13,19 @@ import yaml
 from cloudify import context as cloudify_context
 from cloudify.exceptions import WorkflowFailed
 
-from ec2 import constants, utils
-from tests.support import IMAGE_ID
+from ec2 import constants
+from tests.support import IMAGE_ID, die_once_after, instance_node, live_instances
 
-NO_AGENT = {"install_method": "none"}
-LIVE = ["pending", "running", "stopping", "stopped"]
-
-
-def server(**properties) -> dict:
-    return {
-        "type": "cloudify.aws.nodes.Instance",
-        "properties": {"image_id": IMAGE_ID, "instance_type": "t3.micro", "agent_config": NO_AGENT, **properties},
-    }
+KEYPAIR = "cloudify.aws.relationships.instance_connected_to_keypair"
+SECURITY_GROUP = "cloudify.aws.relationships.instance_connected_to_security_group"
 
 
-@pytest.fixture
-def full_blueprint(tmp_path):
+def full_blueprint_in(folder: Path) -> dict:
     """A KeyPair, a SecurityGroup and an Instance connected to both."""
     return {
         "key": {
             "type": "cloudify.aws.nodes.KeyPair",
-            "properties": {"private_key_path": str(tmp_path / "keys" / "server-key.pem")},
+            "properties": {"private_key_path": str(folder / "keys" / "server-key.pem")},
         },
         "group": {
             "type": "cloudify.aws.nodes.SecurityGroup",
@@ -43,14 +35,13 @@ def full_blueprint(tmp_path):
                 "rules": [{"ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ip": "0.0.0.0/0"}],
             },
         },
-        "server": {
-            **server(),
-            "relationships": [
-                {"type": "cloudify.aws.relationships.instance_connected_to_keypair", "target": "key"},
-                {"type": "cloudify.aws.relationships.instance_connected_to_security_group", "target": "group"},
-            ],
-        },
+        "server": instance_node((KEYPAIR, "key"), (SECURITY_GROUP, "group")),
     }
+
+
+@pytest.fixture
+def full_blueprint(tmp_path):
+    return full_blueprint_in(tmp_path)
 
 
 @pytest.fixture
@@ -72,11 +63,6 @@ def describe(ec2, instance_id: str) -> dict:
     return reservation["Instances"][0]
 
 
-def live_instances(ec2) -> list[dict]:
-    found = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": LIVE}])
-    return [i for r in found["Reservations"] for i in r["Instances"]]
-
-
 def launch(ec2) -> str:
     return ec2.run_instances(ImageId=IMAGE_ID, InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0][
         "InstanceId"
@@ -86,51 +72,47 @@ def launch(ec2) -> str:
 # --- install ------------------------------------------------------------------
 
 
-def test_install_leaves_the_instance_running(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
-    assert instance["State"]["Name"] == "running"
+@pytest.mark.shared_deployment
+class TestTheInstalledFullBlueprint:
+    """Read-only checks of one installed full blueprint."""
 
+    @pytest.fixture(scope="class")
+    def deployment(self, deploy_once):
+        deployment = deploy_once(full_blueprint_in(deploy_once.folder))
+        deployment.install()
+        return deployment
 
-def test_install_launches_the_instance_with_the_connected_key_pair(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
-    assert instance["KeyName"] == deployment.runtime("key")["aws_resource_id"] == "server-key"
+    def test_install_leaves_the_instance_running(self, deployment, ec2):
+        instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
+        assert instance["State"]["Name"] == "running"
 
+    def test_install_launches_the_instance_with_the_connected_key_pair(self, deployment, ec2):
+        instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
+        assert instance["KeyName"] == deployment.runtime("key")["aws_resource_id"] == "server-key"
 
-def test_install_puts_the_instance_in_the_connected_security_group(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
-    assert deployment.runtime("group")["aws_resource_id"] in [g["GroupId"] for g in instance["SecurityGroups"]]
+    def test_install_puts_the_instance_in_the_connected_security_group(self, deployment, ec2):
+        instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
+        assert deployment.runtime("group")["aws_resource_id"] in [g["GroupId"] for g in instance["SecurityGroups"]]
 
+    def test_start_sets_the_address_runtime_properties_from_describe_instances(self, deployment, ec2):
+        runtime = deployment.runtime("server")
+        instance = describe(ec2, runtime["aws_resource_id"])
+        assert instance["PublicIpAddress"] and instance["PrivateDnsName"]
+        assert {name: runtime[name] for name in constants.INSTANCE_NETWORK_PROPERTIES} == {
+            "ip": instance["PrivateIpAddress"],
+            "private_dns_name": instance["PrivateDnsName"],
+            "public_dns_name": instance["PublicDnsName"],
+            "public_ip_address": instance["PublicIpAddress"],
+        }
 
-def test_start_sets_the_address_runtime_properties_from_describe_instances(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    runtime = deployment.runtime("server")
-    instance = describe(ec2, runtime["aws_resource_id"])
-    assert instance["PublicIpAddress"] and instance["PrivateDnsName"]
-    assert {name: runtime[name] for name in constants.INSTANCE_NETWORK_PROPERTIES} == {
-        "ip": instance["PrivateIpAddress"],
-        "private_dns_name": instance["PrivateDnsName"],
-        "public_dns_name": instance["PublicDnsName"],
-        "public_ip_address": instance["PublicIpAddress"],
-    }
-
-
-def test_create_sets_the_reservation_id(deploy, full_blueprint, ec2):
-    deployment = deploy(full_blueprint)
-    deployment.install()
-    runtime = deployment.runtime("server")
-    (reservation,) = ec2.describe_instances(InstanceIds=[runtime["aws_resource_id"]])["Reservations"]
-    assert runtime["reservation_id"] == reservation["ReservationId"]
+    def test_create_sets_the_reservation_id(self, deployment, ec2):
+        runtime = deployment.runtime("server")
+        (reservation,) = ec2.describe_instances(InstanceIds=[runtime["aws_resource_id"]])["Reservations"]
+        assert runtime["reservation_id"] == reservation["ReservationId"]
 
 
 def test_create_tags_the_instance_with_its_name_tags_and_owner(deploy, ec2):
-    deployment = deploy({"server": server(tags={"team": "qa"})})
+    deployment = deploy({"server": instance_node(tags={"team": "qa"})})
     deployment.install()
     (node_instance,) = deployment.instances("server")
     tags = {t["Key"]: t["Value"] for t in describe(ec2, deployment.runtime("server")["aws_resource_id"])["Tags"]}
@@ -143,7 +125,7 @@ def test_create_tags_the_instance_with_its_name_tags_and_owner(deploy, ec2):
 
 
 def test_a_name_in_the_tags_property_names_the_instance(deploy, ec2):
-    deployment = deploy({"server": server(tags={"Name": "web-1"})})
+    deployment = deploy({"server": instance_node(tags={"Name": "web-1"})})
     deployment.install()
     tags = {t["Key"]: t["Value"] for t in describe(ec2, deployment.runtime("server")["aws_resource_id"])["Tags"]}
     assert tags["Name"] == "web-1"
@@ -169,7 +151,7 @@ def test_uninstall_leaves_no_instance_key_pair_or_group(deploy, full_blueprint, 
 
 
 def test_delete_waits_for_termination_and_pops_every_runtime_property(deploy, ec2):
-    deployment = deploy({"server": server()})
+    deployment = deploy({"server": instance_node()})
     deployment.install()
     instance_id = deployment.runtime("server")["aws_resource_id"]
     deployment.uninstall()
@@ -181,7 +163,7 @@ def test_delete_waits_for_termination_and_pops_every_runtime_property(deploy, ec
 
 
 def test_stop_stops_the_instance_and_unsets_the_addresses(deploy, ec2):
-    deployment = deploy({"server": server()})
+    deployment = deploy({"server": instance_node()})
     deployment.install()
     instance_id = deployment.runtime("server")["aws_resource_id"]
     deployment.execute_operation("cloudify.interfaces.lifecycle.stop", ["server"])
@@ -192,7 +174,7 @@ def test_stop_stops_the_instance_and_unsets_the_addresses(deploy, ec2):
 
 
 def test_start_after_stop_starts_the_instance_and_sets_the_addresses_again(deploy, ec2):
-    deployment = deploy({"server": server()})
+    deployment = deploy({"server": instance_node()})
     deployment.install()
     instance_id = deployment.runtime("server")["aws_resource_id"]
     deployment.execute_operation("cloudify.interfaces.lifecycle.stop", ["server"])
@@ -208,7 +190,7 @@ def test_start_after_stop_starts_the_instance_and_sets_the_addresses_again(deplo
 
 def test_install_adopts_an_external_instance_without_launching_one(deploy, ec2, calls):
     instance_id = launch(ec2)
-    deployment = deploy({"server": server(use_external_resource=True, resource_id=instance_id)})
+    deployment = deploy({"server": instance_node(use_external_resource=True, resource_id=instance_id)})
     deployment.install()
     runtime = deployment.runtime("server")
     assert runtime["aws_resource_id"] == instance_id
@@ -219,7 +201,7 @@ def test_install_adopts_an_external_instance_without_launching_one(deploy, ec2, 
 
 def test_uninstall_leaves_an_external_instance_running(deploy, ec2, calls):
     instance_id = launch(ec2)
-    deployment = deploy({"server": server(use_external_resource=True, resource_id=instance_id)})
+    deployment = deploy({"server": instance_node(use_external_resource=True, resource_id=instance_id)})
     deployment.install()
     deployment.uninstall()
     assert describe(ec2, instance_id)["State"]["Name"] == "running"
@@ -236,12 +218,7 @@ def test_an_external_instance_in_an_external_group_calls_nothing_that_changes_aw
                 "type": "cloudify.aws.nodes.SecurityGroup",
                 "properties": {"use_external_resource": True, "resource_id": group_id},
             },
-            "server": {
-                **server(use_external_resource=True, resource_id=instance_id),
-                "relationships": [
-                    {"type": "cloudify.aws.relationships.instance_connected_to_security_group", "target": "group"}
-                ],
-            },
+            "server": instance_node((SECURITY_GROUP, "group"), use_external_resource=True, resource_id=instance_id),
         }
     )
     deployment.install()
@@ -256,12 +233,7 @@ def test_an_external_instance_connected_to_a_new_security_group_fails_the_instal
     deployment = deploy(
         {
             "group": {"type": "cloudify.aws.nodes.SecurityGroup", "properties": {"description": "new"}},
-            "server": {
-                **server(use_external_resource=True, resource_id=instance_id),
-                "relationships": [
-                    {"type": "cloudify.aws.relationships.instance_connected_to_security_group", "target": "group"}
-                ],
-            },
+            "server": instance_node((SECURITY_GROUP, "group"), use_external_resource=True, resource_id=instance_id),
         }
     )
     with pytest.raises(WorkflowFailed):
@@ -275,7 +247,7 @@ def test_an_external_instance_connected_to_a_new_security_group_fails_the_instal
 
 
 def test_install_fails_when_the_external_instance_does_not_exist(deploy, calls, capsys):
-    deployment = deploy({"server": server(use_external_resource=True, resource_id="i-0123456789abcdef0")})
+    deployment = deploy({"server": instance_node(use_external_resource=True, resource_id="i-0123456789abcdef0")})
     with pytest.raises(WorkflowFailed):
         deployment.install()
     out = capsys.readouterr().out
@@ -288,7 +260,7 @@ def test_install_fails_when_the_external_instance_does_not_exist(deploy, calls, 
 
 
 def test_install_fails_on_a_malformed_external_instance_id_without_asking_aws(deploy, calls, capsys):
-    deployment = deploy({"server": server(use_external_resource=True, resource_id="i-xyz")})
+    deployment = deploy({"server": instance_node(use_external_resource=True, resource_id="i-xyz")})
     with pytest.raises(WorkflowFailed):
         deployment.install()
     assert "-> node 'server': property 'resource_id' is 'i-xyz', not an instance id" in capsys.readouterr().out
@@ -300,21 +272,14 @@ def test_install_fails_on_a_malformed_external_instance_id_without_asking_aws(de
 
 def create_dies_right_after_run_instances(deployment, monkeypatch) -> None:
     """Runs create in a process that "dies" before recording the instance id."""
-    record = utils.record
-
-    def die_before_recording(instance, save=False, **values):
-        if constants.RESERVATION_ID in values:
-            raise SystemExit("the process died right after RunInstances")
-        record(instance, save=save, **values)
-
-    monkeypatch.setattr(utils, "record", die_before_recording)
+    died = die_once_after(monkeypatch, "RunInstances")
     with pytest.raises(WorkflowFailed):
         deployment.execute_operation("cloudify.interfaces.lifecycle.create", ["server"])
-    monkeypatch.setattr(utils, "record", record)
+    assert died
 
 
 def test_create_run_again_after_a_crash_adopts_the_launched_instance(deploy, ec2, monkeypatch):
-    deployment = deploy({"server": server()})
+    deployment = deploy({"server": instance_node()})
     create_dies_right_after_run_instances(deployment, monkeypatch)
     assert "aws_resource_id" not in deployment.runtime("server")
     assert len(live_instances(ec2)) == 1
@@ -325,14 +290,14 @@ def test_create_run_again_after_a_crash_adopts_the_launched_instance(deploy, ec2
 
 
 def test_delete_after_a_crash_terminates_the_unrecorded_instance(deploy, ec2, monkeypatch):
-    deployment = deploy({"server": server()})
+    deployment = deploy({"server": instance_node()})
     create_dies_right_after_run_instances(deployment, monkeypatch)
     deployment.execute_operation("cloudify.interfaces.lifecycle.delete", ["server"])
     assert live_instances(ec2) == []
 
 
 def test_the_uninstall_workflow_after_a_crash_terminates_the_unrecorded_instance(deploy, ec2, monkeypatch):
-    deployment = deploy({"server": server()})
+    deployment = deploy({"server": instance_node()})
     create_dies_right_after_run_instances(deployment, monkeypatch)
     (leaked,) = live_instances(ec2)
     deployment.uninstall()
@@ -342,7 +307,7 @@ def test_the_uninstall_workflow_after_a_crash_terminates_the_unrecorded_instance
 
 
 def test_uninstall_after_an_install_that_failed_on_a_bad_image_succeeds(deploy, ec2, calls, capsys):
-    deployment = deploy({"server": server(image_id="ami-0000000000000dead")})
+    deployment = deploy({"server": instance_node(image_id="ami-0000000000000dead")})
     with pytest.raises(WorkflowFailed):
         deployment.install()
     assert "Task failed 'ec2.instance.creation_validation' -> node 'server': property 'image_id'" in (
@@ -355,13 +320,13 @@ def test_uninstall_after_an_install_that_failed_on_a_bad_image_succeeds(deploy, 
 
 
 def test_check_status_passes_while_the_instance_runs(deploy):
-    deployment = deploy({"server": server()})
+    deployment = deploy({"server": instance_node()})
     deployment.install()
     deployment.execute("check_status")
 
 
 def test_check_status_fails_when_the_instance_was_terminated(deploy, ec2, capsys):
-    deployment = deploy({"server": server()})
+    deployment = deploy({"server": instance_node()})
     deployment.install()
     instance_id = deployment.runtime("server")["aws_resource_id"]
     ec2.terminate_instances(InstanceIds=[instance_id])
@@ -374,7 +339,7 @@ def test_check_status_fails_when_the_instance_was_terminated(deploy, ec2, capsys
 
 
 def test_heal_replaces_an_instance_terminated_behind_cloudifys_back(deploy, ec2):
-    deployment = deploy({"server": server()})
+    deployment = deploy({"server": instance_node()})
     deployment.install()
     old_id = deployment.runtime("server")["aws_resource_id"]
     ec2.terminate_instances(InstanceIds=[old_id])
@@ -406,7 +371,7 @@ def test_boto2_parameters_reach_ec2_as_intended(deploy, ec2):
         "user_data": "#!/bin/sh\necho hello\n",
         "instance_initiated_shutdown_behavior": "terminate",
     }
-    deployment = deploy({"server": server(parameters=parameters)})
+    deployment = deploy({"server": instance_node(parameters=parameters)})
     deployment.install()
     instance_id = deployment.runtime("server")["aws_resource_id"]
     instance = describe(ec2, instance_id)
@@ -419,7 +384,7 @@ def test_boto2_parameters_reach_ec2_as_intended(deploy, ec2):
 
 def test_boto3_parameters_are_passed_through(deploy, ec2):
     parameters = {"MetadataOptions": {"HttpTokens": "required"}, "Monitoring": {"Enabled": True}}
-    deployment = deploy({"server": server(parameters=parameters)})
+    deployment = deploy({"server": instance_node(parameters=parameters)})
     deployment.install()
     instance = describe(ec2, deployment.runtime("server")["aws_resource_id"])
     assert instance["Monitoring"]["State"] == "enabled"
@@ -430,7 +395,7 @@ def test_the_agent_init_script_ends_up_in_user_data_with_the_users_own(deploy, e
     monkeypatch.setattr(
         cloudify_context.CloudifyAgentContext, "init_script", lambda self, agent_config=None: "#!/bin/sh\nagent\n"
     )
-    node = server(parameters={"user_data": "#cloud-config\npackages: [nginx]\n"})
+    node = instance_node(parameters={"user_data": "#cloud-config\npackages: [nginx]\n"})
     node["properties"]["agent_config"] = {"install_method": "init_script"}
     deployment = deploy({"server": node})
     deployment.execute_operation("cloudify.interfaces.lifecycle.create", ["server"])

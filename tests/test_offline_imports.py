@@ -14,7 +14,7 @@ import yaml
 from dsl_parser.parser import parse_from_path
 from dsl_parser.version import SUPPORTED_VERSIONS
 
-from tests.support import IMAGE_ID, LocalDeployment
+from tests.support import LocalDeployment, assert_nothing_left, live_instances, write_classic_blueprint
 from tools import offline
 
 CFY = Path(sys.executable).parent / "cfy"
@@ -53,83 +53,11 @@ PLUGIN_URLS = [
     "http://www.getcloudify.org/spec/aws-plugin/1.5/plugin.yaml",
 ]
 
-CLASSIC_BLUEPRINT = """\
-# A blueprint as the classic plugin's users wrote them (Cloudify 3.2 era).
-tosca_definitions_version: cloudify_dsl_1_1
-
-imports:
-  - http://www.getcloudify.org/spec/cloudify/3.2/types.yaml
-  - http://www.getcloudify.org/spec/aws-plugin/1.2/plugin.yaml
-
-inputs:
-  key_path:
-    type: string
-
-node_templates:
-  key:
-    type: cloudify.aws.nodes.KeyPair
-    properties:
-      resource_id: offline-classic-key
-      private_key_path: { get_input: key_path }
-
-  group:
-    type: cloudify.aws.nodes.SecurityGroup
-    properties:
-      resource_id: offline-classic-group
-      description: classic rules
-      rules:
-        - ip_protocol: tcp
-          from_port: 22
-          to_port: 22
-          cidr_ip: 0.0.0.0/0
-
-  address:
-    type: cloudify.aws.nodes.ElasticIP
-
-  server:
-    type: cloudify.aws.nodes.Instance
-    properties:
-      install_agent: false
-      image_id: IMAGE
-      instance_type: m3.medium
-    relationships:
-      - type: cloudify.aws.relationships.instance_connected_to_keypair
-        target: key
-      - type: cloudify.aws.relationships.instance_connected_to_security_group
-        target: group
-      - type: cloudify.aws.relationships.instance_connected_to_elastic_ip
-        target: address
-
-outputs:
-  address:
-    value: { get_attribute: [server, public_ip_address] }
-""".replace("IMAGE", IMAGE_ID)
-
 
 def read_target(target: str) -> str:
     """Opens a rule's target the way dsl_parser's read_import does."""
     assert target.startswith("file:")
     return Path(target[len("file:") :]).read_text()
-
-
-def write_classic(folder: Path, dsl: str = "cloudify_dsl_1_1") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "classic.yaml"
-    path.write_text(CLASSIC_BLUEPRINT.replace("cloudify_dsl_1_1", dsl))
-    return path
-
-
-def live_instances(ec2) -> list:
-    states = ["pending", "running", "stopping", "stopped"]
-    reservations = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": states}])
-    return [instance for reservation in reservations["Reservations"] for instance in reservation["Instances"]]
-
-
-def assert_nothing_left(ec2) -> None:
-    assert live_instances(ec2) == []
-    assert ec2.describe_addresses()["Addresses"] == []
-    assert ec2.describe_key_pairs()["KeyPairs"] == []
-    assert [group["GroupName"] for group in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
 
 
 def assert_installed(ec2) -> None:
@@ -186,12 +114,12 @@ def test_a_target_path_with_a_space_is_written_as_dsl_parser_opens_it(tmp_path):
 
 @pytest.mark.parametrize("dsl", SUPPORTED_VERSIONS)
 def test_the_offline_files_import_into_every_dsl_version(tmp_path, dsl):
-    plan = parse_from_path(str(write_classic(tmp_path, dsl)), resolver=offline.import_resolver())
+    plan = parse_from_path(str(write_classic_blueprint(tmp_path, dsl)), resolver=offline.import_resolver())
     assert {node["id"] for node in plan["nodes"]} == {"key", "group", "address", "server"}
 
 
 def test_a_dsl_1_1_blueprint_with_classic_imports_parses_through_the_resolver(tmp_path):
-    plan = parse_from_path(str(write_classic(tmp_path)), resolver=offline.import_resolver())
+    plan = parse_from_path(str(write_classic_blueprint(tmp_path)), resolver=offline.import_resolver())
     server = next(node for node in plan["nodes"] if node["id"] == "server")
     assert server["properties"]["install_agent"] is False
     assert {relationship["type"] for relationship in server["relationships"]} == {
@@ -299,7 +227,7 @@ def test_the_command_writes_the_cfy_config(tmp_path, capsys):
 
 def test_a_classic_dsl_1_1_blueprint_installs_and_uninstalls_through_the_python_api(tmp_path, ec2):
     deployment = LocalDeployment(
-        write_classic(tmp_path / "blueprint"),
+        write_classic_blueprint(tmp_path / "blueprint"),
         inputs={"key_path": str(tmp_path / "key.pem")},
         resolver=offline.import_resolver(),
     )
@@ -328,7 +256,7 @@ def test_a_classic_dsl_1_1_blueprint_installs_and_uninstalls_through_cfy(tmp_pat
         pytest.skip("the Cloudify CLI is not installed (run make demo)")
     workdir = tmp_path / "cfy"
     assert offline.main(["write-cfy-config", str(workdir)]) == 0
-    blueprint = write_classic(tmp_path / "blueprint")  # apart from the workdir: cfy copies the blueprint's folder
+    blueprint = write_classic_blueprint(tmp_path / "blueprint")  # not in the workdir: cfy copies its folder
     retries = ("--task-retries", "10", "--task-retry-interval", "1")
     cfy(workdir, "install", str(blueprint), "-b", "classic", "-i", f"key_path={tmp_path / 'key.pem'}", *retries)
     assert_installed(ec2)

@@ -1,5 +1,6 @@
-"""Narrow behaviour of cloudify.aws.nodes.Instance: the RunInstances request,
-validation errors, waiting, delete and check_status, against the moto server."""
+"""cloudify.aws.nodes.Instance operations called directly with mock contexts,
+against the moto server: the RunInstances request, validation errors, waiting,
+delete and check_status."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from cloudify.mocks import MockRelationshipSubjectContext as Subject
 
 from ec2 import aws, connection, constants, instance, instance_request
 from ec2.errors import PluginError
-from tests.support import IMAGE_ID, interrupted_create, owned_by
+from tests.support import IMAGE_ID, interrupted_create, live_instances, owned_by
 
 KEYPAIR_REL = "cloudify.aws.relationships.instance_connected_to_keypair"
 GROUP_REL = "cloudify.aws.relationships.instance_connected_to_security_group"
@@ -57,13 +58,6 @@ def server_ctx(make_ctx):
 def request_for(ctx) -> dict:
     """The RunInstances request the plugin would send for this context."""
     return instance_request.build_request(ctx, instance_request.parse(ctx.node.properties))
-
-
-def live_instances(ec2) -> list[dict]:
-    found = ec2.describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
-    )
-    return [i for r in found["Reservations"] for i in r["Instances"]]
 
 
 # --- parameters ---------------------------------------------------------------
