@@ -58,16 +58,17 @@ def _create(duplicate_code: str, what: str, call: Callable[[], Any]) -> Any:
         raise
 
 
-def _describe(client: Client, operation: str, result_key: str, **params: Any) -> list[dict]:
-    """Every item a describe returns, following pagination where AWS paginates."""
-    if client.can_paginate(operation):
-        return [item for page in client.get_paginator(operation).paginate(**params) for item in page[result_key]]
-    return getattr(client, operation)(**params)[result_key]
+def _describe(call: Callable[..., dict], result_key: str, **params: Any) -> list[dict]:
+    """Every item a describe (a client method) returns, following pagination where AWS paginates."""
+    client, name = call.__self__, call.__name__  # type: ignore[attr-defined]
+    if client.can_paginate(name):
+        return [item for page in client.get_paginator(name).paginate(**params) for item in page[result_key]]
+    return call(**params)[result_key]
 
 
-def _found(codes: Collection[str], client: Client, operation: str, result_key: str, **params: Any) -> list[dict]:
+def _found(codes: Collection[str], call: Callable[..., dict], result_key: str, **params: Any) -> list[dict]:
     """A describe where NotFound means "none"."""
-    return _answer_or_none(codes, lambda: _describe(client, operation, result_key, **params)) or []
+    return _answer_or_none(codes, lambda: _describe(call, result_key, **params)) or []
 
 
 def resent(response: Mapping[str, Any]) -> bool:
@@ -107,12 +108,12 @@ def dry_run(call: Callable[..., Any], **params: Any) -> ClientError | None:
 
 
 def find_key_pair(client: Client, name: str) -> dict | None:
-    found = _found(KEY_PAIR_NOT_FOUND, client, "describe_key_pairs", "KeyPairs", KeyNames=[name])
+    found = _found(KEY_PAIR_NOT_FOUND, client.describe_key_pairs, "KeyPairs", KeyNames=[name])
     return found[0] if found else None
 
 
 def find_owned_key_pairs(client: Client, owner: Owner) -> list[dict]:
-    return _describe(client, "describe_key_pairs", "KeyPairs", Filters=tag_filters(owner))
+    return _describe(client.describe_key_pairs, "KeyPairs", Filters=tag_filters(owner))
 
 
 def create_key_pair(client: Client, name: str, tags: Mapping[str, str]) -> dict:
@@ -155,7 +156,7 @@ def dry_run_import_key_pair(client: Client, name: str, public_key: str, tags: Ma
 
 
 def find_security_group_by_id(client: Client, group_id: str) -> dict | None:
-    found = _found(GROUP_NOT_FOUND, client, "describe_security_groups", "SecurityGroups", GroupIds=[group_id])
+    found = _found(GROUP_NOT_FOUND, client.describe_security_groups, "SecurityGroups", GroupIds=[group_id])
     return found[0] if found else None
 
 
@@ -164,7 +165,7 @@ def find_security_groups_by_name(client: Client, name: str, vpc_id: str | None =
     filters = [{"Name": "group-name", "Values": [name]}]
     if vpc_id:
         filters.append({"Name": "vpc-id", "Values": [vpc_id]})
-    return _describe(client, "describe_security_groups", "SecurityGroups", Filters=filters)
+    return _describe(client.describe_security_groups, "SecurityGroups", Filters=filters)
 
 
 def find_security_groups_by_names(client: Client, names: Collection[str], vpc_id: str | None = None) -> list[dict]:
@@ -172,20 +173,20 @@ def find_security_groups_by_names(client: Client, names: Collection[str], vpc_id
     filters = [{"Name": "group-name", "Values": sorted(set(names))}]
     if vpc_id:
         filters.append({"Name": "vpc-id", "Values": [vpc_id]})
-    return _describe(client, "describe_security_groups", "SecurityGroups", Filters=filters)
+    return _describe(client.describe_security_groups, "SecurityGroups", Filters=filters)
 
 
 def find_owned_security_groups(client: Client, owner: Owner) -> list[dict]:
-    return _describe(client, "describe_security_groups", "SecurityGroups", Filters=tag_filters(owner))
+    return _describe(client.describe_security_groups, "SecurityGroups", Filters=tag_filters(owner))
 
 
 def default_vpc_id(client: Client) -> str | None:
-    found = _describe(client, "describe_vpcs", "Vpcs", Filters=[{"Name": "is-default", "Values": ["true"]}])
+    found = _describe(client.describe_vpcs, "Vpcs", Filters=[{"Name": "is-default", "Values": ["true"]}])
     return found[0]["VpcId"] if found else None
 
 
 def vpc_exists(client: Client, vpc_id: str) -> bool:
-    return bool(_found(VPC_NOT_FOUND, client, "describe_vpcs", "Vpcs", VpcIds=[vpc_id]))
+    return bool(_found(VPC_NOT_FOUND, client.describe_vpcs, "Vpcs", VpcIds=[vpc_id]))
 
 
 def create_security_group(
@@ -255,12 +256,12 @@ def revoke(client: Client, group_id: str, permissions: list[dict], egress: bool 
 
 def find_address(client: Client, allocation_id: str | None = None, public_ip: str | None = None) -> dict | None:
     lookup = {"AllocationIds": [allocation_id]} if allocation_id else {"PublicIps": [public_ip]}
-    found = _found(ADDRESS_NOT_FOUND, client, "describe_addresses", "Addresses", **lookup)
+    found = _found(ADDRESS_NOT_FOUND, client.describe_addresses, "Addresses", **lookup)
     return found[0] if found else None
 
 
 def find_owned_addresses(client: Client, owner: Owner) -> list[dict]:
-    return _describe(client, "describe_addresses", "Addresses", Filters=tag_filters(owner))
+    return _describe(client.describe_addresses, "Addresses", Filters=tag_filters(owner))
 
 
 def allocate_address(client: Client, tags: Mapping[str, str]) -> dict:
@@ -327,7 +328,7 @@ def _instances(reservations: Iterable[dict]) -> list[dict]:
 def find_instances(client: Client, instance_ids: list[str]) -> dict[str, dict]:
     """The instances that exist among ``instance_ids``, by id (terminated ones too)."""
     try:
-        reservations = _describe(client, "describe_instances", "Reservations", InstanceIds=instance_ids)
+        reservations = _describe(client.describe_instances, "Reservations", InstanceIds=instance_ids)
     except ClientError as error:
         if error_code(error) not in INSTANCE_NOT_FOUND:
             raise
@@ -344,7 +345,7 @@ def find_instance(client: Client, instance_id: str) -> dict | None:
 
 def find_owned_instances(client: Client, owner: Owner, states: Iterable[str] = LIVE_STATES) -> list[dict]:
     filters = [*tag_filters(owner), {"Name": "instance-state-name", "Values": list(states)}]
-    return _instances(_describe(client, "describe_instances", "Reservations", Filters=filters))
+    return _instances(_describe(client.describe_instances, "Reservations", Filters=filters))
 
 
 def run_instance(client: Client, request: dict) -> dict:
@@ -513,19 +514,19 @@ def find_image(client: Client, image_id: str) -> dict | None:
         seen, image = _images.get(key, (0.0, None))
         if time.monotonic() - seen < IMAGE_CACHE_SECONDS:
             return image
-        found = _found(IMAGE_NOT_FOUND, client, "describe_images", "Images", ImageIds=[image_id])
+        found = _found(IMAGE_NOT_FOUND, client.describe_images, "Images", ImageIds=[image_id])
         image = found[0] if found else None
         _images[key] = (time.monotonic(), image)
         return image
 
 
 def subnet_exists(client: Client, subnet_id: str) -> bool:
-    return bool(_found(SUBNET_NOT_FOUND, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id]))
+    return bool(_found(SUBNET_NOT_FOUND, client.describe_subnets, "Subnets", SubnetIds=[subnet_id]))
 
 
 def subnet_vpc_id(client: Client, subnet_id: str) -> str | None:
     """The VPC a subnet belongs to; None when there is no such subnet."""
-    found = _found(SUBNET_NOT_FOUND, client, "describe_subnets", "Subnets", SubnetIds=[subnet_id])
+    found = _found(SUBNET_NOT_FOUND, client.describe_subnets, "Subnets", SubnetIds=[subnet_id])
     return found[0]["VpcId"] if found else None
 
 
