@@ -67,7 +67,7 @@ def start(ctx, **_):
     if spec.common.external:
         if state == NOT_FOUND:
             raise _gone(instance_id, state)
-        _record_addresses(ctx, instance or {})
+        record_addresses(ctx, instance or {})
         return
     if state == NOT_FOUND:
         # EC2 is eventually consistent: a new instance may not be visible yet.
@@ -76,16 +76,16 @@ def start(ctx, **_):
         raise _gone(instance_id, state)
 
     if state == "stopping":
-        instance = _wait(ctx, client, spec.common, instance_id, ("stopped",), ("stopping",), state)
+        instance = wait_for_state(ctx, client, spec.common, instance_id, ("stopped",), ("stopping",), state)
         state = state_of(instance)
     if state == "stopped":
         state = aws.start_instance(client, instance_id) or NOT_FOUND
         ctx.logger.info(f"Starting instance {instance_id}.")
         known = None if state == "running" else state  # the addresses need a describe of the running instance
-        instance = _wait(ctx, client, spec.common, instance_id, ("running",), ("pending", "stopped"), known)
+        instance = wait_for_state(ctx, client, spec.common, instance_id, ("running",), ("pending", "stopped"), known)
     elif state != "running":
-        instance = _wait(ctx, client, spec.common, instance_id, ("running",), ("pending",), state)
-    _record_addresses(ctx, instance or {})
+        instance = wait_for_state(ctx, client, spec.common, instance_id, ("running",), ("pending",), state)
+    record_addresses(ctx, instance or {})
 
 
 @utils.ec2_operation
@@ -121,7 +121,7 @@ def stop(ctx, **_):
             ctx.logger.warning(f"Instance {instance_id} is {state}; there is nothing to stop.")
             continue
         ctx.logger.info(f"Stopping instance {instance_id}.")
-        _wait(ctx, client, common, instance_id, ("stopped",), ("pending", "running", "stopping"), state)
+        wait_for_state(ctx, client, common, instance_id, ("stopped",), ("pending", "running", "stopping"), state)
     utils.forget(ctx.instance, *constants.INSTANCE_NETWORK_PROPERTIES)
 
 
@@ -152,7 +152,7 @@ def terminate(ctx, **_):
         if state is None:
             continue
         ctx.logger.info(f"Terminating instance {instance_id}.")
-        _wait(ctx, client, common, instance_id, ("terminated", NOT_FOUND), LIVE_STATES + GONE_STATES, state)
+        wait_for_state(ctx, client, common, instance_id, ("terminated", NOT_FOUND), LIVE_STATES + GONE_STATES, state)
     utils.forget(ctx.instance, *RUNTIME_PROPERTIES)
 
 
@@ -300,7 +300,7 @@ def _find(client, instance_id: str) -> str | None:
     return instance_id if state_of(aws.find_instance(client, instance_id)) in LIVE_STATES else None
 
 
-def _wait(
+def wait_for_state(
     ctx,
     client,
     common: utils.Common,
@@ -333,7 +333,7 @@ def _gone(instance_id: str, state: str) -> PluginError:
     )
 
 
-def _record_addresses(ctx, instance: dict) -> None:
+def record_addresses(ctx, instance: dict) -> None:
     """Records the four address properties from one describe's instance."""
     utils.record(
         ctx.instance,

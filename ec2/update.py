@@ -21,6 +21,7 @@ node instance. External resources are left as they are.
 from __future__ import annotations
 
 from ec2 import aws, connection, constants, drift, instance_request, securitygroup, utils
+from ec2 import instance as instance_lifecycle
 from ec2.aws import GONE_STATES, NOT_FOUND, state_of
 from ec2.errors import PluginError
 
@@ -152,24 +153,17 @@ def _resize(ctx, client, common: utils.Common, described: dict, wanted_type: str
             if state != "stopping":
                 aws.stop_instance(client, instance_id)
                 ctx.logger.info(f"Stopping instance {instance_id} to change its type to {wanted_type}.")
-            _wait(ctx, client, common, instance_id, ("stopped",), ("pending", "running", "stopping"))
+            instance_lifecycle.wait_for_state(
+                ctx, client, common, instance_id, ("stopped",), ("pending", "running", "stopping")
+            )
         aws.modify_instance_type(client, instance_id, wanted_type)
         ctx.logger.info(f"Instance {instance_id} is now of type {wanted_type}.")
     if ctx.instance.runtime_properties.get(RESTART_AFTER_RESIZE):
         if state_of(aws.find_instance(client, instance_id)) == "stopped":
             aws.start_instance(client, instance_id)
             ctx.logger.info(f"Starting instance {instance_id} again.")
-        running = _wait(ctx, client, common, instance_id, ("running",), ("pending", "stopped"))
-        utils.record(
-            ctx.instance,
-            ip=running.get("PrivateIpAddress"),
-            private_dns_name=running.get("PrivateDnsName"),
-            public_dns_name=running.get("PublicDnsName"),
-            public_ip_address=running.get("PublicIpAddress"),
+        running = instance_lifecycle.wait_for_state(
+            ctx, client, common, instance_id, ("running",), ("pending", "stopped")
         )
+        instance_lifecycle.record_addresses(ctx, running)
         utils.forget(ctx.instance, RESTART_AFTER_RESIZE, save=True)
-
-
-def _wait(ctx, client, common: utils.Common, instance_id: str, target: tuple, pending: tuple) -> dict:
-    wait = common.wait
-    return aws.wait_for_instance(client, instance_id, target, pending, wait.timeout, wait.interval, ctx.logger.info)
