@@ -4,11 +4,15 @@ cloudify-common's local workflow engine (tools.local, shared with bench)."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
+import pytest
 
-from tools import local, topology
+from tools import local, offline, topology
 from tools.ec2proxy import MUTATING_PREFIXES
 from tools.emulator import MotoServer  # noqa: F401  (re-exported for the tests)
 from tools.local import (  # noqa: F401  (re-exported for the tests)
@@ -22,6 +26,7 @@ from tools.local import (  # noqa: F401  (re-exported for the tests)
 )
 
 REFERENCE_TYPES = ROOT.parent / "shared" / "reference" / "cloudify-types"
+CFY = Path(sys.executable).parent / "cfy"
 NO_AGENT = {"install_method": "none"}
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
@@ -138,6 +143,34 @@ class LocalDeployment(local.LocalDeployment):
 
     def __init__(self, blueprint, name: str = "test", inputs: dict | None = None, resolver=None) -> None:
         super().__init__(blueprint, name=name, inputs=inputs, resolver=resolver, echo=True)
+
+
+def cfy_workdir(folder: Path) -> Path:
+    """``folder`` as a cfy working directory with the offline import rules. Skips
+    without the Cloudify CLI (`make demo` installs it); fails instead under CI=true."""
+    if not CFY.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must have the Cloudify CLI ({CFY}): run make demo first")
+        pytest.skip("the Cloudify CLI is not installed (run make demo)")
+    assert offline.main(["write-cfy-config", str(folder)]) == 0
+    return folder
+
+
+def run_cfy(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CFY), *args],
+        env=dict(os.environ, CFY_WORKDIR=str(workdir)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def cfy(workdir: Path, *args: str) -> str:
+    """Runs cfy in ``workdir``, which must succeed; returns what it printed."""
+    result = run_cfy(workdir, *args)
+    assert result.returncode == 0, f"cfy {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
 
 
 class Deployer:

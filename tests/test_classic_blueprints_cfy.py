@@ -12,7 +12,6 @@ Skipped without cfy (`make demo` installs it); failed instead when CI=true.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import IMAGE_ID
-from tools import offline
+from tests.support import IMAGE_ID, ROOT, cfy, cfy_workdir, live_instances, run_cfy
 
-ROOT = Path(__file__).resolve().parent.parent
-CFY = Path(sys.executable).parent / "cfy"
 RETRIES = ("--task-retries", "10", "--task-retry-interval", "1")
 
 # A manager blueprint of the 3.2 era (cloudify_dsl_1_0): two key pairs, a
@@ -267,29 +263,7 @@ node_templates:
 @pytest.fixture
 def workdir(tmp_path) -> Path:
     """A cfy working directory holding the offline import rules."""
-    if not CFY.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must have the Cloudify CLI ({CFY}): run make demo first")
-        pytest.skip("the Cloudify CLI is not installed (run make demo)")
-    folder = tmp_path / "cfy"
-    assert offline.main(["write-cfy-config", str(folder)]) == 0
-    return folder
-
-
-def run_cfy(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(CFY), *args],
-        env=dict(os.environ, CFY_WORKDIR=str(workdir)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def cfy(workdir: Path, *args: str) -> str:
-    result = run_cfy(workdir, *args)
-    assert result.returncode == 0, f"cfy {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return cfy_workdir(tmp_path / "cfy")
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -306,12 +280,6 @@ def outputs(workdir: Path, name: str) -> dict:
 
 
 # --- what exists in the emulator ------------------------------------------------------
-
-
-def live_instances(ec2) -> list[dict]:
-    states = ["pending", "running", "stopping", "stopped"]
-    found = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": states}])
-    return [one for reservation in found["Reservations"] for one in reservation["Instances"]]
 
 
 def groups_by_name(ec2) -> dict[str, dict]:

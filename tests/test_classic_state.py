@@ -18,7 +18,7 @@ from cloudify.mocks import MockRelationshipSubjectContext as Subject
 from cloudify.state import current_ctx
 
 from ec2 import constants, elasticip, instance, keypair, securitygroup
-from tests.support import IMAGE_ID, LocalDeployment, write_blueprint
+from tests.support import IMAGE_ID, LocalDeployment, live_instances, write_blueprint
 
 COMMON = {"use_external_resource": False, "resource_id": "", "aws_config": {}, "tags": {}}
 SERVER = {
@@ -105,12 +105,6 @@ def launched_classically(ec2) -> dict:
         "public_dns_name": running["PublicDnsName"],
         "public_ip_address": running["PublicIpAddress"],
     }
-
-
-def live_instances(ec2) -> list[dict]:
-    states = ["pending", "running", "stopping", "stopped"]
-    found = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": states}])
-    return [one for reservation in found["Reservations"] for one in reservation["Instances"]]
 
 
 def group_names(ec2) -> list[str]:

@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT, TYPES_URL
+from tests.support import CFY, ROOT, TYPES_URL
 from tools import offline
 
 DEMO = ROOT / "examples" / "demo.py"
-CFY = Path(sys.executable).parent / "cfy"
 
 pytestmark = pytest.mark.skipif(not CFY.exists(), reason="the Cloudify CLI is not installed (run make demo)")
 

@@ -3,20 +3,11 @@ service unless ``parameters`` set MetadataOptions.HttpTokens."""
 
 from __future__ import annotations
 
-from tests.support import IMAGE_ID
+from tests.support import instance_node
 
 
 def launched(deploy, ec2, **parameters) -> dict:
-    node = {
-        "type": "cloudify.aws.nodes.Instance",
-        "properties": {
-            "image_id": IMAGE_ID,
-            "instance_type": "t3.micro",
-            "agent_config": {"install_method": "none"},
-            "parameters": parameters,
-        },
-    }
-    deployment = deploy({"server": node})
+    deployment = deploy({"server": instance_node(parameters=parameters)})
     deployment.install()
     (reservation,) = ec2.describe_instances(InstanceIds=[deployment.runtime("server")["aws_resource_id"]])[
         "Reservations"

@@ -4,9 +4,6 @@ cloudify_dsl_1_1 blueprint installs and uninstalls through both."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +11,15 @@ import yaml
 from dsl_parser.parser import parse_from_path
 from dsl_parser.version import SUPPORTED_VERSIONS
 
-from tests.support import LocalDeployment, assert_nothing_left, live_instances, write_classic_blueprint
+from tests.support import (
+    LocalDeployment,
+    assert_nothing_left,
+    cfy,
+    cfy_workdir,
+    live_instances,
+    write_classic_blueprint,
+)
 from tools import offline
-
-CFY = Path(sys.executable).parent / "cfy"
 
 # Import URLs found in real classic-era blueprints and docs, and later ones.
 TYPES_URLS = [
@@ -238,24 +240,8 @@ def test_a_classic_dsl_1_1_blueprint_installs_and_uninstalls_through_the_python_
     assert_nothing_left(ec2)
 
 
-def cfy(workdir: Path, *args: str) -> None:
-    result = subprocess.run(
-        [str(CFY), *args],
-        env=dict(os.environ, CFY_WORKDIR=str(workdir)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"cfy {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-
-
 def test_a_classic_dsl_1_1_blueprint_installs_and_uninstalls_through_cfy(tmp_path, ec2):
-    if not CFY.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must have the Cloudify CLI ({CFY}): run make demo first")
-        pytest.skip("the Cloudify CLI is not installed (run make demo)")
-    workdir = tmp_path / "cfy"
-    assert offline.main(["write-cfy-config", str(workdir)]) == 0
+    workdir = cfy_workdir(tmp_path / "cfy")
     blueprint = write_classic_blueprint(tmp_path / "blueprint")  # not in the workdir: cfy copies its folder
     retries = ("--task-retries", "10", "--task-retry-interval", "1")
     cfy(workdir, "install", str(blueprint), "-b", "classic", "-i", f"key_path={tmp_path / 'key.pem'}", *retries)
