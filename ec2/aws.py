@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
@@ -386,7 +387,7 @@ class _StatePoller:
     that a round costs one call however many instances wait."""
 
     def __init__(self, client: Client) -> None:
-        self.client = client
+        self._client = weakref.ref(client)  # the poller must not keep its client alive
         self.changed = threading.Condition()
         self.waiting: set[str] = set()  # ids for the next round
         self.started = self.finished = 0  # round numbers
@@ -408,7 +409,7 @@ class _StatePoller:
                 return self._answer(instance_id)
         answers: dict[str, Any]
         try:
-            found = find_instances(self.client, ids)
+            found = find_instances(self._client(), ids)
             answers = {one: found.get(one) for one in ids}
         except Exception as error:  # every waiter of this round sees it
             answers = dict.fromkeys(ids, error)
@@ -425,15 +426,16 @@ class _StatePoller:
         return answer
 
 
-_pollers: dict[int, _StatePoller] = {}
+# One poller per client, gone with its client.
+_pollers: weakref.WeakKeyDictionary[Client, _StatePoller] = weakref.WeakKeyDictionary()
 _pollers_lock = threading.Lock()
 
 
 def _poller(client: Client) -> _StatePoller:
     with _pollers_lock:
-        poller = _pollers.get(id(client))
-        if poller is None or poller.client is not client:
-            poller = _pollers[id(client)] = _StatePoller(client)
+        poller = _pollers.get(client)
+        if poller is None:
+            poller = _pollers[client] = _StatePoller(client)
         return poller
 
 

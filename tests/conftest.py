@@ -6,7 +6,7 @@ import pytest
 from cloudify.mocks import MockCloudifyContext
 from cloudify.state import current_ctx
 
-from ec2 import aws, connection
+from ec2 import connection
 from tests.support import (
     IMAGE_ID,
     CallRecorder,
@@ -76,7 +76,6 @@ def aws_environment(session_environment, moto_server, monkeypatch, request):
     connection.clear_cache()
     yield
     connection.clear_cache()
-    aws._pollers.clear()  # it holds every client it polled with, and each test makes new ones
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def raising(ctx, error, **_):
 
 @utils.ec2_operation
 def waiting(ctx, **_):
-    aws.wait_for_instance(None, "i-1", ("running",), ("pending",), timeout=0, interval=0)
+    aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), timeout=0, interval=0)
 
 
 def stubbed_error(code: str, status: int, operation: str = "describe_key_pairs"):
@@ -134,6 +134,13 @@ def test_an_external_resource_that_was_never_recorded_is_simply_forgotten(make_c
     assert ctx.instance.runtime_properties == {}
 
 
+class NoClient:
+    """Stands in for a client where find_instances is replaced."""
+
+
+NO_CLIENT = NoClient()
+
+
 class States:
     """A stand-in for find_instances that answers a given series of states."""
 
@@ -148,7 +155,7 @@ class States:
 
 def test_waiting_returns_at_once_when_the_state_is_already_reached(monkeypatch):
     States(monkeypatch, "running")
-    assert aws.wait_for_instance(None, "i-1", ("running",), ("pending",), 5, 0)["State"]["Name"] == "running"
+    assert aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), 5, 0)["State"]["Name"] == "running"
 
 
 def test_waiting_hands_back_to_the_workflow_after_the_timeout(make_ctx, monkeypatch):
@@ -162,14 +169,14 @@ def test_waiting_hands_back_to_the_workflow_after_the_timeout(make_ctx, monkeypa
 def test_waiting_logs_every_poll(monkeypatch):
     States(monkeypatch, "pending", "pending", "running")
     lines = []
-    aws.wait_for_instance(None, "i-1", ("running",), ("pending",), 5, 0, lines.append)
+    aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), 5, 0, lines.append)
     assert len(lines) == 3 and all("i-1" in line for line in lines)
 
 
 def test_a_state_that_is_neither_pending_nor_wanted_stops_the_wait_naming_it(monkeypatch):
     States(monkeypatch, "pending", "terminated")
     with pytest.raises(errors.UnexpectedState, match="terminated"):
-        aws.wait_for_instance(None, "i-1", ("running",), ("pending",), 5, 0)
+        aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), 5, 0)
 
 
 def test_tags_must_be_a_dictionary():
