@@ -96,8 +96,9 @@ def forget_operation_loggers(before: set[str]) -> None:
 
 
 class LocalDeployment:
-    """A blueprint deployed in memory with cloudify.workflows.local. With
-    ``echo``, the engine's lines also go on to stdout as it is at each run."""
+    """A blueprint deployed with cloudify.workflows.local, in memory unless
+    another ``storage`` is given. With ``echo``, the engine's lines also go on
+    to stdout as it is at each run."""
 
     def __init__(
         self,
@@ -106,12 +107,13 @@ class LocalDeployment:
         inputs: dict | None = None,
         resolver: Any = None,
         echo: bool = False,
+        storage: Any = None,
     ) -> None:
         self.env = local.init_env(
             str(blueprint),
             name=name,
             inputs=inputs,
-            storage=local.InMemoryStorage(),
+            storage=storage if storage is not None else local.InMemoryStorage(),
             resolver=resolver or types_resolver(),
             ignored_modules=AGENT_MODULES,
         )

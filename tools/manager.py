@@ -1,0 +1,293 @@
+"""Manager mode: every operation in a new Python process, in the plugin's own venv.
+
+A Cloudify manager's mgmtworker runs each operation as ``python -m
+cloudify.dispatch DIR`` in the plugin's virtualenv, which cloudify-common's
+``cloudify.plugin_installer`` makes: ``_make_virtualenv`` (a venv whose .pth
+links the worker's site-packages), then ``wagon.install``. Nothing in memory
+survives from one operation to the next.
+
+:class:`ManagerDeployment` has :class:`tools.local.LocalDeployment`'s API. Its
+workflows still run in this process, on cloudify-common's local engine, with the
+deployment in a ``local.FileStorage`` folder (what ``cfy`` uses), but each
+operation task runs in a new process, ``tools/manager_dispatch.py`` in the venv
+that :func:`plugin_venv` made from the wagon.
+
+The seam is cloudify-common's own registry of task handlers: the engine runs an
+operation task as ``cloudify.dispatch.dispatch(__cloudify_context=...)``, which
+hands it to ``cloudify.dispatch.TASK_HANDLERS[context["type"]]``.
+:func:`install_operation_handler` registers :class:`SubprocessOperationHandler`
+there for ``operation``; it launches a process only for tasks whose storage has
+an ``operation_launcher`` (a ManagerDeployment's) and handles any other task in
+this process exactly as before, so in-process deployments are unaffected.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cloudify import dispatch
+from cloudify.error_handling import deserialize_known_exception
+from cloudify.exceptions import RecoverableError
+
+from tools import manager_dispatch
+from tools.local import ROOT, LocalDeployment
+from tools.manager_dispatch import DIE_ONCE_AFTER_VARIABLE, LockedFileStorage, die_once_after_setting
+
+DIST = ROOT / "dist"
+VENV_CACHE = ROOT / "build" / "manager" / "venvs"
+RUNNER = Path(manager_dispatch.__file__).resolve()
+# The test venv has the plugin installed (editable), which a manager's worker venv has
+# not: without --ignore-installed, pip in the linked plugin venv would find it there and
+# install nothing. Its dependencies come from the worker venv, as cloudify-common does
+# on a manager; that also keeps a py311 wagon usable on Python 3.13.
+WAGON_INSTALL_ARGS = ["--ignore-installed", "--no-deps"]
+# Variables that would put other code than the plugin venv's on the operation's sys.path.
+NOT_INHERITED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
+DEFAULT_OPERATION_TIMEOUT = 600.0
+
+__all__ = [
+    "DIE_ONCE_AFTER_VARIABLE",
+    "ManagerDeployment",
+    "OperationProcess",
+    "PluginVenv",
+    "die_once_after_setting",
+    "install_operation_handler",
+    "plugin_venv",
+    "wagon_in",
+]
+
+
+class WagonNotFound(FileNotFoundError):
+    """No single wagon where one was looked for."""
+
+
+def wagon_in(folder: Path = DIST) -> Path:
+    """The one wagon in ``folder`` (``make wagon`` leaves one in dist/)."""
+    found = sorted(folder.glob("*.wgn"))
+    if len(found) != 1:
+        raise WagonNotFound(f"expected one wagon in {folder}, found {[p.name for p in found]}: run `make wagon`")
+    return found[0]
+
+
+@dataclass(frozen=True)
+class PluginVenv:
+    """A plugin's virtualenv as a manager makes it."""
+
+    path: Path
+    wagon: Path
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    def holds(self, file: str | Path) -> bool:
+        """Whether ``file`` lies inside this venv (symbolic links not followed: the
+        venv's python is one)."""
+        return Path(os.path.abspath(file)).is_relative_to(os.path.abspath(self.path))
+
+
+def plugin_venv(wagon: Path, cache: Path = VENV_CACHE) -> PluginVenv:
+    """The plugin venv of ``wagon`` for this Python, made as a manager makes it
+    (``plugin_installer._make_virtualenv`` linked to this venv, then
+    ``wagon.install``) once per wagon content and interpreter, under ``cache``.
+    As on a manager, a ``plugin.id`` file marks a finished installation."""
+    digest = hashlib.sha256()
+    with wagon.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(f"{sys.prefix}\0{sys.version}".encode())
+    plugin_id = digest.hexdigest()
+    target = cache / f"py{sys.version_info[0]}{sys.version_info[1]}-{plugin_id[:16]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test session may be making the same venv
+        marker = target / "plugin.id"
+        if not (marker.exists() and marker.read_text() == plugin_id):
+            shutil.rmtree(target, ignore_errors=True)
+            _install(wagon, target)
+            marker.write_text(plugin_id)
+    return PluginVenv(target, wagon)
+
+
+def _install(wagon_file: Path, target: Path) -> None:
+    import wagon
+    from cloudify import plugin_installer
+
+    plugin_installer._make_virtualenv(sys.executable, str(target))
+    try:
+        wagon.install(str(wagon_file), venv=str(target), ignore_platform=True, install_args=WAGON_INSTALL_ARGS)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+@dataclass
+class OperationProcess:
+    """One operation's process: what ran, where, from spawn to exit, and how it ended
+    (``result``, ``error``, ``died``: no output.json, or ``timeout``)."""
+
+    task_name: str
+    operation: str
+    node_instance: str
+    folder: str
+    pid: int
+    started: float
+    ended: float
+    returncode: int | None
+    outcome: str
+    executable: str | None = None
+    package_file: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "seconds": self.seconds}
+
+
+class OperationLauncher:
+    """Runs operation tasks, each in a new process of the plugin venv's Python,
+    and records them in ``processes``. Called by SubprocessOperationHandler."""
+
+    def __init__(self, plugin: PluginVenv, storage_dir: Path, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> None:
+        self.plugin = plugin
+        self.storage_dir = storage_dir
+        self.timeout = timeout
+        self.processes: list[OperationProcess] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, cloudify_context: dict, args: Any, kwargs: dict) -> Any:
+        context = {key: value for key, value in cloudify_context.items() if key != "storage"}
+        operation = (context.get("operation") or {}).get("name") or context["task_name"]
+        node_instance = context.get("node_id") or "-"
+        label = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{node_instance}.{operation.rsplit('.', 1)[-1]}")
+        root = self.storage_dir / "dispatch"
+        root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=root))
+        inputs = {
+            "cloudify_context": context,
+            "args": list(args),
+            "kwargs": kwargs,
+            "storage_dir": str(self.storage_dir),
+        }
+        (folder / "input.json").write_text(json.dumps(inputs))
+        environment = {key: value for key, value in os.environ.items() if key not in NOT_INHERITED}
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [str(self.plugin.python), "-P", str(RUNNER), str(folder)],
+            cwd=folder,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+        try:
+            printed, _ = process.communicate(timeout=self.timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            process.kill()
+            printed, _ = process.communicate()
+            timed_out = True
+        ended = time.monotonic()
+        # The operation's lines (ctx.logger and the rest) go on to this process's
+        # stdout, where the deployment's EventTally reads them.
+        if printed:
+            sys.stdout.write("".join(f"[pid {process.pid}] {line}\n" for line in printed.splitlines()))
+        output = _read_json(folder / "output.json")
+        described = _read_json(folder / "process.json") or {}
+        outcome = "timeout" if timed_out else output["type"] if output else "died"
+        record = OperationProcess(
+            task_name=context["task_name"],
+            operation=operation,
+            node_instance=node_instance,
+            folder=str(folder),
+            pid=process.pid,
+            started=started,
+            ended=ended,
+            returncode=process.returncode,
+            outcome=outcome,
+            executable=described.get("executable"),
+            package_file=described.get("package_file"),
+        )
+        with self._lock:
+            self.processes.append(record)
+        if output is None:
+            last = printed.strip().splitlines()[-1:] if printed else []
+            how = f"was killed after {self.timeout:.0f} s" if timed_out else f"exited with code {process.returncode}"
+            raise RecoverableError(
+                f"the process of {operation} on {node_instance} (pid {process.pid}) {how} without writing "
+                f"output.json, as a crashed worker would{': ' + last[0] if last else ''}"
+            )
+        if output["type"] == "error":
+            raise deserialize_known_exception(output["payload"])
+        return output["payload"]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class SubprocessOperationHandler(dispatch.OperationHandler):
+    """cloudify.dispatch's handler of operation tasks: a task whose deployment storage
+    has an ``operation_launcher`` runs through it, in a new process; any other task
+    here, as dispatch.OperationHandler runs it."""
+
+    def handle(self) -> Any:
+        launcher = getattr(self.cloudify_context.get("storage"), "operation_launcher", None)
+        if launcher is None:
+            return super().handle()
+        return launcher(self.cloudify_context, self.args, self.kwargs)
+
+
+def install_operation_handler() -> None:
+    """Makes SubprocessOperationHandler cloudify.dispatch's handler of operation tasks
+    (idempotent; tasks of in-process deployments are handled as before)."""
+    dispatch.TASK_HANDLERS["operation"] = SubprocessOperationHandler
+
+
+class ManagerDeployment(LocalDeployment):
+    """A blueprint deployed in a ``local.FileStorage`` folder, ``storage_dir`` (a new
+    temporary folder if not given), whose operations each run in a new process of
+    ``plugin``'s venv (by default, the venv of the wagon in dist/). ``processes``
+    lists those processes, in the order they ended."""
+
+    def __init__(
+        self,
+        blueprint: Path,
+        name: str = "local",
+        inputs: dict | None = None,
+        resolver: Any = None,
+        echo: bool = False,
+        storage_dir: Path | None = None,
+        plugin: PluginVenv | None = None,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+    ) -> None:
+        self.storage_dir = storage_dir or Path(tempfile.mkdtemp(prefix="manager-mode-"))
+        self.plugin = plugin or plugin_venv(wagon_in())
+        self.launcher = OperationLauncher(self.plugin, self.storage_dir, operation_timeout)
+        install_operation_handler()
+        storage = LockedFileStorage(self.storage_dir, operation_launcher=self.launcher)
+        super().__init__(blueprint, name=name, inputs=inputs, resolver=resolver, echo=echo, storage=storage)
+
+    @property
+    def processes(self) -> list[OperationProcess]:
+        return list(self.launcher.processes)
