@@ -17,7 +17,7 @@ WAGON_SOURCES := setup.py plugin.yaml $(wildcard ec2/*.py)
 TARGET ?= emulator
 INPUTS ?=
 
-.PHONY: test lint demo wagon bench clean
+.PHONY: test test-manager lint demo wagon bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -41,6 +41,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q tests
 
+# Only the manager-mode tests (each operation in a new process of the plugin venv made
+# from the wagon, as a manager runs it); `make test` runs them too once a wagon is built.
+test-manager: $(WAGON_REPORT)
+	$(BIN)/python -m pytest -q -m manager_mode tests
+
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/demo.py --target $(TARGET) $(if $(INPUTS),--inputs $(INPUTS))
 
@@ -63,7 +68,8 @@ $(WAGON_REPORT): $(STAMP) $(WAGON_SOURCES)
 clean:
 	rm -rf .venv .venv[0-9]* $(VENV) build dist *.egg-info .mypy_cache
 
-# make bench BENCH_ARGS=--quick for a short run; figures in build/bench/.
-bench: $(STAMP) bench/requirements.txt
+# make bench BENCH_ARGS=--quick for a short run; figures in build/bench/. The wagon
+# is for the manager section (operations in processes of the plugin venv made from it).
+bench: $(STAMP) bench/requirements.txt $(WAGON_REPORT)
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -1,0 +1,263 @@
+"""Manager mode (tools.manager): every operation runs in a new Python process of
+the plugin venv made from the wagon, as a Cloudify manager runs it, while the
+workflow runs here on the local engine, with the deployment in a FileStorage.
+
+These need the wagon that `make wagon` leaves in dist/ (built from this tree's
+sources): without it they skip, and under CI=true they fail. To try another
+wagon, set MANAGER_MODE_WAGON to its path. Run them alone with
+`make test-manager` (or `pytest -m manager_mode`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+from cloudify.exceptions import WorkflowFailed
+
+from tests.support import (
+    IMAGE_ID,
+    NO_AGENT,
+    assert_nothing_left,
+    live_instances,
+    write_blueprint,
+    write_classic_blueprint,
+)
+from tests.test_exactly_once import (
+    MUTATING_CREATE_CALLS,
+    NOTHING,
+    ONE_OF_EACH,
+    SEEDS,
+    install_and_uninstall_through,
+    inventory,
+    reference,
+)
+from tests.test_wagon import DIST, built_from_this_tree
+from tools import manager, offline
+from tools.ec2proxy import Ec2Proxy, ProxyConfig
+from tools.local import LocalDeployment
+from tools.manager_dispatch import DIED_EXIT_CODE, LockedFileStorage
+
+pytestmark = pytest.mark.manager_mode
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+WAGON_VARIABLE = "MANAGER_MODE_WAGON"
+# Two of test_exactly_once's five seeds: each operation pays a Python start and the
+# plugin's import (about a second), and the five would double this file's time.
+FAULT_SEEDS = SEEDS[:2]
+
+
+def unusable(reason: str) -> NoReturn:
+    if IN_CI:
+        pytest.fail(f"{reason} (.ci/run runs `make wagon` before `make test`)")
+    pytest.skip(f"{reason}: run `make wagon`")
+
+
+@pytest.fixture(scope="session")
+def plugin() -> manager.PluginVenv:
+    """The plugin venv of the wagon in dist/ (or MANAGER_MODE_WAGON), made once per
+    wagon and cached under build/manager/."""
+    chosen = os.environ.get(WAGON_VARIABLE)
+    if chosen:
+        wagon = Path(chosen)
+        if not wagon.is_file():
+            pytest.fail(f"{WAGON_VARIABLE}={chosen} is not a file")
+    else:
+        try:
+            wagon = manager.wagon_in(DIST)
+        except manager.WagonNotFound:
+            unusable("manager mode installs the plugin from its wagon, and there is no single wagon in dist/")
+        if not built_from_this_tree(wagon):
+            unusable(f"dist/{wagon.name} was built from other sources than this tree's")
+    return manager.plugin_venv(wagon)
+
+
+class ManagedDeployer:
+    """Deploys node templates (or a blueprint file) in manager mode: the blueprint
+    in ``folder/blueprint``, the deployment's storage in ``folder/storage``."""
+
+    def __init__(self, folder: Path, plugin: manager.PluginVenv) -> None:
+        self.folder = folder
+        self.plugin = plugin
+
+    def __call__(
+        self, node_templates: dict | str, dsl: str = "cloudify_dsl_1_3", inputs=None, resolver=None, **sections
+    ) -> manager.ManagerDeployment:
+        path = write_blueprint(self.folder / "blueprint", node_templates, dsl=dsl, **sections)
+        return self.blueprint(path, inputs=inputs, resolver=resolver)
+
+    def blueprint(self, path: Path, inputs=None, resolver=None) -> manager.ManagerDeployment:
+        return manager.ManagerDeployment(
+            path,
+            name="test",
+            inputs=inputs,
+            resolver=resolver,
+            echo=True,
+            storage_dir=self.folder / "storage",
+            plugin=self.plugin,
+        )
+
+
+@pytest.fixture
+def managed(tmp_path, plugin) -> ManagedDeployer:
+    return ManagedDeployer(tmp_path, plugin)
+
+
+def die_once_after(monkeypatch, operation: str, folder: Path) -> Path:
+    """tests/support.py's die_once_after for operations in their own processes: the
+    first operation process whose EC2 ``operation`` succeeds dies right after AWS
+    acted (os._exit), once. Returns the marker file that exists once it happened."""
+    marker = folder / f"died-after-{operation}"
+    monkeypatch.setenv(manager.DIE_ONCE_AFTER_VARIABLE, manager.die_once_after_setting(operation, marker))
+    return marker
+
+
+# -- the storage ------------------------------------------------------------------
+
+# Counts in a node instance's runtime properties, as operations update them: read,
+# then update with the version read (retried on a version conflict); meanwhile
+# every node instance file is read whole.
+COUNT_SCRIPT = """
+import sys
+from cloudify.workflows.local import StorageConflictError
+from tools.manager_dispatch import LockedFileStorage
+
+storage = LockedFileStorage(sys.argv[1]).load("test")
+for _ in range(int(sys.argv[3])):
+    while True:
+        instance = storage.get_node_instance(sys.argv[2])
+        storage.get_node_instances()
+        properties = {**instance.runtime_properties, "count": instance.runtime_properties.get("count", 0) + 1}
+        try:
+            storage.update_node_instance(instance.id, version=instance.version, runtime_properties=properties)
+            break
+        except StorageConflictError:
+            continue
+"""
+
+
+def test_node_instance_updates_from_parallel_processes_are_neither_lost_nor_read_half_written(tmp_path):
+    key = {"type": "cloudify.aws.nodes.KeyPair", "properties": {"private_key_path": str(tmp_path / "key.pem")}}
+    blueprint = write_blueprint(tmp_path / "blueprint", {"key": key, "other": key})
+    storage_dir = tmp_path / "storage"
+    deployment = LocalDeployment(blueprint, name="test", storage=LockedFileStorage(storage_dir))
+    (instance,) = deployment.instances("key")
+    processes, updates = 4, 50
+    command = [sys.executable, "-c", COUNT_SCRIPT, str(storage_dir), instance.id, str(updates)]
+    counters = [
+        subprocess.Popen(command, cwd=manager.ROOT, stderr=subprocess.PIPE, text=True) for _ in range(processes)
+    ]
+    for counter in counters:
+        _, errors = counter.communicate(timeout=120)
+        assert counter.returncode == 0, errors
+    assert deployment.runtime("key")["count"] == processes * updates
+
+
+# -- the processes --------------------------------------------------------------
+
+
+def test_each_operation_runs_in_a_new_process_that_imports_the_plugin_from_the_wagons_venv(
+    managed, tmp_path, plugin, ec2
+):
+    key = {"type": "cloudify.aws.nodes.KeyPair", "properties": {"private_key_path": str(tmp_path / "keys" / "key.pem")}}
+    deployment = managed({"key": key})
+    deployment.install()
+    assert [key["KeyName"] for key in ec2.describe_key_pairs()["KeyPairs"]] == ["key"]
+    deployment.uninstall()
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+
+    processes = deployment.processes
+    assert [p.operation for p in processes] == [
+        "cloudify.interfaces.validation.create",
+        "cloudify.interfaces.lifecycle.create",
+        "cloudify.interfaces.lifecycle.delete",
+    ]
+    pids = [p.pid for p in processes]
+    assert len(set(pids)) == len(pids) and os.getpid() not in pids
+    for process in processes:
+        assert process.outcome == "result" and process.returncode == 0
+        assert plugin.holds(process.executable)
+        assert plugin.holds(process.package_file), f"ec2 was imported from {process.package_file}"
+        assert not Path(process.package_file).is_relative_to(Path(manager.ROOT, "ec2"))
+
+
+def test_an_operation_error_keeps_its_meaning_and_its_message_reaches_the_tally(managed, tmp_path):
+    properties = {"image_id": IMAGE_ID, "instance_type": "no.such.type", "agent_config": NO_AGENT}
+    deployment = managed({"vm": {"type": "cloudify.aws.nodes.Instance", "properties": properties}})
+    with pytest.raises(WorkflowFailed):
+        deployment.install(task_retries=5)
+    (process,) = deployment.processes  # NonRecoverableError: failed at once, not retried
+    assert process.outcome == "error"
+    assert deployment.tally.events["failed"] == 1 and deployment.tally.events["rescheduled"] == 0
+    assert any("no.such.type" in line and f"[pid {process.pid}]" in line for line in deployment.tally.last)
+
+
+# -- whole deployments ------------------------------------------------------------
+
+
+def test_the_reference_topology_installs_one_of_each_and_uninstalls_leaving_nothing(managed, tmp_path, ec2):
+    deployment = reference(managed, tmp_path, {})
+    deployment.install()
+    assert inventory(ec2) == ONE_OF_EACH
+    nodes = ("keypair", "security_group", "elastic_ip", "vm")
+    assert {node: deployment.state(node) for node in nodes} == dict.fromkeys(nodes, "started")
+    (server,) = live_instances(ec2)
+    assert deployment.runtime("vm")["aws_resource_id"] == server["InstanceId"]
+    deployment.uninstall()
+    assert inventory(ec2) == NOTHING
+    assert len({p.pid for p in deployment.processes}) == len(deployment.processes)
+
+
+def test_a_classic_dsl_1_1_blueprint_installs_and_uninstalls_leaving_nothing(managed, tmp_path, ec2):
+    deployment = managed.blueprint(
+        write_classic_blueprint(tmp_path / "blueprint"),
+        inputs={"key_path": str(tmp_path / "key.pem")},
+        resolver=offline.import_resolver(),
+    )
+    deployment.install()
+    (address,) = ec2.describe_addresses()["Addresses"]
+    assert deployment.env.outputs()["address"] == address["PublicIp"]
+    deployment.uninstall()
+    assert_nothing_left(ec2)
+
+
+# -- exactly once, under faults and crashes -------------------------------------------
+
+
+@pytest.mark.parametrize("seed", FAULT_SEEDS)
+def test_twenty_percent_request_faults_still_make_exactly_one_of_each_and_leave_nothing(
+    moto_server, managed, tmp_path, ec2, seed
+):
+    with Ec2Proxy(moto_server.url, ProxyConfig(seed=seed, fault_rate=0.2, client_token_dedup=True)) as proxy:
+        install_and_uninstall_through(proxy, managed, tmp_path, ec2)
+        assert proxy.outcomes()["fault"] > 0
+
+
+@pytest.mark.parametrize("seed", FAULT_SEEDS)
+def test_twenty_percent_lost_answers_still_make_exactly_one_of_each_and_leave_nothing(
+    moto_server, managed, tmp_path, ec2, seed
+):
+    config = ProxyConfig(seed=seed, lost_rate=0.2, client_token_dedup=True)
+    with Ec2Proxy(moto_server.url, config) as proxy:
+        install_and_uninstall_through(proxy, managed, tmp_path, ec2)
+        assert sum(n for outcome, n in proxy.outcomes().items() if outcome.startswith("lost")) > 0
+
+
+@pytest.mark.parametrize("operation", MUTATING_CREATE_CALLS)
+def test_a_crashed_process_right_after_each_create_call_then_a_rerun_leaves_exactly_one_of_each(
+    managed, tmp_path, ec2, monkeypatch, operation
+):
+    deployment = reference(managed, tmp_path, {})
+    died = die_once_after(monkeypatch, operation, tmp_path)
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    assert died.exists()
+    (crashed,) = [p for p in deployment.processes if p.outcome == "died"]
+    assert crashed.returncode == DIED_EXIT_CODE
+    deployment.install(task_retries=3)
+    assert inventory(ec2) == ONE_OF_EACH
+    deployment.uninstall()
+    assert inventory(ec2) == NOTHING
