@@ -20,6 +20,11 @@ Figures only; nothing here asserts on them. Sections (``--only`` picks some):
   10 deployments of 10 instances each install and uninstall concurrently in
   separate processes: RequestLimitExceeded answers, workflow retries,
   failed deployments, and what is left in EC2 afterwards.
+- ``manager``: manager mode (tools/manager.py), each operation in a new
+  process of the plugin venv made from dist/*.wgn (`make wagon`), as a
+  Cloudify manager runs it: the reference topology and 10 instances installed
+  and uninstalled through the counting proxy, beside the same in memory:
+  wall times, per-operation process time (spawn to exit) and calls by Action.
 
 Writes build/bench/results.json and build/bench/bench.png.
 """
@@ -44,12 +49,15 @@ from typing import Any
 import boto3
 
 from bench import worker
+from tools import manager as manager_mode
 from tools import topology
 from tools.ec2proxy import Ec2Proxy, ProxyConfig, is_mutating
 from tools.emulator import MotoServer
 from tools.local import IMAGE_ID, ROOT
 
-SECTIONS = ("client", "reference", "scale", "latency", "throttle")
+SECTIONS = ("client", "reference", "scale", "latency", "throttle", "manager")
+MANAGER_FLEET = 10
+PLUGIN_SOURCES = ("setup.py", "plugin.yaml", "ec2/*.py")
 REGION = "us-east-1"
 STARTED = time.monotonic()
 
@@ -356,9 +364,136 @@ class Bench:
             ],
         }
 
+    def manager(self) -> dict:
+        say(
+            f"manager mode: the reference topology and {MANAGER_FLEET} instances, each operation in a new process "
+            "of the plugin venv made from the wagon, beside the same in memory"
+        )
+        try:
+            wagon = manager_mode.wagon_in()
+        except manager_mode.WagonNotFound as error:
+            say(f"  skipped: {error}")
+            return {"error": str(error)}
+        newer = _sources_newer_than(wagon)
+        if newer:
+            say(f"  warning: {', '.join(newer[:3])} changed after {wagon.name} was built: run `make wagon`")
+        plugin = manager_mode.plugin_venv(wagon)
+        runs: list[dict[str, Any]] = []
+        for topology_name, instances in (("reference", 1), ("fleet", MANAGER_FLEET)):
+            for mode in ("local", "manager"):
+                self.fresh_emulator()
+                with Ec2Proxy(self.emulator.url) as proxy:
+                    job = self.job(f"manager-{mode}-{topology_name}", proxy, topology_name, instances=instances)
+                    job.update(mode=mode, plugin_venv=str(plugin.path), wagon=str(wagon))
+                    (result,) = self.run_jobs([job], timeout=900)
+                    phases = {
+                        p["phase"]: {**self.phase_figures(proxy, p), **_process_figures(p["processes"])}
+                        for p in result["phases"]
+                    }
+                run = {"topology": topology_name, "instances": instances, "mode": mode, "phases": phases}
+                run.update(leftovers=self.leftovers(), error=result.get("error"))
+                if run["error"]:
+                    say(f"  {mode} {topology_name}: the job failed: {run['error']}")
+                runs.append(run)
+        found = {(r["topology"], r["mode"]): r["phases"] for r in runs}
+        rows = []
+        for topology_name, instances in (("reference", 1), ("fleet", MANAGER_FLEET)):
+            local, managed = found.get((topology_name, "local"), {}), found.get((topology_name, "manager"), {})
+            for workflow in ("install", "uninstall"):
+                here, there = local.get(workflow, {}), managed.get(workflow, {})
+                seconds = there.get("process_seconds") or {}
+                rows.append(
+                    [
+                        f"{topology_name} (N={instances}) {workflow}",
+                        here.get("ok"),
+                        there.get("ok"),
+                        here.get("seconds"),
+                        there.get("seconds"),
+                        _ratio_of(there.get("seconds"), here.get("seconds")),
+                        there.get("processes"),
+                        seconds.get("mean"),
+                        seconds.get("median"),
+                        seconds.get("max"),
+                        there.get("rescheduled"),
+                    ]
+                )
+        table(
+            [
+                "workflow",
+                "ok (memory)",
+                "ok (manager)",
+                "wall s (memory)",
+                "wall s (manager)",
+                "manager / memory",
+                "processes",
+                "process s mean",
+                "median",
+                "max",
+                "retries",
+            ],
+            rows,
+        )
+        for topology_name, instances in (("reference", 1), ("fleet", MANAGER_FLEET)):
+            columns = [
+                (workflow, mode, found.get((topology_name, mode), {}).get(workflow, {}).get("by_action", {}))
+                for workflow in ("install", "uninstall")
+                for mode in ("local", "manager")
+            ]
+            actions = sorted({action for *_, counts in columns for action in counts})
+            action_rows: list[list[Any]] = [[a, *(counts.get(a, 0) for *_, counts in columns)] for a in actions]
+            action_rows.append(["total", *(sum(counts.values()) for *_, counts in columns)])
+            table(
+                [
+                    f"{topology_name} (N={instances}) calls",
+                    *(f"{w} ({'memory' if m == 'local' else m})" for w, m, _ in columns),
+                ],
+                action_rows,
+            )
+        table(
+            ["manager mode run", "leftovers"],
+            [[f"{r['mode']} {r['topology']}", _leftover_text(r["leftovers"])] for r in runs],
+        )
+        return {"wagon": wagon.name, "plugin_venv": str(plugin.path), "stale_sources": newer, "runs": runs}
+
 
 def _ratio(phase: dict) -> float | None:
     return phase["seconds"] / phase["aws_seconds"] if phase["aws_seconds"] else None
+
+
+def _ratio_of(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator is not None and denominator else None
+
+
+def _process_figures(processes: list[dict]) -> dict:
+    """How many operation processes a phase ran, and their spawn-to-exit seconds."""
+    if not processes:
+        return {}
+    seconds = [p["seconds"] for p in processes]
+    outcomes: dict[str, int] = {}
+    for process in processes:
+        outcomes[process["outcome"]] = outcomes.get(process["outcome"], 0) + 1
+    return {
+        "processes": len(processes),
+        "process_seconds": {
+            "mean": statistics.mean(seconds),
+            "median": statistics.median(seconds),
+            "max": max(seconds),
+            "sum": sum(seconds),
+        },
+        "process_outcomes": outcomes,
+        "slowest_process": max(processes, key=lambda p: p["seconds"])["operation"],
+    }
+
+
+def _sources_newer_than(wagon: Path) -> list[str]:
+    """The plugin's sources changed after ``wagon`` was built (so it does not hold them)."""
+    built = wagon.stat().st_mtime
+    return sorted(
+        str(path.relative_to(ROOT))
+        for pattern in PLUGIN_SOURCES
+        for path in ROOT.glob(pattern)
+        if path.stat().st_mtime > built
+    )
 
 
 def _leftover_text(left: dict) -> str:
@@ -402,6 +537,9 @@ def method(args: argparse.Namespace) -> dict:
         "proxy": "tools/ec2proxy.py in the bench process: counts every call by Action and measures the time "
         "calls spend in it (overlapping calls counted once); latency and token-bucket modes where stated",
         "engine": "cloudify.workflows.local with InMemoryStorage, each deployment in a fresh spawned process",
+        "manager": "manager section: the same engine with a FileStorage, each operation in a new process "
+        "(tools/manager_dispatch.py) of the plugin venv that cloudify.plugin_installer and wagon.install made "
+        "from dist/*.wgn; process time is from spawn to exit, seen by the deployment's process",
         "task_retries": args.task_retries,
         "task_retry_interval_s": args.task_retry_interval,
         "aws_config": "endpoint_url and region_name only (credentials from the environment); the plugin's "
@@ -487,6 +625,16 @@ def summary(results: dict) -> None:
         label = f"throttling {throttle['deployments']} x {throttle['instances_each']}"
         rows.append([f"{label}: failed deployments", len(throttle["failed_deployments"]), 0])
         rows.append([f"{label}: leftovers", _leftover_text(throttle["leftovers"]), "none"])
+    for run in sections.get("manager", {}).get("runs", []):
+        if run["mode"] != "manager":
+            continue
+        label = f"manager mode, {run['topology']} (N={run['instances']})"
+        for workflow in ("install", "uninstall"):
+            phase = run["phases"].get(workflow)
+            if phase:
+                rows.append([f"{label}: {workflow} wall s", phase["seconds"], None])
+                if phase.get("process_seconds"):
+                    rows.append([f"{label}: {workflow} process s (median)", phase["process_seconds"]["median"], None])
     client = sections.get("client", {})
     if client.get("plugin"):
         rows.append(["cold client, fresh process (import + build) s", client["plugin"].get("total"), None])

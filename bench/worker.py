@@ -3,6 +3,8 @@
 Each job runs in a fresh process, so its first install builds its clients
 from nothing (as `cfy install` does) and its peak memory is its own. Times are
 ``time.monotonic()`` readings, the same clock as the proxy's in the parent.
+A job in ``manager`` mode runs each operation in a process of its own, from the
+plugin venv the job names (tools.manager), and reports those processes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from tools import topology
 from tools.local import LocalDeployment, write_blueprint
+from tools.manager import ManagerDeployment, PluginVenv
 
 # Imports the plugin's client factory and builds one client, in a fresh
 # process; prints the times as JSON. The factory's name is looked up, so that
@@ -69,6 +72,22 @@ def cold_client(aws_config: dict, kind: str, repeat: int) -> dict | None:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]} | {"runs": len(runs)}
 
 
+def deployment(job: dict, blueprint: Path, name: str, key_path: Path) -> LocalDeployment:
+    """The job's deployment: in memory, or with ``mode`` "manager" in a FileStorage
+    beside the job's folder, its operations each in a process of the job's plugin venv."""
+    inputs = {"key_path": str(key_path)}
+    if job.get("mode") != "manager":
+        return LocalDeployment(blueprint, name=name, inputs=inputs)
+    plugin = PluginVenv(Path(job["plugin_venv"]), Path(job["wagon"]))
+    storage = Path(job["folder"]).with_name(f"{job['name']}-storage")  # not in the blueprint's folder, which it copies
+    return ManagerDeployment(blueprint, name=name, inputs=inputs, storage_dir=storage, plugin=plugin)
+
+
+def processes_of(deployed: LocalDeployment) -> list:
+    """The operation processes of a deployment in manager mode, so far (none in memory)."""
+    return deployed.processes if isinstance(deployed, ManagerDeployment) else []
+
+
 def deploy(job: dict) -> dict:
     """Installs and uninstalls a topology ``job["cycles"]`` times; returns each phase's times and events."""
     folder = Path(job["folder"])
@@ -82,20 +101,22 @@ def deploy(job: dict) -> dict:
     for cycle in range(job["cycles"]):
         name = f"{job['name']}-{cycle}"
         key_path = folder / "keys" / f"{name}.pem"
-        deployment = LocalDeployment(blueprint, name=name, inputs={"key_path": str(key_path)})
+        deployed = deployment(job, blueprint, name, key_path)
         for workflow in ("install", "uninstall"):
-            before = dict(deployment.tally.events)
+            before = dict(deployed.tally.events)
+            processes_before = len(processes_of(deployed))
             started = time.monotonic()
             error = ""
             try:
-                deployment.execute(
+                deployed.execute(
                     workflow, task_retries=job["task_retries"], task_retry_interval=job["task_retry_interval"]
                 )
             except Exception as failure:  # the workflow failed: report it, and still uninstall
-                reasons = [line for line in deployment.tally.last if "Task failed" in line]
+                reasons = [line for line in deployed.tally.last if "Task failed" in line]
                 error = (reasons[-1] if reasons else traceback.format_exception_only(failure)[-1]).strip()
             ended = time.monotonic()
-            events = {k: deployment.tally.events[k] - before.get(k, 0) for k in deployment.tally.events}
+            events = {k: deployed.tally.events[k] - before.get(k, 0) for k in deployed.tally.events}
+            processes = [p.as_dict() for p in processes_of(deployed)[processes_before:]]
             phases.append(
                 {
                     "cycle": cycle,
@@ -107,6 +128,7 @@ def deploy(job: dict) -> dict:
                     "error": error[:400],
                     "rescheduled": events.get("rescheduled", 0),
                     "failed_tasks": events.get("failed", 0),
+                    "processes": processes,
                 }
             )
     return {
