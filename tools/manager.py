@@ -171,20 +171,43 @@ class OperationLauncher:
         self._lock = threading.Lock()
 
     def __call__(self, cloudify_context: dict, args: Any, kwargs: dict) -> Any:
+        """Runs one operation task in a new process; returns its result, or raises
+        its error as the engine would have seen it in this process."""
         context = {key: value for key, value in cloudify_context.items() if key != "storage"}
-        operation = (context.get("operation") or {}).get("name") or context["task_name"]
-        node_instance = context.get("node_id") or "-"
-        label = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{node_instance}.{operation.rsplit('.', 1)[-1]}")
+        folder = self._dispatch_folder(context)
+        inputs = {"cloudify_context": context, "args": list(args), "kwargs": kwargs}
+        (folder / "input.json").write_text(json.dumps({**inputs, "storage_dir": str(self.storage_dir)}))
+        record, printed, output = self._run(folder, context)
+        with self._lock:
+            self.processes.append(record)
+        # The operation's lines (its ctx.logger's and the rest) go on to this process's
+        # stdout, where the deployment's EventTally reads them.
+        if printed:
+            sys.stdout.write("".join(f"[pid {record.pid}] {line}\n" for line in printed.splitlines()))
+        if output is None:
+            how = f"was killed after {self.timeout:.0f} s" if record.outcome == "timeout" else "exited"
+            last = printed.strip().splitlines()[-1:] if printed else []
+            raise RecoverableError(
+                f"the process of {record.operation} on {record.node_instance} (pid {record.pid}) {how} with code "
+                f"{record.returncode} without writing output.json, as a crashed worker{': ' + last[0] if last else ''}"
+            )
+        if output["type"] == "error":
+            raise deserialize_known_exception(output["payload"])
+        return output["payload"]
+
+    def _dispatch_folder(self, context: dict) -> Path:
+        """A new folder for the task's input.json and output.json, named after it."""
+        node_instance = _node_instance(context)
+        operation = ".".join(_operation(context).split(".")[-2:])
+        label = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{node_instance}.{operation}")
         root = self.storage_dir / "dispatch"
         root.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=root))
-        inputs = {
-            "cloudify_context": context,
-            "args": list(args),
-            "kwargs": kwargs,
-            "storage_dir": str(self.storage_dir),
-        }
-        (folder / "input.json").write_text(json.dumps(inputs))
+        return Path(tempfile.mkdtemp(prefix=f"{label}-", dir=root))
+
+    def _run(self, folder: Path, context: dict) -> tuple[OperationProcess, str, dict | None]:
+        """Runs the runner on ``folder`` in the plugin venv's Python, from ``folder``
+        and without the variables that would put other code on its path; returns the
+        process's record, what it printed, and its output.json (None if it wrote none)."""
         environment = {key: value for key, value in os.environ.items() if key not in NOT_INHERITED}
         started = time.monotonic()
         process = subprocess.Popen(
@@ -205,38 +228,33 @@ class OperationLauncher:
             printed, _ = process.communicate()
             timed_out = True
         ended = time.monotonic()
-        # The operation's lines (ctx.logger and the rest) go on to this process's
-        # stdout, where the deployment's EventTally reads them.
-        if printed:
-            sys.stdout.write("".join(f"[pid {process.pid}] {line}\n" for line in printed.splitlines()))
         output = _read_json(folder / "output.json")
         described = _read_json(folder / "process.json") or {}
-        outcome = "timeout" if timed_out else output["type"] if output else "died"
         record = OperationProcess(
             task_name=context["task_name"],
-            operation=operation,
-            node_instance=node_instance,
+            operation=_operation(context),
+            node_instance=_node_instance(context),
             folder=str(folder),
             pid=process.pid,
             started=started,
             ended=ended,
             returncode=process.returncode,
-            outcome=outcome,
+            outcome="timeout" if timed_out else output["type"] if output else "died",
             executable=described.get("executable"),
             package_file=described.get("package_file"),
         )
-        with self._lock:
-            self.processes.append(record)
-        if output is None:
-            last = printed.strip().splitlines()[-1:] if printed else []
-            how = f"was killed after {self.timeout:.0f} s" if timed_out else f"exited with code {process.returncode}"
-            raise RecoverableError(
-                f"the process of {operation} on {node_instance} (pid {process.pid}) {how} without writing "
-                f"output.json, as a crashed worker would{': ' + last[0] if last else ''}"
-            )
-        if output["type"] == "error":
-            raise deserialize_known_exception(output["payload"])
-        return output["payload"]
+        return record, printed, output
+
+
+def _operation(context: dict) -> str:
+    return (context.get("operation") or {}).get("name") or context["task_name"]
+
+
+def _node_instance(context: dict) -> str:
+    """The task's node instance, and for a relationship operation the related one."""
+    related = (context.get("related") or {}).get("node_id")
+    node_instance = context.get("node_id") or "-"
+    return f"{node_instance}->{related}" if related else node_instance
 
 
 def _read_json(path: Path) -> dict | None:
