@@ -22,6 +22,7 @@ from tests.support import (
     IMAGE_ID,
     NO_AGENT,
     assert_nothing_left,
+    instance_node,
     live_instances,
     write_blueprint,
     write_classic_blueprint,
@@ -48,6 +49,7 @@ WAGON_VARIABLE = "MANAGER_MODE_WAGON"
 # Two of test_exactly_once's five seeds: each operation pays a Python start and the
 # plugin's import (about a second), and the five would double this file's time.
 FAULT_SEEDS = SEEDS[:2]
+RETRIED_OPERATIONS = ("cloudify.interfaces.lifecycle.create", "cloudify.interfaces.lifecycle.start")
 
 
 def unusable(reason: str) -> NoReturn:
@@ -193,6 +195,18 @@ def test_an_operation_error_keeps_its_meaning_and_its_message_reaches_the_tally(
     assert process.outcome == "error"
     assert deployment.tally.events["failed"] == 1 and deployment.tally.events["rescheduled"] == 0
     assert any("no.such.type" in line and f"[pid {process.pid}]" in line for line in deployment.tally.last)
+
+
+def test_an_operation_retry_from_a_process_reschedules_the_task(moto_server, managed):
+    # The proxy keeps the instance pending for 2 s, and the plugin waits for none: it asks for a retry.
+    with Ec2Proxy(moto_server.url, ProxyConfig(latency=2)) as proxy:
+        vm = instance_node(wait_timeout=0, retry_after=1, aws_config={"endpoint_url": proxy.url})
+        deployment = managed({"vm": vm})
+        deployment.install(task_retries=10)
+    assert deployment.state("vm") == "started"
+    assert deployment.tally.events["rescheduled"] >= 1 and deployment.tally.events["failed"] == 0
+    retried = [p for p in deployment.processes if p.outcome == "error"]
+    assert retried and all(p.operation in RETRIED_OPERATIONS for p in retried)
 
 
 # -- whole deployments ------------------------------------------------------------
