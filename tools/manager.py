@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -102,13 +103,16 @@ class PluginVenv:
 def plugin_venv(wagon: Path, cache: Path = VENV_CACHE) -> PluginVenv:
     """The plugin venv of ``wagon`` for this Python, made as a manager makes it
     (``plugin_installer._make_virtualenv`` linked to this venv, then
-    ``wagon.install``) once per wagon content and interpreter, under ``cache``.
+    ``wagon.install``) once per wagon content and linked venv, under ``cache``.
     As on a manager, a ``plugin.id`` file marks a finished installation."""
     digest = hashlib.sha256()
     with wagon.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
+    # The venv links this one and copies its .pth files (editable installs among them).
     digest.update(f"{sys.prefix}\0{sys.version}".encode())
+    for pth in sorted(Path(sysconfig.get_path("purelib")).glob("*.pth")):
+        digest.update(pth.read_bytes())
     plugin_id = digest.hexdigest()
     target = cache / f"py{sys.version_info[0]}{sys.version_info[1]}-{plugin_id[:16]}"
     cache.mkdir(parents=True, exist_ok=True)
