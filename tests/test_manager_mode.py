@@ -21,6 +21,7 @@ from cloudify.exceptions import WorkflowFailed
 from tests.support import (
     IMAGE_ID,
     NO_AGENT,
+    ROOT,
     assert_nothing_left,
     instance_node,
     live_instances,
@@ -149,9 +150,7 @@ def test_node_instance_updates_from_parallel_processes_are_neither_lost_nor_read
     (instance,) = deployment.instances("key")
     processes, updates = 4, 50
     command = [sys.executable, "-c", COUNT_SCRIPT, str(storage_dir), instance.id, str(updates)]
-    counters = [
-        subprocess.Popen(command, cwd=manager.ROOT, stderr=subprocess.PIPE, text=True) for _ in range(processes)
-    ]
+    counters = [subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(processes)]
     for counter in counters:
         _, errors = counter.communicate(timeout=120)
         assert counter.returncode == 0, errors
@@ -183,7 +182,7 @@ def test_each_operation_runs_in_a_new_process_that_imports_the_plugin_from_the_w
         assert process.outcome == "result" and process.returncode == 0
         assert plugin.holds(process.executable)
         assert plugin.holds(process.package_file), f"ec2 was imported from {process.package_file}"
-        assert not Path(process.package_file).is_relative_to(Path(manager.ROOT, "ec2"))
+        assert not Path(process.package_file).is_relative_to(ROOT / "ec2")
 
 
 def test_an_operation_error_keeps_its_meaning_and_its_message_reaches_the_tally(managed, tmp_path):

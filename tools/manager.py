@@ -19,6 +19,15 @@ hands it to ``cloudify.dispatch.TASK_HANDLERS[context["type"]]``.
 there for ``operation``; it launches a process only for tasks whose storage has
 an ``operation_launcher`` (a ManagerDeployment's) and handles any other task in
 this process exactly as before, so in-process deployments are unaffected.
+
+The process's output.json turns back into the task's result or its exception
+(``cloudify.error_handling.deserialize_known_exception``), so OperationRetry,
+RecoverableError and NonRecoverableError mean to the engine what they mean in
+process. A process that exits without output.json is a failed, retryable task
+(RecoverableError), as a crashed worker's. What an operation prints (its
+ctx.logger lines among them) goes on to this process's stdout, each line
+prefixed with ``[pid N]``: into the deployment's EventTally during ``execute``.
+``DIE_ONCE_AFTER_VARIABLE`` (tools.manager_dispatch) crashes one on purpose.
 """
 
 from __future__ import annotations
@@ -61,9 +70,12 @@ DEFAULT_OPERATION_TIMEOUT = 600.0
 
 __all__ = [
     "DIE_ONCE_AFTER_VARIABLE",
+    "LockedFileStorage",
     "ManagerDeployment",
     "OperationProcess",
     "PluginVenv",
+    "SubprocessOperationHandler",
+    "WagonNotFound",
     "die_once_after_setting",
     "install_operation_handler",
     "plugin_venv",
