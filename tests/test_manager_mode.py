@@ -92,7 +92,7 @@ class ManagedDeployer:
         path = write_blueprint(self.folder / "blueprint", node_templates, dsl=dsl, **sections)
         return self.blueprint(path, inputs=inputs, resolver=resolver)
 
-    def blueprint(self, path: Path, inputs=None, resolver=None) -> manager.ManagerDeployment:
+    def blueprint(self, path: Path, inputs=None, resolver=None, **options) -> manager.ManagerDeployment:
         return manager.ManagerDeployment(
             path,
             name="test",
@@ -101,6 +101,7 @@ class ManagedDeployer:
             echo=True,
             storage_dir=self.folder / "storage",
             plugin=self.plugin,
+            **options,
         )
 
 
@@ -206,6 +207,17 @@ def test_an_operation_retry_from_a_process_reschedules_the_task(moto_server, man
     assert deployment.tally.events["rescheduled"] >= 1 and deployment.tally.events["failed"] == 0
     retried = [p for p in deployment.processes if p.outcome == "error"]
     assert retried and all(p.operation in RETRIED_OPERATIONS for p in retried)
+
+
+def test_an_operation_process_that_outlives_its_timeout_is_killed_and_its_task_fails(managed, tmp_path):
+    key = {"type": "cloudify.aws.nodes.KeyPair", "properties": {"private_key_path": str(tmp_path / "key.pem")}}
+    blueprint = write_blueprint(tmp_path / "blueprint", {"key": key})
+    deployment = managed.blueprint(blueprint, operation_timeout=0.2)  # less than the plugin's import takes
+    with pytest.raises(WorkflowFailed):
+        deployment.install()
+    (process,) = deployment.processes
+    assert process.outcome == "timeout" and process.returncode < 0  # killed
+    assert any("was killed after 0.2 s" in line for line in deployment.tally.last)
 
 
 # -- whole deployments ------------------------------------------------------------

@@ -50,7 +50,7 @@ from typing import Any
 
 from cloudify import dispatch
 from cloudify.error_handling import deserialize_known_exception
-from cloudify.exceptions import RecoverableError
+from cloudify.exceptions import NonRecoverableError, RecoverableError
 
 from tools import manager_dispatch
 from tools.local import ROOT, LocalDeployment
@@ -201,11 +201,19 @@ class OperationLauncher:
         if printed:
             sys.stdout.write("".join(f"[pid {record.pid}] {line}\n" for line in printed.splitlines()))
         if output is None:
-            how = f"was killed after {self.timeout:.0f} s" if record.outcome == "timeout" else "exited"
             last = printed.strip().splitlines()[-1:] if printed else []
+            said = f": {last[0]}" if last else ""
+            where = f"the process of {record.operation} on {record.node_instance} (pid {record.pid})"
+            if record.outcome == "timeout":
+                # The operation's own timeout says whether that is retried; this launcher's guard always is.
+                error = (
+                    NonRecoverableError
+                    if context.get("timeout") and not context.get("timeout_recoverable")
+                    else RecoverableError
+                )
+                raise error(f"{where} was killed after {self._timeout(context):g} s{said}")
             raise RecoverableError(
-                f"the process of {record.operation} on {record.node_instance} (pid {record.pid}) {how} with code "
-                f"{record.returncode} without writing output.json, as a crashed worker{': ' + last[0] if last else ''}"
+                f"{where} exited with code {record.returncode} without writing output.json, as a crashed worker{said}"
             )
         if output["type"] == "error":
             raise deserialize_known_exception(output["payload"])
@@ -237,7 +245,7 @@ class OperationLauncher:
             errors="replace",
         )
         try:
-            printed, _ = process.communicate(timeout=self.timeout)
+            printed, _ = process.communicate(timeout=self._timeout(context))
             timed_out = False
         except subprocess.TimeoutExpired:
             process.kill()
@@ -260,6 +268,10 @@ class OperationLauncher:
             package_file=described.get("package_file"),
         )
         return record, printed, output
+
+    def _timeout(self, context: dict) -> float:
+        """The operation's own timeout (the blueprint's), else this launcher's guard."""
+        return float(context.get("timeout") or self.timeout)
 
 
 def _operation(context: dict) -> str:
