@@ -201,23 +201,25 @@ class OperationLauncher:
         if printed:
             sys.stdout.write("".join(f"[pid {record.pid}] {line}\n" for line in printed.splitlines()))
         if output is None:
-            last = printed.strip().splitlines()[-1:] if printed else []
-            said = f": {last[0]}" if last else ""
-            where = f"the process of {record.operation} on {record.node_instance} (pid {record.pid})"
-            if record.outcome == "timeout":
-                # The operation's own timeout says whether that is retried; this launcher's guard always is.
-                error = (
-                    NonRecoverableError
-                    if context.get("timeout") and not context.get("timeout_recoverable")
-                    else RecoverableError
-                )
-                raise error(f"{where} was killed after {self._timeout(context):g} s{said}")
-            raise RecoverableError(
-                f"{where} exited with code {record.returncode} without writing output.json, as a crashed worker{said}"
-            )
+            raise self._no_output_error(context, record, printed)
         if output["type"] == "error":
             raise deserialize_known_exception(output["payload"])
         return output["payload"]
+
+    def _no_output_error(self, context: dict, record: OperationProcess, printed: str) -> Exception:
+        """The task's error when its process wrote no output.json: it was killed at its
+        timeout (retried if the operation's timeout_recoverable says so, or if the timeout
+        was this launcher's guard), or it died, as a crashed worker, and is retried."""
+        last = printed.strip().splitlines()[-1:] if printed else []
+        said = f": {last[0]}" if last else ""
+        where = f"the process of {record.operation} on {record.node_instance} (pid {record.pid})"
+        if record.outcome == "timeout":
+            final = context.get("timeout") and not context.get("timeout_recoverable")
+            error = NonRecoverableError if final else RecoverableError
+            return error(f"{where} was killed after {self._timeout(context):g} s{said}")
+        return RecoverableError(
+            f"{where} exited with code {record.returncode} without writing output.json, as a crashed worker{said}"
+        )
 
     def _dispatch_folder(self, context: dict) -> Path:
         """A new folder for the task's input.json and output.json, named after it."""
