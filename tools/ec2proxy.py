@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import http.client
 import random
+import re
 import socket
 import threading
 import time
@@ -192,6 +193,7 @@ class Call:
     outcome: str = "pending"
     status: int = 0
     ended: float = 0.0
+    access_key_id: str = ""  # who signed it: the Credential= of its Authorization header
 
 
 class TokenBucket:
@@ -307,6 +309,7 @@ class Ec2Proxy:
             handler.reply(*self._forward(handler, body))
             return
         call = Call(action, params.get("DryRun", "").lower() == "true", time.monotonic())
+        call.access_key_id = signed_by(handler.headers.get("Authorization", ""))
         if self.config.count:
             with self._lock:
                 self.records.append(call)
@@ -488,6 +491,12 @@ class Ec2Proxy:
             f"<RequestID>{request_id}</RequestID></Response>"
         ).encode()
         return status, [("Content-Type", "text/xml;charset=UTF-8")], body
+
+
+def signed_by(authorization: str) -> str:
+    """The access key id of a SigV4 ``Authorization`` header ("" if unsigned)."""
+    match = re.search(r"Credential=([^/,\s]+)/", authorization)
+    return match.group(1) if match else ""
 
 
 def _default_limit(action: str, klass: str) -> tuple[float, float]:
