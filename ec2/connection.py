@@ -7,6 +7,10 @@ files, ``AWS_PROFILE`` and the instance role. Old blueprints may still use the
 boto 2 ``EC2Connection`` names; they are mapped onto their boto3 equivalents.
 One client is built per distinct configuration per process, under a lock, so
 the workflow engine's threads share it.
+
+With ``role_arn`` the clients sign with an assumed role's credentials, which
+botocore renews itself before they expire; the credentials above are only
+the source that calls AssumeRole (see "assuming a role" below).
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -23,9 +30,16 @@ import boto3
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ProfileNotFound
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    CredentialProvider,
+    CredentialResolver,
+    DeferredRefreshableCredentials,
+)
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
+from botocore.utils import parse_timestamp
 
-from ec2 import constants, secrets
+from ec2 import constants, errors, secrets
 from ec2.errors import BadInput
 from ec2.properties import as_bool, as_int, is_boolean_text
 
@@ -54,7 +68,11 @@ BOTO2_KEYS = (
 )
 # Classic names that are the same setting as a boto3 name.
 BOTO2_ALIASES = {"ec2_region_name": "region_name", "security_token": "aws_session_token", "validate_certs": "verify"}
-ACCEPTED_KEYS = BOTO3_KEYS + RETRY_KEYS + TIMEOUT_KEYS + BOTO2_KEYS
+# The role to assume (see "assuming a role" below), and cloudify-aws-plugin
+# 3.x's name for role_arn.
+ROLE_KEYS = ("role_arn", "external_id", "role_session_name", "duration_seconds", "sts_endpoint_url")
+ROLE_ALIASES = {"assume_role": "role_arn"}
+ACCEPTED_KEYS = BOTO3_KEYS + RETRY_KEYS + TIMEOUT_KEYS + BOTO2_KEYS + ROLE_KEYS + tuple(ROLE_ALIASES)
 RETRY_MODES = ("legacy", "standard", "adaptive")
 CACHE_SIZE = 32
 
@@ -82,13 +100,17 @@ def ec2_client(aws_config: dict | None) -> Any:
 
 
 def clear_cache() -> None:
+    """Forgets every client (and assumed role session), as a new process starts."""
     with _clients_lock:
         _clients.clear()
+    with _role_lock:
+        _role_credentials.clear()
 
 
-def _build(settings: dict) -> Any:
+def _build(settings: dict, create: Callable[[dict], Any] | None = None) -> Any:
+    """A client made by ``create`` (the EC2 client by default), botocore's complaints about the settings as BadInput."""
     try:
-        return _create_client(settings)
+        return (create or _create_client)(settings)
     except ProfileNotFound as error:
         raise BadInput(
             "aws_config",
@@ -130,6 +152,7 @@ def client_settings(aws_config: Any) -> dict:
         raise BadInput(
             "aws_config", f"is a {type(aws_config).__name__}", "give a dictionary with keys such as region_name"
         )
+    _refuse_mfa(aws_config)
     unknown = sorted(set(aws_config) - set(ACCEPTED_KEYS))
     if unknown:
         raise BadInput(
@@ -182,6 +205,7 @@ def client_settings(aws_config: Any) -> dict:
             settings[key] = as_int(config[key], f"aws_config.{key}")
     if "proxy" in config:
         settings["proxies"] = _proxies(config)
+    settings.update(_role_settings(config))
     return settings
 
 
@@ -217,9 +241,24 @@ def _proxies(config: dict) -> dict:
 
 def _create_client(settings: dict) -> Any:
     secrets.install_log_filter(settings)
+    session = _session(settings)
+    client = session.client(
+        "ec2",
+        region_name=session.region_name or constants.DEFAULT_REGION,
+        endpoint_url=settings.get("endpoint_url"),
+        verify=settings.get("verify"),
+        use_ssl=settings.get("use_ssl", True),
+        config=_client_config(settings),
+    )
+    return client
+
+
+def _source_session(settings: dict) -> boto3.session.Session:
+    """A session with the credentials aws_config gives (keys, session token or
+    profile), else boto3's chain: the environment, the shared files, the instance role."""
     core_session = botocore.session.Session()
     core_session.register_component("data_loader", _DATA_LOADER)
-    session = boto3.session.Session(
+    return boto3.session.Session(
         botocore_session=core_session,
         aws_access_key_id=settings.get("aws_access_key_id"),
         aws_secret_access_key=settings.get("aws_secret_access_key"),
@@ -227,18 +266,244 @@ def _create_client(settings: dict) -> Any:
         region_name=settings.get("region_name"),
         profile_name=settings.get("profile_name"),
     )
-    config = Config(
+
+
+def _session(settings: dict) -> boto3.session.Session:
+    """The session a client of these settings signs with: the source session,
+    or, with role_arn, one that holds the role's renewing credentials."""
+    source = _source_session(settings)
+    if not settings.get("role_arn"):
+        return source
+    core_session = botocore.session.Session()
+    core_session.register_component("data_loader", _DATA_LOADER)
+    core_session.register_component(
+        "credential_provider", CredentialResolver([_AssumedRole(_credentials_of_role(settings))])
+    )
+    return boto3.session.Session(botocore_session=core_session, region_name=source.region_name)
+
+
+def _client_config(settings: dict) -> Config:
+    return Config(
         retries={"mode": settings["retry_mode"], "total_max_attempts": settings["max_attempts"]},
         proxies=settings.get("proxies"),
         connect_timeout=settings.get("connect_timeout", constants.DEFAULT_CONNECT_TIMEOUT),
         read_timeout=settings.get("read_timeout", constants.DEFAULT_READ_TIMEOUT),
     )
-    client = session.client(
-        "ec2",
-        region_name=session.region_name or constants.DEFAULT_REGION,
-        endpoint_url=settings.get("endpoint_url"),
-        verify=settings.get("verify"),
-        use_ssl=settings.get("use_ssl", True),
-        config=config,
+
+
+# --- assuming a role ------------------------------------------------------------
+#
+# With role_arn, every client of a configuration signs with the credentials of
+# one role session: botocore's AssumeRoleCredentialFetcher calls STS with the
+# source credentials (the rest of aws_config, or boto3's chain), and its
+# DeferredRefreshableCredentials call it first when a request needs them and
+# again before they expire. The session is shared by every client of the same
+# settings in this process: one AssumeRole per configuration, not per call.
+
+# The default session name when the caller gives none (the operation layer
+# names the deployment instead: ec2.utils.parse_common).
+DEFAULT_ROLE_SESSION_NAME = "cloudify-aws-plugin"
+# STS's limits (AssumeRole API reference).
+ROLE_ARN_PATTERN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII)
+EXTERNAL_ID_PATTERN = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+SESSION_NAME_PATTERN = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
+DURATION_LIMITS = (900, 43200)
+# botocore renews refreshable credentials this long before they expire, and
+# blocks every call for new ones when this close (RefreshableCredentials).
+RENEW_BEFORE = 15 * 60
+MUST_RENEW_BEFORE = 10 * 60
+
+_role_credentials: OrderedDict[str, RoleCredentials] = OrderedDict()
+_role_lock = threading.Lock()
+
+
+def _refuse_mfa(aws_config: dict) -> None:
+    if "mfa_serial" in aws_config:
+        raise BadInput(
+            "aws_config",
+            "sets 'mfa_serial', but a role that needs an MFA code cannot be assumed by a workflow: "
+            "each AssumeRole would wait for someone to type the code",
+            "remove mfa_serial, and give the plugin source credentials that the role's trust policy admits "
+            "without MFA (such as the manager's instance role, with an external_id)",
+        )
+
+
+def _role_settings(config: dict) -> dict:
+    """The role keys of aws_config, checked against STS's limits before any call."""
+    for alias, key in ROLE_ALIASES.items():
+        if alias not in config:
+            continue
+        if key in config and config[key] != config[alias]:
+            raise BadInput(
+                "aws_config",
+                f"sets both '{key}' and its cloudify-aws-plugin 3.x name '{alias}', differently",
+                f"keep only '{key}'",
+            )
+        config = {**config, key: config[alias]}
+    settings: dict[str, Any] = {}
+    if "sts_endpoint_url" in config:
+        settings["sts_endpoint_url"] = str(config["sts_endpoint_url"])
+    if "role_arn" not in config:
+        given = [key for key in ("external_id", "role_session_name", "duration_seconds") if key in config]
+        if given:
+            raise BadInput("aws_config", f"sets {given} without 'role_arn'", "add the role to assume as role_arn")
+        return settings
+
+    role_arn = str(config["role_arn"]).strip()
+    if not ROLE_ARN_PATTERN.fullmatch(role_arn):
+        raise BadInput(
+            "aws_config",
+            f"has role_arn {role_arn!r}, which is not an IAM role's ARN",
+            "give the role's ARN as IAM shows it, such as arn:aws:iam::123456789012:role/cloudify-deployer",
+        )
+    settings["role_arn"] = role_arn
+    if "external_id" in config:
+        external_id = str(config["external_id"])
+        if not EXTERNAL_ID_PATTERN.fullmatch(external_id):
+            raise BadInput(
+                "aws_config",
+                f"has an external_id of {len(external_id)} character(s) that STS refuses",
+                "give the external id the role's trust policy names: 2 to 1224 characters of letters, digits "
+                "and _+=,.@:/-",
+            )
+        settings["external_id"] = external_id
+    session_name = str(config.get("role_session_name", DEFAULT_ROLE_SESSION_NAME))
+    if not SESSION_NAME_PATTERN.fullmatch(session_name):
+        raise BadInput(
+            "aws_config",
+            f"has role_session_name {session_name!r}, which STS refuses",
+            "give 2 to 64 characters of letters, digits and _+=,.@-, or leave it out to name the deployment",
+        )
+    settings["role_session_name"] = session_name
+    if "duration_seconds" in config:
+        duration = as_int(config["duration_seconds"], "aws_config.duration_seconds")
+        if not DURATION_LIMITS[0] <= duration <= DURATION_LIMITS[1]:
+            raise BadInput(
+                "aws_config",
+                f"has duration_seconds {duration}, outside STS's {DURATION_LIMITS[0]} to {DURATION_LIMITS[1]}",
+                "give 900 (15 minutes) to 43200 (12 hours), and no more than the role's maximum session duration "
+                "(1 hour unless raised; 1 hour at most when the source credentials are themselves a role's), "
+                "or leave it out for STS's 1 hour",
+            )
+        settings["duration_seconds"] = duration
+    return settings
+
+
+class RoleCredentials(DeferredRefreshableCredentials):
+    """botocore's deferred, self-renewing credentials of a role session.
+
+    botocore renews 15 minutes before expiry and insists at 10: a session of
+    15 minutes would be renewed before every call. The windows shrink to a
+    quarter and a sixth of the lifetime of the session just received, which
+    leaves botocore's own for sessions of an hour or more."""
+
+    def __init__(self, fetch: Callable[[], dict]) -> None:
+        super().__init__(refresh_using=self._renew, method="assume-role")
+        self._fetch = fetch
+
+    def _renew(self) -> dict:
+        fetched = self._fetch()
+        lifetime = (parse_timestamp(fetched["expiry_time"]) - datetime.now(UTC)).total_seconds()
+        self._advisory_refresh_timeout = min(RENEW_BEFORE, lifetime / 4)
+        self._mandatory_refresh_timeout = min(MUST_RENEW_BEFORE, lifetime / 6)
+        return fetched
+
+
+class _AssumedRole(CredentialProvider):
+    """Hands a session the role's credentials, in place of boto3's chain."""
+
+    METHOD = "assume-role"
+    CANONICAL_NAME = "custom-cloudify-assume-role"
+
+    def __init__(self, credentials: RoleCredentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> RoleCredentials:
+        return self._credentials
+
+
+class _NeverCached(dict):
+    """A cache for botocore's fetcher that never answers: the fetcher would
+    otherwise hand the last session out again until 15 minutes before its
+    expiry, while RoleCredentials, which asks, has decided when to renew."""
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+
+def _credentials_of_role(settings: dict) -> RoleCredentials:
+    """The role session of these settings, shared by every client made with them."""
+    key = json.dumps(settings, sort_keys=True)
+    with _role_lock:
+        credentials = _role_credentials.get(key)
+        if credentials is None:
+            credentials = _role_credentials[key] = _assume_role(settings)
+            while len(_role_credentials) > CACHE_SIZE:
+                _role_credentials.popitem(last=False)
+        return credentials
+
+
+def _assume_role(settings: dict) -> RoleCredentials:
+    """Renewing credentials that call AssumeRole with the source credentials when needed."""
+    source = _source_session(settings).get_credentials()
+    extra_args: dict[str, Any] = {"RoleSessionName": settings["role_session_name"]}
+    if "external_id" in settings:
+        extra_args["ExternalId"] = settings["external_id"]
+    if "duration_seconds" in settings:
+        extra_args["DurationSeconds"] = settings["duration_seconds"]
+    fetcher = AssumeRoleCredentialFetcher(
+        client_creator=lambda _service, **keys: _create_sts_client(settings, **keys),
+        source_credentials=source,
+        role_arn=settings["role_arn"],
+        extra_args=extra_args,
+        cache=_NeverCached(),
     )
-    return client
+
+    def fetch() -> dict:
+        if source is None:
+            raise NoCredentialsError()
+        try:
+            fetched = fetcher.fetch_credentials()
+        except ClientError as error:
+            if errors.describe(error)[0]:  # throttled or unavailable: worth another try later
+                raise
+            raise errors.role_refused(settings["role_arn"], error) from None
+        secrets.remember(fetched[key] for key in ("access_key", "secret_key", "token"))
+        return fetched
+
+    return RoleCredentials(fetch)
+
+
+def _create_sts_client(settings: dict, **credentials: Any) -> Any:
+    """The STS client that calls AssumeRole, signed with ``credentials`` (the source's)."""
+    secrets.install_log_filter(settings)
+    core_session = botocore.session.Session()
+    core_session.register_component("data_loader", _DATA_LOADER)
+    region = _source_session(settings).region_name
+    session = boto3.session.Session(botocore_session=core_session, region_name=region, **credentials)
+    return _sts_client_of(session, settings)
+
+
+def _create_identity_client(settings: dict) -> Any:
+    """An STS client signed like the EC2 client of these settings (with the same role session)."""
+    secrets.install_log_filter(settings)
+    return _sts_client_of(_session(settings), settings)
+
+
+def _sts_client_of(session: boto3.session.Session, settings: dict) -> Any:
+    """STS at sts_endpoint_url if given, else where boto3 finds it (AWS_ENDPOINT_URL_STS,
+    AWS_ENDPOINT_URL, or AWS's endpoint for the region); never at the EC2 endpoint_url."""
+    return session.client(
+        "sts",
+        region_name=session.region_name or constants.DEFAULT_REGION,
+        endpoint_url=settings.get("sts_endpoint_url"),
+        verify=settings.get("verify"),
+        config=_client_config(settings),
+    )
+
+
+def sts_client(aws_config: dict | None) -> Any:
+    """An STS client with the credentials the EC2 client of ``aws_config`` signs
+    with (the same role session): for asking STS who the plugin acts as."""
+    return _build(client_settings(aws_config or {}), _create_identity_client)

@@ -35,6 +35,9 @@ RETRYABLE_CODES = frozenset(
     }
 )
 
+# The STS calls the plugin makes (an assumed role's, and preflight's), beside EC2's.
+STS_OPERATIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
+
 
 class PluginError(Exception):
     """Something the operation cannot get past: fails the task for good."""
@@ -78,7 +81,8 @@ def describe(error: Exception) -> tuple[bool, str]:
         message = error.response.get("Error", {}).get("Message") or str(error)
         operation = getattr(error, "operation_name", "") or "call"
         label = code or f"HTTP {status}"
-        return code in RETRYABLE_CODES or status >= 500, f"EC2 {operation} failed: {label}: {message}"
+        service = "STS" if operation in STS_OPERATIONS else "EC2"
+        return code in RETRYABLE_CODES or status >= 500, f"{service} {operation} failed: {label}: {message}"
     if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
         return False, (
             f"cannot reach EC2: {error}. Fix: set credentials and a region in the node's 'aws_config' "
@@ -89,6 +93,18 @@ def describe(error: Exception) -> tuple[bool, str]:
     if isinstance(error, BotoCoreError):
         return False, f"EC2 call failed: {error}"
     return False, str(error)
+
+
+def role_refused(role_arn: str, error: ClientError) -> BadInput:
+    """AssumeRole refused (AccessDenied, a wrong external id, ...): names the role and the fix."""
+    message = error.response.get("Error", {}).get("Message") or str(error)
+    return BadInput(
+        "aws_config",
+        f"names role '{role_arn}', which AWS refused to let these credentials assume "
+        f"({error_code(error) or 'AssumeRole failed'}: {message})",
+        "allow these credentials sts:AssumeRole on that role (their IAM policy) and trust them in the role's "
+        "trust policy, and give the external_id that trust policy asks for",
+    )
 
 
 class AlreadyExists(PluginError):

@@ -2,10 +2,11 @@
 
 botocore and urllib3 log request headers and response bodies at DEBUG: the
 access key id (in ``Authorization``), the session token
-(``X-Amz-Security-Token``) and CreateKeyPair's ``keyMaterial``. A log record
-factory, installed with the first client, redacts those patterns and every
-secret value the plugin has seen in ``aws_config`` or the environment, whatever
-the logger and level. ``redact`` does the same for error messages.
+(``X-Amz-Security-Token``), CreateKeyPair's ``keyMaterial`` and the role
+session's keys in AssumeRole's answer. A log record factory, installed with
+the first client, redacts those patterns and every secret value the plugin
+has seen in ``aws_config``, the environment or an assumed role's session,
+whatever the logger and level. ``redact`` does the same for error messages.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ PATTERNS = (
     (re.compile(r"(<keyMaterial>).*?(</keyMaterial>|$)", re.S), rf"\1{MASK}\2"),
     (re.compile(r"(['\"]?KeyMaterial['\"]?\s*[:=]\s*['\"]?)[^'\"]*"), rf"\1{MASK}"),
     (re.compile(r"(Credential=)[^/\s,'\"]+"), rf"\1{MASK}"),
+    # An assumed role's session, as AssumeRole answers it (XML) and as botocore parses it.
+    (re.compile(r"(<(AccessKeyId|SecretAccessKey|SessionToken)>).*?(</\2>|$)", re.S), rf"\1{MASK}\3"),
+    (
+        re.compile(r"(['\"]?(?:AccessKeyId|SecretAccessKey|SessionToken)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"),
+        rf"\1{MASK}",
+    ),
     (re.compile(r"((?:X-Amz-Security-Token|SecurityToken)['\"]?\s*[:=]\s*b?['\"]?)[^'\"\s,}]+", re.I), rf"\1{MASK}"),
     (re.compile(r"(//[^:/@\s]+:)[^@/\s]+(@)"), rf"\1{MASK}\2"),  # user:password@ in a proxy URL
 )

@@ -4,6 +4,7 @@
   the plugin's errors and botocore's become the workflow engine's exceptions,
   labelled with the node.
 - ``Common`` / ``parse_common``: the properties every node type has.
+- ``acting_for``: the deployment that names an assumed role's session.
 - ``adopt_external``, ``release_external``, ``check_existence``: the
   reference page's "Using Existing Resources" short-circuits and its common
   validation.
@@ -14,7 +15,10 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +73,7 @@ def ec2_operation(function: Callable) -> Callable:
                 raise RecoverableError(text, retry_after=constants.DEFAULT_RETRY_AFTER) from None
             raise NonRecoverableError(text) from None
 
-    return operation(run, resumable=True)
+    return operation(_acting_for_its_deployment(run), resumable=True)
 
 
 # --- the properties every node type has ----------------------------------------------
@@ -86,7 +90,7 @@ class Common:
 
 def parse_common(properties: Mapping[str, Any]) -> Common:
     """use_external_resource, resource_id, tags, aws_config and the waiting properties."""
-    aws_config = properties.get("aws_config") or {}
+    aws_config = with_session_name(properties.get("aws_config") or {})
     connection.client_settings(aws_config)
     return Common(
         external=as_bool(properties.get("use_external_resource", False), "use_external_resource"),
@@ -221,3 +225,45 @@ def creation_tags(ctx, tags: Mapping[str, str], name: str | None = None) -> dict
 def generated_name(ctx) -> str:
     """A readable name unique to this node instance of this deployment."""
     return f"{ctx.deployment.id}-{ctx.instance.id}"
+
+
+# --- the name of an assumed role's session -------------------------------------------
+
+# The deployment whose operation (or workflow) runs in this thread.
+_deployment: ContextVar[str | None] = ContextVar("deployment", default=None)
+
+
+@contextmanager
+def acting_for(deployment_id: str | None) -> Iterator[None]:
+    """While it lasts, a role assumed without role_session_name gets a session named after this deployment."""
+    token = _deployment.set(str(deployment_id or "local"))
+    try:
+        yield
+    finally:
+        _deployment.reset(token)
+
+
+def _acting_for_its_deployment(run: Callable) -> Callable:
+    @functools.wraps(run)
+    def in_deployment(*args: Any, **kwargs: Any) -> Any:
+        with acting_for(kwargs["ctx"].deployment.id):
+            return run(*args, **kwargs)
+
+    return in_deployment
+
+
+def role_session_name(deployment_id: str) -> str:
+    """``cloudify-<deployment id>`` within STS's limits (64 characters of letters, digits and _+=,.@-).
+    Not the node instance too: each would then be a configuration of its own, with its own AssumeRole."""
+    return re.sub(r"[^\w+=,.@-]", "-", f"cloudify-{deployment_id}", flags=re.ASCII)[:64]
+
+
+def with_session_name(aws_config: Any) -> Any:
+    """``aws_config``, with a session named after the running deployment if it
+    assumes a role without naming the session (and, outside one, as it is)."""
+    deployment = _deployment.get()
+    if deployment is None or not isinstance(aws_config, dict) or aws_config.get("role_session_name"):
+        return aws_config
+    if not any(aws_config.get(key) for key in ("role_arn", *connection.ROLE_ALIASES)):
+        return aws_config
+    return {**aws_config, "role_session_name": role_session_name(deployment)}

@@ -101,6 +101,43 @@ def calls(monkeypatch):
     return recorder
 
 
+class RoleSessions:
+    """Every AssumeRole the plugin's STS clients make: what was asked, and the
+    role sessions (Credentials) STS answered, in order."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.sessions: list[dict] = []
+
+    def record_request(self, params, **_) -> None:
+        self.requests.append(dict(params))
+
+    def record_answer(self, parsed, **_) -> None:
+        if "Credentials" in parsed:
+            self.sessions.append(parsed["Credentials"])
+
+    @property
+    def access_key_ids(self) -> list[str]:
+        return [session["AccessKeyId"] for session in self.sessions]
+
+
+@pytest.fixture
+def role_sessions(monkeypatch):
+    """Records the AssumeRole calls of the plugin's STS clients."""
+    recorder = RoleSessions()
+    create = connection._create_sts_client
+
+    def recording_client(settings, **credentials):
+        client = create(settings, **credentials)
+        client.meta.events.register("provide-client-params.sts.AssumeRole", recorder.record_request)
+        client.meta.events.register("after-call.sts.AssumeRole", recorder.record_answer)
+        return client
+
+    monkeypatch.setattr(connection, "_create_sts_client", recording_client)
+    connection.clear_cache()
+    return recorder
+
+
 @pytest.fixture
 def make_ctx():
     """Builds a MockCloudifyContext for a node and makes it the current ctx."""

@@ -69,3 +69,23 @@ def test_uninstall_of_the_reference_topology_makes_the_six_calls_of_the_lower_bo
     deployment.uninstall(task_retries=5)
     assert proxy.counts() == UNINSTALL
     assert sum(UNINSTALL.values()) == topology.REFERENCE_LOWER_BOUND["uninstall"]
+
+
+# --- under an assumed role: STS counted apart ----------------------------------------------
+
+
+def test_install_of_the_reference_topology_under_a_role_makes_one_assume_role_and_the_same_ec2_calls(
+    moto_server, deploy, tmp_path
+):
+    # STS is sent through the proxy too (sts_endpoint_url), so that it is counted over HTTP.
+    with Ec2Proxy(moto_server.url) as proxy:
+        aws_config = {
+            "role_arn": "arn:aws:iam::123456789012:role/cloudify-deployer",
+            "endpoint_url": proxy.url,
+            "sts_endpoint_url": proxy.url,
+        }
+        deploy(reference_topology(aws_config, tmp_path / "key.pem")).install(task_retries=5)
+        counts = proxy.counts()
+    sts = Counter({action: n for action, n in counts.items() if action in ("AssumeRole", "GetCallerIdentity")})
+    assert sts == Counter({"AssumeRole": 1})
+    assert counts - sts == INSTALL

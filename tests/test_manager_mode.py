@@ -286,3 +286,23 @@ def test_a_crashed_process_right_after_each_create_call_then_a_rerun_leaves_exac
     assert inventory(ec2) == ONE_OF_EACH
     deployment.uninstall()
     assert inventory(ec2) == NOTHING
+
+
+# -- an assumed role --------------------------------------------------------------
+
+
+def test_on_a_manager_each_operation_process_assumes_the_role_once(managed, tmp_path, moto_server):
+    with Ec2Proxy(moto_server.url) as proxy:
+        aws_config = {
+            "role_arn": "arn:aws:iam::123456789012:role/cloudify-deployer",
+            "endpoint_url": proxy.url,
+            "sts_endpoint_url": proxy.url,  # counted by the proxy too
+        }
+        properties = {"private_key_path": str(tmp_path / "keys" / "key.pem"), "aws_config": aws_config}
+        deployment = managed({"key": {"type": "cloudify.aws.nodes.KeyPair", "properties": properties}})
+        deployment.install()
+        deployment.uninstall()
+        ec2_signers = {call.access_key_id for call in proxy.seen() if call.action != "AssumeRole"}
+    assert len(deployment.processes) == 3  # validation.create, create, delete
+    assert proxy.counts()["AssumeRole"] == 3
+    assert len(ec2_signers) == 3  # each process signs with its own role session
