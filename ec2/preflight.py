@@ -10,9 +10,10 @@ A validation run before install (this workflow, or the classic
 validation.creation hook) finds the instance's key pair and groups not yet
 created: they are left out of its RunInstances dry run, unless external.
 
-``run`` (the ``aws_preflight`` workflow): every check of validation.create,
-dry run included, for every node instance of this plugin's types, and one
-error listing every problem found (the first of each node instance). It runs
+``run`` (the ``aws_preflight`` workflow): who the credentials of each distinct
+``aws_config`` are (STS GetCallerIdentity, logged), every check of
+validation.create, dry run included, for every node instance of this plugin's
+types, and one error listing every problem found (the first of each node instance). It runs
 on views of the workflow's node instances shaped like an operation's ctx. A
 name that only another node of the deployment will create is not reported
 as missing.
@@ -20,6 +21,7 @@ as missing.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
@@ -29,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cloudify.decorators import workflow
 from cloudify.exceptions import NonRecoverableError
 
-from ec2 import aws, constants, errors, instance_request, secrets, utils
+from ec2 import aws, connection, constants, errors, instance_request, secrets, utils
 from ec2.errors import BadInput, PluginError
 from ec2.properties import as_text
 
@@ -228,6 +230,11 @@ def _require(operation: str, refusal: ClientError | None, prop: str, fix: str) -
 def run(ctx, **_):
     """Validates every node instance of this plugin's types, with AWS's dry
     runs, creating nothing; raises one error listing every problem found."""
+    with utils.acting_for(ctx.deployment.id):
+        _preflight(ctx)
+
+
+def _preflight(ctx):
     provider_context = _provider_context(ctx)
     views = [
         _view(ctx, instance, provider_context)
@@ -235,8 +242,10 @@ def run(ctx, **_):
         if _our_type(instance.node)
     ]
     pending = _names_install_creates(views)
-    problems = []
+    problems, unusable = _check_identities(ctx, views)
     for view in views:
+        if view.instance.id in unusable:
+            continue
         try:
             _check_of(view.node_type)(view)
         except (PluginError, ClientError, BotoCoreError) as error:
@@ -250,6 +259,34 @@ def run(ctx, **_):
             f"aws_preflight found {len(problems)} problem(s); nothing was created:\n" + "\n".join(problems)
         )
     ctx.logger.info(f"aws_preflight: all {len(views)} AWS node instance(s) passed, AWS's dry runs included.")
+
+
+def _check_identities(ctx, views: list[SimpleNamespace]) -> tuple[list[str], set[str]]:
+    """Asks STS once per distinct aws_config who the plugin acts as (GetCallerIdentity)
+    and logs the account and ARN. Returns a problem line for each aws_config whose
+    credentials do not work, and the node instances that use it (not checked further)."""
+    users: dict[str, list[SimpleNamespace]] = {}
+    for view in views:
+        try:
+            aws_config = utils.parse_common(view.node.properties).aws_config
+        except PluginError:  # reported by that node's own check
+            continue
+        key = json.dumps(connection.client_settings(aws_config), sort_keys=True)
+        users.setdefault(key, []).append(view)
+    problems: list[str] = []
+    unusable: set[str] = set()
+    for group in users.values():
+        nodes = ", ".join(sorted({f"'{view.node.id}'" for view in group}))
+        try:
+            aws_config = utils.parse_common(group[0].node.properties).aws_config
+            identity = connection.sts_client(aws_config).get_caller_identity()
+        except (PluginError, ClientError, BotoCoreError) as error:
+            text = str(error) if isinstance(error, PluginError) else errors.describe(error)[1]
+            problems.append(secrets.redact(f"- node(s) {nodes}: {text}"))
+            unusable.update(view.instance.id for view in group)
+            continue
+        ctx.logger.info(f"aws_preflight: node(s) {nodes} act as {identity['Arn']} (account {identity['Account']}).")
+    return problems, unusable
 
 
 def _check_of(node_type: str):

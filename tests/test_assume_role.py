@@ -501,6 +501,40 @@ def test_a_role_the_credentials_may_not_assume_fails_the_operation_naming_the_no
     assert "Fix: allow these credentials sts:AssumeRole on that role" in message
 
 
+# --- preflight: who the plugin acts as -----------------------------------------------------
+
+
+def test_preflight_reports_a_role_the_credentials_may_not_assume_once_for_its_nodes(guarded_emulator, deploy, tmp_path):
+    deployment = deploy(reference_topology({**guarded_emulator, "role_arn": ROLE}, tmp_path / "key.pem"))
+    with pytest.raises(NonRecoverableError) as error:
+        deployment.execute("aws_preflight")
+    message = str(error.value)
+    assert message.startswith("aws_preflight found 1 problem(s)")
+    assert f"- node(s) 'elastic_ip', 'keypair', 'security_group', 'vm': property 'aws_config' names role '{ROLE}'" in (
+        message
+    )
+
+
+def test_preflight_names_the_account_and_arn_of_the_assumed_role(deploy, tmp_path, capsys):
+    deploy(reference_topology({"role_arn": ROLE}, tmp_path / "key.pem")).execute("aws_preflight")
+    assert (
+        "act as arn:aws:sts::123456789012:assumed-role/cloudify-deployer/cloudify-test (account 123456789012)"
+        in capsys.readouterr().out
+    )
+
+
+def test_preflight_asks_sts_who_it_is_once_per_distinct_aws_config(moto_server, deploy, tmp_path, capsys):
+    with Ec2Proxy(moto_server.url) as proxy:
+        plain = {"endpoint_url": proxy.url, "sts_endpoint_url": proxy.url}
+        nodes = reference_topology(plain, tmp_path / "key.pem")
+        nodes["keypair"]["properties"]["aws_config"] = {**plain, "role_arn": OTHER_ACCOUNT_ROLE}
+        deploy(nodes).execute("aws_preflight")
+    assert proxy.counts()["GetCallerIdentity"] == 2
+    out = capsys.readouterr().out
+    assert f"node(s) 'keypair' act as arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/cloudify-deployer/" in out
+    assert "node(s) 'elastic_ip', 'security_group', 'vm' act as arn:aws:sts::123456789012:user/moto" in out
+
+
 # --- the proxy ----------------------------------------------------------------------------------
 
 

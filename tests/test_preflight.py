@@ -303,3 +303,9 @@ def test_throttling_of_a_dry_run_is_raised_to_be_retried():
 
     with pytest.raises(ClientError):
         aws.dry_run(throttled)
+
+
+def test_preflight_names_the_account_and_arn_it_checks_as(deploy, tmp_path, capsys):
+    deploy(topology(tmp_path)).execute("aws_preflight")
+    out = capsys.readouterr().out
+    assert "act as arn:aws:sts::123456789012:user/moto (account 123456789012)." in out
