@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
+import yaml
 from botocore.credentials import InstanceMetadataProvider
 from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, RecoverableError, WorkflowFailed
 
 from ec2 import connection, keypair, utils
 from ec2.errors import BadInput
-from tests.support import MotoServer, reference_topology
+from tests.support import ROOT, MotoServer, reference_topology
 from tests.test_exactly_once import NOTHING, ONE_OF_EACH, inventory
 from tools.ec2proxy import Ec2Proxy, signed_by
 
@@ -541,3 +542,18 @@ def test_preflight_asks_sts_who_it_is_once_per_distinct_aws_config(moto_server, 
 def test_the_proxy_records_who_signed_a_call():
     header = "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE42/20261207/us-east-1/ec2/aws4_request, SignedHeaders=host"
     assert signed_by(header) == "ASIAEXAMPLE42"
+
+
+# --- the documentation ---------------------------------------------------------------------------
+
+
+def test_the_recommended_aws_config_of_the_reference_is_accepted():
+    section = (ROOT / "docs" / "reference.md").read_text().split("### On a manager: the recommended setup", 1)[1]
+    block = section.split("```yaml", 1)[1].split("```", 1)[0]
+    secrets = {"customer_a_role_arn": ROLE, "customer_a_external_id": "a-long-random-id"}
+    aws_config = yaml.safe_load(block)["node_templates"]["server"]["properties"]["aws_config"]
+    resolved = {
+        key: secrets[value["get_secret"]] if isinstance(value, dict) else value for key, value in aws_config.items()
+    }
+    settings = connection.client_settings(resolved)
+    assert (settings["role_arn"], settings["external_id"]) == (ROLE, "a-long-random-id")
