@@ -265,20 +265,19 @@ def _check_identities(ctx, views: list[SimpleNamespace]) -> tuple[list[str], set
     """Asks STS once per distinct aws_config who the plugin acts as (GetCallerIdentity)
     and logs the account and ARN. Returns a problem line for each aws_config whose
     credentials do not work, and the node instances that use it (not checked further)."""
-    users: dict[str, list[SimpleNamespace]] = {}
+    users: dict[str, tuple[dict, list[SimpleNamespace]]] = {}
     for view in views:
         try:
             aws_config = utils.parse_common(view.node.properties).aws_config
         except PluginError:  # reported by that node's own check
             continue
         key = json.dumps(connection.client_settings(aws_config), sort_keys=True)
-        users.setdefault(key, []).append(view)
+        users.setdefault(key, (aws_config, []))[1].append(view)
     problems: list[str] = []
     unusable: set[str] = set()
-    for group in users.values():
+    for aws_config, group in users.values():
         nodes = ", ".join(sorted({f"'{view.node.id}'" for view in group}))
         try:
-            aws_config = utils.parse_common(group[0].node.properties).aws_config
             identity = connection.sts_client(aws_config).get_caller_identity()
         except (PluginError, ClientError, BotoCoreError) as error:
             text = str(error) if isinstance(error, PluginError) else errors.describe(error)[1]
