@@ -256,14 +256,35 @@ def test_delete_of_a_group_already_gone_counts_as_done(make_ctx, ec2):
     assert ctx.instance.runtime_properties == {}
 
 
-def test_a_dependency_violation_on_delete_is_a_retry_not_a_failure(make_ctx, monkeypatch):
+def stubbed_client(monkeypatch, *answers: str):
+    """A client whose DeleteSecurityGroup gives these answers in turn: an error code, or "ok"."""
     client = boto3.client("ec2", region_name="us-east-1")
     stubber = Stubber(client)
-    stubber.add_client_error("delete_security_group", service_error_code="DependencyViolation", http_status_code=400)
+    for answer in answers:
+        if answer == "ok":
+            stubber.add_response("delete_security_group", {}, {"GroupId": "sg-12345678"})
+        else:
+            stubber.add_client_error("delete_security_group", service_error_code=answer, http_status_code=400)
     stubber.activate()
     monkeypatch.setattr(connection, "ec2_client", lambda aws_config: client)
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    return stubber
+
+
+def test_a_dependency_violation_on_delete_is_asked_again_until_the_group_is_free(make_ctx, monkeypatch):
+    stubber = stubbed_client(monkeypatch, "DependencyViolation", "DependencyViolation", "ok")
     ctx = group_ctx(make_ctx, runtime_properties={"aws_resource_id": "sg-12345678"})
-    with pytest.raises(RecoverableError):
+    securitygroup.delete(ctx=ctx)
+    stubber.assert_no_pending_responses()
+    assert "aws_resource_id" not in ctx.instance.runtime_properties
+
+
+def test_a_dependency_violation_that_outlasts_the_propagation_timeout_is_a_retry_not_a_failure(make_ctx, monkeypatch):
+    stubbed_client(monkeypatch, "DependencyViolation")
+    ctx = group_ctx(
+        make_ctx, runtime_properties={"aws_resource_id": "sg-12345678"}, aws_config={"propagation_timeout": 0}
+    )
+    with pytest.raises(RecoverableError, match="DependencyViolation"):
         securitygroup.delete(ctx=ctx)
     assert ctx.instance.runtime_properties["aws_resource_id"] == "sg-12345678"
 
