@@ -6,7 +6,7 @@ from botocore.stub import Stubber
 from cloudify.exceptions import NonRecoverableError, RecoverableError
 
 from ec2 import aws, connection, securitygroup
-from tests.support import interrupted_create, owned_by
+from tests.support import interrupted_create, made_long_ago, owned_by
 
 SSH = {"ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ip": "0.0.0.0/0"}
 HTTP = {"ip_protocol": "tcp", "from_port": 80, "to_port": 80, "cidr_ip": "10.0.0.0/8"}
@@ -251,6 +251,7 @@ def test_delete_removes_the_group(make_ctx, ec2):
 def test_delete_of_a_group_already_gone_counts_as_done(make_ctx, ec2):
     ctx = group_ctx(make_ctx)
     securitygroup.create(ctx=ctx)
+    made_long_ago(ctx.instance.runtime_properties)  # within its propagation window, delete would wait
     ec2.delete_security_group(GroupId=ctx.instance.runtime_properties["aws_resource_id"])
     securitygroup.delete(ctx=ctx)
     assert ctx.instance.runtime_properties == {}
@@ -323,10 +324,10 @@ def test_delete_after_a_create_that_died_before_recording_finds_the_group_by_its
 def test_when_the_cleanup_after_a_refused_rule_fails_the_group_stays_recorded(make_ctx, ec2, monkeypatch):
     ctx = group_ctx(make_ctx, rules=[SSH])
 
-    def refused(client, group_id, permissions, egress=False):
+    def refused(client, group_id, permissions, egress=False, **_):
         client.authorize_security_group_ingress(GroupId="sg-12345678", IpPermissions=permissions)
 
-    def cleanup_fails(client, group_id):
+    def cleanup_fails(client, group_id, **_):
         raise RuntimeError("endpoint went away")
 
     monkeypatch.setattr(aws, "authorize", refused)
