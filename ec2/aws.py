@@ -6,10 +6,18 @@ a ``find_*`` returns ``None`` (or an empty list) when AWS says NotFound, a
 needs time (a dependency still being torn down) raises ``errors.NotReady``.
 Any other botocore error propagates to the operation's error boundary.
 Describes paginate where AWS paginates. Nothing here imports Cloudify.
+
+EC2 is eventually consistent: right after a create, a call that names the new
+resource may answer its NotFound code. The functions that may meet a resource
+this plugin has just made take ``fresh_for``, the seconds left of its
+propagation window, and retry those codes (``while_propagating``) until it
+has passed; only then is a NotFound believed.
 """
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import threading
 import time
 import weakref
@@ -33,6 +41,21 @@ IMAGE_NOT_FOUND = frozenset({"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"
 SUBNET_NOT_FOUND = frozenset({"InvalidSubnetID.NotFound"})
 VPC_NOT_FOUND = frozenset({"InvalidVpcID.NotFound"})
 
+DEPENDENCY_VIOLATION = "DependencyViolation"
+ADDRESS_IN_USE = "InvalidIPAddress.InUse"
+INCORRECT_INSTANCE_STATE = "IncorrectInstanceState"
+
+# Retrying while EC2 catches up: the first pauses (seconds), how many of them
+# there are before the pause grows, by how much it grows, and its ceiling.
+PROPAGATION_FIRST_PAUSE = 1.0
+PROPAGATION_EVEN_PAUSES = 3
+PROPAGATION_GROWTH = 1.5
+PROPAGATION_LONGEST_PAUSE = 5.0
+
+# Where ``while_propagating`` reports its pauses: the operation's logger, set
+# by the error boundary for the operation's thread; by default nowhere.
+progress: contextvars.ContextVar[Callable[[str], None]] = contextvars.ContextVar("progress", default=lambda _line: None)
+
 # Instance states.
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 GONE_STATES = ("shutting-down", "terminated")
@@ -47,6 +70,57 @@ def _answer_or_none(codes: Collection[str], call: Callable[[], Any]) -> Any:
         if error_code(error) in codes:
             return None
         raise
+
+
+def within(codes: Iterable[str], seconds: float) -> dict[str, float]:
+    """A ``while_propagating`` window: these codes, for ``seconds`` from now."""
+    return dict.fromkeys(codes, seconds)
+
+
+def while_propagating(
+    call: Callable[[], Any], windows: Mapping[str, float], listed: Callable[[], bool] | None = None
+) -> Any:
+    """The call's answer. While it fails with a code of ``windows`` (EC2 has
+    not caught up with a create, a terminate or a disassociate yet), tries
+    again after a pause of a second (three times), then growing, until that
+    code's window (seconds from now) has passed; then the error propagates.
+    Only differences between two ``time.monotonic()`` readings are used.
+
+    ``listed``, for a delete: whether a listing (by filter) still shows the
+    resource. A NotFound for a call that botocore had to send again (an
+    earlier attempt, whose answer was lost, may have done the deed) is
+    believed at once when the listing no longer shows it."""
+    started = time.monotonic()
+    for tries in itertools.count(1):
+        try:
+            return call()
+        except ClientError as error:
+            code = error_code(error)
+            left = windows.get(code, 0.0) - (time.monotonic() - started)
+            if left <= 0 or (listed is not None and resent(error.response) and not listed()):
+                raise
+            growth = PROPAGATION_GROWTH ** max(0, tries - PROPAGATION_EVEN_PAUSES)
+            pause = min(PROPAGATION_FIRST_PAUSE * growth, PROPAGATION_LONGEST_PAUSE)
+            progress.get()(
+                f"EC2 answered {code} to {getattr(error, 'operation_name', 'a call')}, which can mean it has not "
+                f"caught up yet; trying again in {min(pause, left):.1f}s (for up to {left:.0f}s more)"
+            )
+            time.sleep(min(pause, left))
+    raise AssertionError("unreachable")
+
+
+def missing(code: str, operation: str, what: str, answer: Mapping[str, Any] | None = None) -> ClientError:
+    """The NotFound error EC2 would give, for an answer that shows the resource is not there (yet)."""
+    response: Any = {
+        "Error": {"Code": code, "Message": f"{what} is not visible"},
+        "ResponseMetadata": dict((answer or {}).get("ResponseMetadata") or {}),
+    }
+    return ClientError(response, operation)
+
+
+def _listed(call: Callable[..., dict], result_key: str, filter_name: str, value: str) -> Callable[[], bool]:
+    """Whether a describe filtered on one value (a listing, not a lookup by id) shows something."""
+    return lambda: bool(_describe(call, result_key, Filters=[{"Name": filter_name, "Values": [value]}]))
 
 
 def _create(duplicate_code: str, what: str, call: Callable[[], Any]) -> Any:
@@ -86,13 +160,16 @@ def tag_specifications(resource_type: str, tags: Mapping[str, str]) -> list[dict
     return [{"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
 
 
-def dry_run(call: Callable[..., Any], **params: Any) -> ClientError | None:
+def dry_run(
+    call: Callable[..., Any], *, windows: Mapping[str, float] | None = None, **params: Any
+) -> ClientError | None:
     """AWS's own check of a call, made with ``DryRun=True``: None when AWS
     answers ``DryRunOperation`` (the call would succeed), else its refusal
-    (``UnauthorizedOperation``, a NotFound, a quota, ...). Throttling and 5xx
-    propagate, to be retried."""
+    (``UnauthorizedOperation``, a NotFound, a quota, ...). A refusal in
+    ``windows`` is asked again while EC2 may still be catching up. Throttling
+    and 5xx propagate, to be retried."""
     try:
-        call(**params, DryRun=True)
+        while_propagating(lambda: call(**params, DryRun=True), windows or {})
     except ClientError as error:
         if error_code(error) == "DryRunOperation":
             return None
@@ -136,8 +213,20 @@ def import_key_pair(client: Client, name: str, public_key: str, tags: Mapping[st
     )
 
 
-def delete_key_pair(client: Client, name: str) -> bool:
-    return _answer_or_none(KEY_PAIR_NOT_FOUND, lambda: client.delete_key_pair(KeyName=name)) is not None
+def delete_key_pair(client: Client, name: str, fresh_for: float = 0.0) -> bool:
+    """Whether a key pair was deleted. EC2 answers a delete of a key it does not
+    know with success, but names the ``KeyPairId`` only of a key it deleted:
+    while the key is fresh, an answer without one means "not visible yet"."""
+
+    def delete() -> dict:
+        answer = client.delete_key_pair(KeyName=name)
+        if fresh_for and not answer.get("KeyPairId"):
+            raise missing("InvalidKeyPair.NotFound", "DeleteKeyPair", f"key pair {name}", answer)
+        return answer
+
+    listed = _listed(client.describe_key_pairs, "KeyPairs", "key-name", name)
+    windows = within(KEY_PAIR_NOT_FOUND, fresh_for)
+    return _answer_or_none(KEY_PAIR_NOT_FOUND, lambda: while_propagating(delete, windows, listed)) is not None
 
 
 def dry_run_create_key_pair(client: Client, name: str, tags: Mapping[str, str]) -> ClientError | None:
@@ -206,10 +295,18 @@ def create_security_group(
     )["GroupId"]
 
 
-def authorize(client: Client, group_id: str, permissions: list[dict], egress: bool = False) -> None:
-    """Adds rules to a group. A rule that is already there counts as added (a
+def authorize(
+    client: Client, group_id: str, permissions: list[dict], egress: bool = False, fresh_for: float = 0.0
+) -> None:
+    """Adds rules to a group (or to groups they name as sources) made less than
+    ``fresh_for`` seconds ago. A rule that is already there counts as added (a
     resent call after a lost answer); the others are then added one by one."""
-    call = client.authorize_security_group_egress if egress else client.authorize_security_group_ingress
+    method = client.authorize_security_group_egress if egress else client.authorize_security_group_ingress
+    windows = within(GROUP_NOT_FOUND, fresh_for)
+
+    def call(**params: Any) -> Any:
+        return while_propagating(lambda: method(**params), windows)
+
     try:
         call(GroupId=group_id, IpPermissions=permissions)
     except ClientError as error:
@@ -223,12 +320,19 @@ def authorize(client: Client, group_id: str, permissions: list[dict], egress: bo
                     raise
 
 
-def delete_security_group(client: Client, group_id: str) -> bool:
-    """Deletes a group; ``NotReady`` while an instance that uses it is still shutting down."""
+def delete_security_group(client: Client, group_id: str, fresh_for: float = 0.0, in_use_for: float = 0.0) -> bool:
+    """Deletes a group. ``DependencyViolation`` (an instance that used it is still
+    being torn down) is asked again for ``in_use_for`` seconds, then ``NotReady``."""
+    windows = {**within(GROUP_NOT_FOUND, fresh_for), DEPENDENCY_VIOLATION: in_use_for}
     try:
-        return _answer_or_none(GROUP_NOT_FOUND, lambda: client.delete_security_group(GroupId=group_id)) is not None
+        listed = _listed(client.describe_security_groups, "SecurityGroups", "group-id", group_id)
+        deleted = _answer_or_none(
+            GROUP_NOT_FOUND,
+            lambda: while_propagating(lambda: client.delete_security_group(GroupId=group_id), windows, listed),
+        )
+        return deleted is not None
     except ClientError as error:
-        if error_code(error) == "DependencyViolation":
+        if error_code(error) == DEPENDENCY_VIOLATION:
             raise NotReady(f"security group {group_id} is still in use (DependencyViolation); trying again") from None
         raise
 
@@ -236,14 +340,14 @@ def delete_security_group(client: Client, group_id: str) -> bool:
 def dry_run_create_security_group(
     client: Client, name: str, description: str, vpc_id: str | None, tags: Mapping[str, str]
 ) -> ClientError | None:
-    vpc = {"VpcId": vpc_id} if vpc_id else {}
-    return dry_run(
-        client.create_security_group,
-        GroupName=name,
-        Description=description,
-        TagSpecifications=tag_specifications("security-group", tags),
-        **vpc,
-    )
+    request: dict[str, Any] = {
+        "GroupName": name,
+        "Description": description,
+        "TagSpecifications": tag_specifications("security-group", tags),
+    }
+    if vpc_id:
+        request["VpcId"] = vpc_id
+    return dry_run(client.create_security_group, **request)
 
 
 def revoke(client: Client, group_id: str, permissions: list[dict], egress: bool = False) -> None:
@@ -270,34 +374,48 @@ def allocate_address(client: Client, tags: Mapping[str, str]) -> dict:
     return client.allocate_address(Domain="vpc", TagSpecifications=tag_specifications("elastic-ip", tags))
 
 
-def associate_address(client: Client, allocation_id: str, instance_id: str) -> str:
-    """The association id; ``NotReady`` while the instance is not running yet."""
+def associate_address(client: Client, allocation_id: str, instance_id: str, fresh_for: float = 0.0) -> str:
+    """The association id; ``NotReady`` while the instance is not running yet.
+    ``fresh_for``: how long the address or the instance may still be unknown to EC2."""
+    windows = within(ADDRESS_NOT_FOUND | INSTANCE_NOT_FOUND, fresh_for)
     try:
-        return client.associate_address(AllocationId=allocation_id, InstanceId=instance_id)["AssociationId"]
+        return while_propagating(
+            lambda: client.associate_address(AllocationId=allocation_id, InstanceId=instance_id), windows
+        )["AssociationId"]
     except ClientError as error:
-        if error_code(error) == "IncorrectInstanceState":
+        if error_code(error) == INCORRECT_INSTANCE_STATE:
             raise NotReady(f"instance {instance_id} is not running yet; associating later") from None
         raise
 
 
-def disassociate_address(client: Client, association_id: str) -> bool:
-    return (
-        _answer_or_none(
-            ASSOCIATION_NOT_FOUND | ADDRESS_NOT_FOUND,
+def disassociate_address(client: Client, association_id: str, fresh_for: float = 0.0) -> bool:
+    """Whether an association was undone; one made less than ``fresh_for`` seconds ago is not taken for gone."""
+    codes = ASSOCIATION_NOT_FOUND | ADDRESS_NOT_FOUND
+
+    def undo() -> Any:
+        return while_propagating(
             lambda: client.disassociate_address(AssociationId=association_id),
+            within(codes, fresh_for),
+            _listed(client.describe_addresses, "Addresses", "association-id", association_id),
         )
-        is not None
-    )
+
+    return _answer_or_none(codes, undo) is not None
 
 
-def release_address(client: Client, allocation_id: str) -> bool:
-    """Releases an address; ``NotReady`` while something still uses it."""
+def release_address(client: Client, allocation_id: str, fresh_for: float = 0.0, in_use_for: float = 0.0) -> bool:
+    """Releases an address (allocated less than ``fresh_for`` seconds ago: not
+    taken for gone). ``InvalidIPAddress.InUse`` (still associated, or just
+    disassociated) is asked again for ``in_use_for`` seconds, then ``NotReady``."""
+    windows = {**within(ADDRESS_NOT_FOUND, fresh_for), ADDRESS_IN_USE: in_use_for}
     try:
-        return (
-            _answer_or_none(ADDRESS_NOT_FOUND, lambda: client.release_address(AllocationId=allocation_id)) is not None
+        listed = _listed(client.describe_addresses, "Addresses", "allocation-id", allocation_id)
+        released = _answer_or_none(
+            ADDRESS_NOT_FOUND,
+            lambda: while_propagating(lambda: client.release_address(AllocationId=allocation_id), windows, listed),
         )
+        return released is not None
     except ClientError as error:
-        if error_code(error) == "InvalidIPAddress.InUse":
+        if error_code(error) == ADDRESS_IN_USE:
             raise NotReady(
                 f"elastic IP {allocation_id} is still associated (InvalidIPAddress.InUse); "
                 "disassociate it to let it be released"
@@ -349,18 +467,27 @@ def find_owned_instances(client: Client, owner: Owner, states: Iterable[str] = L
     return _instances(_describe(client.describe_instances, "Reservations", Filters=filters))
 
 
-def run_instance(client: Client, request: dict) -> dict:
-    """The RunInstances answer: ``Instances`` (one) and ``ReservationId``."""
-    return client.run_instances(**request)
+# What RunInstances answers when a key pair or group it names is not known (yet).
+RUN_INSTANCES_NOT_FOUND = KEY_PAIR_NOT_FOUND | GROUP_NOT_FOUND
 
 
-def _change_state(call: Callable[..., dict], result_key: str, instance_id: str) -> str | None:
+def run_instance(client: Client, request: dict, fresh_for: float = 0.0) -> dict:
+    """The RunInstances answer: ``Instances`` (one) and ``ReservationId``.
+    ``fresh_for``: how long a key pair or group it names may still be unknown to EC2."""
+    return while_propagating(lambda: client.run_instances(**request), within(RUN_INSTANCES_NOT_FOUND, fresh_for))
+
+
+def _change_state(call: Callable[..., dict], result_key: str, instance_id: str, fresh_for: float) -> str | None:
     """The state an instance reports right after a start, stop or terminate call;
-    None when it does not exist. ``NotReady`` while it is between states."""
+    None when it does not exist (and was not made less than ``fresh_for``
+    seconds ago). ``NotReady`` while it is between states."""
     try:
-        response = _answer_or_none(INSTANCE_NOT_FOUND, lambda: call(InstanceIds=[instance_id]))
+        response = _answer_or_none(
+            INSTANCE_NOT_FOUND,
+            lambda: while_propagating(lambda: call(InstanceIds=[instance_id]), within(INSTANCE_NOT_FOUND, fresh_for)),
+        )
     except ClientError as error:
-        if error_code(error) == "IncorrectInstanceState":
+        if error_code(error) == INCORRECT_INSTANCE_STATE:
             raise NotReady(f"instance {instance_id} is between states (IncorrectInstanceState); trying again") from None
         raise
     if response is None:
@@ -369,16 +496,16 @@ def _change_state(call: Callable[..., dict], result_key: str, instance_id: str) 
     return changes[0].get("CurrentState", {}).get("Name")
 
 
-def start_instance(client: Client, instance_id: str) -> str | None:
-    return _change_state(client.start_instances, "StartingInstances", instance_id)
+def start_instance(client: Client, instance_id: str, fresh_for: float = 0.0) -> str | None:
+    return _change_state(client.start_instances, "StartingInstances", instance_id, fresh_for)
 
 
-def stop_instance(client: Client, instance_id: str) -> str | None:
-    return _change_state(client.stop_instances, "StoppingInstances", instance_id)
+def stop_instance(client: Client, instance_id: str, fresh_for: float = 0.0) -> str | None:
+    return _change_state(client.stop_instances, "StoppingInstances", instance_id, fresh_for)
 
 
-def terminate_instance(client: Client, instance_id: str) -> str | None:
-    return _change_state(client.terminate_instances, "TerminatingInstances", instance_id)
+def terminate_instance(client: Client, instance_id: str, fresh_for: float = 0.0) -> str | None:
+    return _change_state(client.terminate_instances, "TerminatingInstances", instance_id, fresh_for)
 
 
 class _StatePoller:
@@ -445,6 +572,19 @@ def poll_instance(client: Client, instance_id: str) -> dict | None:
     return _poller(client).find(instance_id)
 
 
+def poll_visible_instance(client: Client, instance_id: str, fresh_for: float = 0.0) -> dict | None:
+    """Like ``poll_instance``; an instance launched less than ``fresh_for``
+    seconds ago that EC2 does not show yet is asked for again until it shows."""
+
+    def poll() -> dict:
+        instance = poll_instance(client, instance_id)
+        if instance is None:
+            raise missing("InvalidInstanceID.NotFound", "DescribeInstances", f"instance {instance_id}")
+        return instance
+
+    return _answer_or_none(INSTANCE_NOT_FOUND, lambda: while_propagating(poll, within(INSTANCE_NOT_FOUND, fresh_for)))
+
+
 def wait_for_instance(
     client: Client,
     instance_id: str,
@@ -485,9 +625,12 @@ def wait_for_instance(
         state = None
 
 
-def dry_run_run_instances(client: Client, request: Mapping[str, Any]) -> ClientError | None:
-    """The RunInstances request's dry run, without its ClientToken (a dry run creates nothing to deduplicate)."""
-    return dry_run(client.run_instances, **{key: value for key, value in request.items() if key != "ClientToken"})
+def dry_run_run_instances(client: Client, request: Mapping[str, Any], fresh_for: float = 0.0) -> ClientError | None:
+    """The RunInstances request's dry run, without its ClientToken (a dry run
+    creates nothing to deduplicate). ``fresh_for``: how long a key pair or
+    group it names may still be unknown to EC2."""
+    request = {key: value for key, value in request.items() if key != "ClientToken"}
+    return dry_run(client.run_instances, windows=within(RUN_INSTANCES_NOT_FOUND, fresh_for), **request)
 
 
 def modify_instance_type(client: Client, instance_id: str, instance_type: str) -> None:
@@ -504,18 +647,20 @@ def modify_instance_type(client: Client, instance_id: str, instance_type: str) -
 
 
 IMAGE_CACHE_SECONDS = 300
+# (region, endpoint, image id) -> (time.monotonic() when described, the image or None)
 _images: dict[tuple[str, str, str], tuple[float, dict | None]] = {}
 _images_lock = threading.Lock()
 
 
 def find_image(client: Client, image_id: str) -> dict | None:
     """An image, described at most once per region and endpoint every few
-    minutes: the instances of one install that share an AMI share the answer."""
+    minutes: the instances of one install that share an AMI share the answer.
+    An image never described is described, however long the machine has been up."""
     key = (client.meta.region_name, client.meta.endpoint_url, image_id)
     with _images_lock:
-        seen, image = _images.get(key, (0.0, None))
-        if time.monotonic() - seen < IMAGE_CACHE_SECONDS:
-            return image
+        cached = _images.get(key)
+        if cached is not None and time.monotonic() - cached[0] < IMAGE_CACHE_SECONDS:
+            return cached[1]
         found = _found(IMAGE_NOT_FOUND, client.describe_images, "Images", ImageIds=[image_id])
         image = found[0] if found else None
         _images[key] = (time.monotonic(), image)

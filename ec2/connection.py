@@ -72,7 +72,9 @@ BOTO2_ALIASES = {"ec2_region_name": "region_name", "security_token": "aws_sessio
 # 3.x's name for role_arn.
 ROLE_KEYS = ("role_arn", "external_id", "role_session_name", "duration_seconds", "sts_endpoint_url")
 ROLE_ALIASES = {"assume_role": "role_arn"}
-ACCEPTED_KEYS = BOTO3_KEYS + RETRY_KEYS + TIMEOUT_KEYS + BOTO2_KEYS + ROLE_KEYS + tuple(ROLE_ALIASES)
+# Settings of the plugin itself, not of the client.
+PLUGIN_KEYS = ("propagation_timeout",)
+ACCEPTED_KEYS = BOTO3_KEYS + RETRY_KEYS + TIMEOUT_KEYS + BOTO2_KEYS + ROLE_KEYS + tuple(ROLE_ALIASES) + PLUGIN_KEYS
 RETRY_MODES = ("legacy", "standard", "adaptive")
 CACHE_SIZE = 32
 
@@ -207,6 +209,25 @@ def client_settings(aws_config: Any) -> dict:
         settings["proxies"] = _proxies(config)
     settings.update(_role_settings(config))
     return settings
+
+
+def propagation_timeout(aws_config: dict) -> float:
+    """Seconds after a create during which EC2's NotFound for the new resource
+    means "not visible yet" (``aws_config.propagation_timeout``)."""
+    value = aws_config.get("propagation_timeout")
+    if value in (None, ""):
+        return float(constants.DEFAULT_PROPAGATION_TIMEOUT)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if isinstance(value, bool) or not 0 <= seconds <= 3600:
+        raise BadInput(
+            "aws_config",
+            f"has propagation_timeout {value!r}",
+            f"give a number of seconds from 0 to 3600 (default {constants.DEFAULT_PROPAGATION_TIMEOUT})",
+        )
+    return seconds
 
 
 def _check_region(settings: dict) -> None:

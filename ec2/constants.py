@@ -20,6 +20,14 @@ ASSOCIATED_INSTANCE_ID = "associated_instance_id"
 TAG_DEPLOYMENT_ID = "cloudify:deployment-id"
 TAG_NODE_INSTANCE_ID = "cloudify:node-instance-id"
 
+# When this node instance's resource (or, on an ElasticIP, its association)
+# was created, as ISO 8601 UTC: within the propagation window after it, a
+# NotFound for that resource is EC2 catching up, not "gone".
+CREATED_AT = "created_at"
+ASSOCIATED_AT = "associated_at"
+# Seconds; aws_config's propagation_timeout. Terraform waits 2 minutes too.
+DEFAULT_PROPAGATION_TIMEOUT = 120
+
 # Waiting policy: poll in-process for a bounded time, then hand back to the
 # workflow engine with ctx.operation.retry.
 DEFAULT_WAIT_TIMEOUT = 30

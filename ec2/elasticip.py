@@ -26,7 +26,12 @@ from ec2.errors import BadInput, PluginError
 
 KIND = "elastic IP"
 ALLOCATION_ID_PATTERN = re.compile(r"^eipalloc-([0-9a-f]{8}|[0-9a-f]{17})$")
-ADDRESS_PROPERTIES = (constants.ALLOCATION_ID, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID)
+ADDRESS_PROPERTIES = (
+    constants.ALLOCATION_ID,
+    constants.ASSOCIATION_ID,
+    constants.ASSOCIATED_INSTANCE_ID,
+    constants.ASSOCIATED_AT,
+)
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,15 @@ def allocate(ctx, **_):
         utils.mark_create_started(ctx)
         address = aws.allocate_address(client, utils.creation_tags(ctx, spec.common.tags))
         ctx.logger.info(f"Allocated elastic IP {address['PublicIp']} ({address['AllocationId']}).")
+    # An adopted address keeps the time its interrupted create recorded.
+    created = {} if owned else {constants.CREATED_AT: utils.now()}
     utils.record(
         ctx.instance,
         save=True,
-        **{constants.AWS_RESOURCE_ID: address["PublicIp"], constants.ALLOCATION_ID: address["AllocationId"]},
+        **{constants.AWS_RESOURCE_ID: address["PublicIp"], constants.ALLOCATION_ID: address["AllocationId"], **created},
     )
     if aws.resent(address) or len(owned) > 1:
-        _release_others(ctx, client, address["AllocationId"])
+        _release_others(ctx, client, address["AllocationId"], spec.common.propagation)
 
 
 @utils.ec2_operation
@@ -81,11 +88,20 @@ def release(ctx, **_):
         utils.release_external(ctx, common, KIND, lambda wanted: _public_ip(client, wanted))
         utils.forget(ctx.instance, *ADDRESS_PROPERTIES)
         return
+    # Allocated a moment ago, or disassociated a moment ago: EC2 may not have caught up.
+    fresh_for = utils.fresh_for(ctx.instance.runtime_properties, common.propagation)
     for allocation_id, public_ip in _own_addresses(ctx, client):
-        aws.release_address(client, allocation_id)
-        ctx.logger.info(f"Released elastic IP {public_ip} ({allocation_id}).")
+        if aws.release_address(client, allocation_id, fresh_for, in_use_for=common.propagation):
+            ctx.logger.info(f"Released elastic IP {public_ip} ({allocation_id}).")
+        else:
+            ctx.logger.info(f"Elastic IP {public_ip} ({allocation_id}) was already released.")
     utils.forget(
-        ctx.instance, constants.AWS_RESOURCE_ID, constants.CREATE_STARTED, constants.CREATE_RESENT, *ADDRESS_PROPERTIES
+        ctx.instance,
+        constants.AWS_RESOURCE_ID,
+        constants.CREATE_STARTED,
+        constants.CREATED_AT,
+        constants.CREATE_RESENT,
+        *ADDRESS_PROPERTIES,
     )
 
 
@@ -116,15 +132,22 @@ def associate(ctx, **_):
         )
         return
 
-    client = connection.ec2_client(utils.parse_common(ctx.target.node.properties).aws_config)
+    common = utils.parse_common(ctx.target.node.properties)
+    client = connection.ec2_client(common.aws_config)
     allocation_id = _allocation_id(ctx, client, public_ip)
-    association_id = aws.associate_address(client, allocation_id, instance_id)
+    # Either end may have been made a moment ago, and be unknown to EC2 for a while.
+    fresh_for = max(
+        utils.fresh_for(ctx.source.instance.runtime_properties, common.propagation),
+        utils.fresh_for(ctx.target.instance.runtime_properties, common.propagation),
+    )
+    association_id = aws.associate_address(client, allocation_id, instance_id, fresh_for)
     utils.record(
         ctx.target.instance,
         **{
             constants.ALLOCATION_ID: allocation_id,
             constants.ASSOCIATION_ID: association_id,
             constants.ASSOCIATED_INSTANCE_ID: instance_id,
+            constants.ASSOCIATED_AT: utils.now(),
         },
     )
     utils.record(ctx.source.instance, public_ip_address=public_ip)
@@ -147,17 +170,22 @@ def disassociate(ctx, **_):
         )
         return
 
-    client = connection.ec2_client(utils.parse_common(ctx.target.node.properties).aws_config)
+    common = utils.parse_common(ctx.target.node.properties)
+    client = connection.ec2_client(common.aws_config)
     association_id = ctx.target.instance.runtime_properties.get(constants.ASSOCIATION_ID)
     if not association_id:  # recorded by the classic plugin: ask AWS what the address is tied to
         address = aws.find_address(client, public_ip=public_ip) or {}
         association_id = address.get("AssociationId") if address.get("InstanceId") == instance_id else None
-    # A recorded association that no longer exists (the address was moved or untied) is left alone.
-    if association_id and aws.disassociate_address(client, association_id):
+    # A recorded association that no longer exists (the address was moved or
+    # untied) is left alone; one made a moment ago may only be unknown to EC2 yet.
+    fresh_for = utils.fresh_for(ctx.target.instance.runtime_properties, common.propagation, constants.ASSOCIATED_AT)
+    if association_id and aws.disassociate_address(client, association_id, fresh_for):
         ctx.logger.info(f"Disassociated elastic IP {public_ip} from instance {instance_id}.")
     else:
         ctx.logger.info(f"Elastic IP {public_ip} is no longer tied to instance {instance_id}; nothing to disassociate.")
-    utils.forget(ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID)
+    utils.forget(
+        ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID, constants.ASSOCIATED_AT
+    )
     if ctx.source.instance.runtime_properties.get("public_ip_address") == public_ip:
         utils.forget(ctx.source.instance, "public_ip_address")
 
@@ -249,13 +277,14 @@ def _allocation_id(ctx, client, public_ip: str) -> str:
     return address["AllocationId"]
 
 
-def _release_others(ctx, client, kept: str) -> None:
+def _release_others(ctx, client, kept: str, window: float) -> None:
     """After an allocate whose answer may have been lost before (a resent call):
-    releases every other address tagged as this node instance's."""
+    releases every other address tagged as this node instance's (allocated a
+    moment ago: EC2 may not know them by id yet)."""
     utils.record(ctx.instance, save=True, **{constants.CREATE_RESENT: True})
     for other in aws.find_owned_addresses(client, utils.ownership(ctx)):
         if other["AllocationId"] != kept:
-            aws.release_address(client, other["AllocationId"])
+            aws.release_address(client, other["AllocationId"], fresh_for=window)
             ctx.logger.warning(f"Released elastic IP {other['PublicIp']}, a duplicate allocated by a resent call.")
     utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
 

@@ -22,6 +22,7 @@ RUNTIME_PROPERTIES = (
     constants.EXTERNAL_RESOURCE,
     constants.RESERVATION_ID,
     constants.CREATE_STARTED,
+    constants.CREATED_AT,
     constants.CREATE_RESENT,
     *constants.INSTANCE_NETWORK_PROPERTIES,
     "restart_after_resize",  # set by ec2.update while it changes the instance type
@@ -41,19 +42,24 @@ def run_instances(ctx, **_):
         return
 
     request = instance_request.build_request(ctx, instance_request.resolve_security_groups(client, spec))
-    if _keep_own(ctx, client):
+    if _keep_own(ctx, client, spec.common.propagation):
         return
     utils.mark_create_started(ctx)
-    instance, reservation_id = _run(ctx, client, request)
+    # The key pair and groups may have been made a moment ago, and be unknown to EC2 for a while.
+    instance, reservation_id = _run(ctx, client, request, utils.targets_fresh_for(ctx, spec.common.propagation))
     instance_id = instance["InstanceId"]
     utils.record(
         ctx.instance,
         save=True,
-        **{constants.AWS_RESOURCE_ID: instance_id, constants.RESERVATION_ID: reservation_id},
+        **{
+            constants.AWS_RESOURCE_ID: instance_id,
+            constants.RESERVATION_ID: reservation_id,
+            constants.CREATED_AT: utils.now(),
+        },
     )
     ctx.logger.info(f"Launched instance {instance_id} (reservation {reservation_id}) from {request['ImageId']}.")
     if ctx.instance.runtime_properties.get(constants.CREATE_RESENT):
-        _terminate_others(ctx, client, instance_id)
+        _terminate_others(ctx, client, instance_id, spec.common.propagation)
 
 
 @utils.ec2_operation
@@ -62,18 +68,15 @@ def start(ctx, **_):
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
     instance_id = _recorded_id(ctx)
-    instance = aws.poll_instance(client, instance_id)
+    # EC2 is eventually consistent: an instance launched a moment ago may not be visible yet.
+    fresh_for = utils.fresh_for(ctx.instance.runtime_properties, spec.common.propagation)
+    instance = aws.poll_visible_instance(client, instance_id, fresh_for)
     state = state_of(instance)
+    if state in GONE_STATES + (NOT_FOUND,):
+        raise _gone(instance_id, state)
     if spec.common.external:
-        if state == NOT_FOUND:
-            raise _gone(instance_id, state)
         record_addresses(ctx, instance or {})
         return
-    if state == NOT_FOUND:
-        # EC2 is eventually consistent: a new instance may not be visible yet.
-        raise NotReady(f"instance {instance_id} is not visible yet; trying again")
-    if state in GONE_STATES:
-        raise _gone(instance_id, state)
 
     if state == "stopping":
         instance = wait_for_state(ctx, client, spec.common, instance_id, ("stopped",), ("stopping",), state)
@@ -110,9 +113,10 @@ def stop(ctx, **_):
     instance_ids = _own_instance_ids(ctx, client)
     if not instance_ids:
         ctx.logger.info("No instance was recorded or found for this node instance; there is nothing to stop.")
+    fresh_for = utils.fresh_for(ctx.instance.runtime_properties, common.propagation)
     for instance_id in instance_ids:
         try:
-            state = aws.stop_instance(client, instance_id) or NOT_FOUND
+            state = aws.stop_instance(client, instance_id, fresh_for) or NOT_FOUND
         except NotReady:  # not stoppable now: gone for good, or between states
             state = state_of(aws.find_instance(client, instance_id))
             if state not in GONE_STATES + (NOT_FOUND,):
@@ -147,8 +151,9 @@ def terminate(ctx, **_):
     instance_ids = _own_instance_ids(ctx, client, LIVE_STATES + ("shutting-down",))
     if not instance_ids:
         ctx.logger.info("No instance was recorded or found for this node instance; there is nothing to terminate.")
+    fresh_for = utils.fresh_for(ctx.instance.runtime_properties, common.propagation)
     for instance_id in instance_ids:
-        state = aws.terminate_instance(client, instance_id)
+        state = aws.terminate_instance(client, instance_id, fresh_for)
         if state is None:
             continue
         ctx.logger.info(f"Terminating instance {instance_id}.")
@@ -231,14 +236,14 @@ def check_status(ctx, **_):
 # --- AWS ------------------------------------------------------------------------
 
 
-def _run(ctx, client, request: dict) -> tuple[dict, str]:
+def _run(ctx, client, request: dict, fresh_for: float = 0.0) -> tuple[dict, str]:
     """Calls RunInstances. AWS answers a repeated ClientToken with the first
     call's instance; if that one is already gone (a reinstall), a token
     derived from it is used, so the answer stays reproducible. A call that
     botocore had to resend is noted: where the token was not honoured, it may
     have launched a second instance."""
     for _attempt in range(5):
-        response = aws.run_instance(client, request)
+        response = aws.run_instance(client, request, fresh_for)
         if aws.resent(response):
             utils.record(ctx.instance, save=True, **{constants.CREATE_RESENT: True})
         instance = response["Instances"][0]
@@ -249,20 +254,23 @@ def _run(ctx, client, request: dict) -> tuple[dict, str]:
     raise PluginError("RunInstances kept answering with terminated instances")
 
 
-def _terminate_others(ctx, client, kept: str) -> None:
-    """After a resent RunInstances: terminates every other instance tagged as this node instance's."""
+def _terminate_others(ctx, client, kept: str, window: float) -> None:
+    """After a resent RunInstances: terminates every other instance tagged as
+    this node instance's (launched a moment ago: EC2 may not know them by id yet)."""
     for other in aws.find_owned_instances(client, utils.ownership(ctx)):
         if other["InstanceId"] != kept:
-            aws.terminate_instance(client, other["InstanceId"])
+            aws.terminate_instance(client, other["InstanceId"], fresh_for=window)
             ctx.logger.warning(f"Terminated instance {other['InstanceId']}, a duplicate launched by a resent call.")
     utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
 
 
-def _keep_own(ctx, client) -> bool:
-    """Keeps the recorded instance, or adopts one an interrupted create launched."""
+def _keep_own(ctx, client, window: float) -> bool:
+    """Keeps the recorded instance (also one launched too recently for EC2 to
+    show it), or adopts one an interrupted create launched."""
     recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
     if recorded:
-        if state_of(aws.find_instance(client, recorded)) in LIVE_STATES:
+        state = state_of(aws.find_instance(client, recorded))
+        if state in LIVE_STATES or (state == NOT_FOUND and utils.fresh_for(ctx.instance.runtime_properties, window)):
             ctx.logger.info(f"Instance {recorded} was already created for this node instance.")
             return True
         utils.forget(ctx.instance, *RUNTIME_PROPERTIES)

@@ -47,7 +47,7 @@ def create(ctx, **_):
         return
 
     if utils.may_exist(ctx):  # a rerun: the earlier private key may be lost, so start afresh
-        _remove_own_key_and_file(ctx, client)
+        _remove_own_key_and_file(ctx, client, spec.common.propagation)
     tags = utils.creation_tags(ctx, spec.common.tags)
     utils.mark_create_started(ctx)
     if spec.public_key:
@@ -55,7 +55,12 @@ def create(ctx, **_):
             ctx, client, spec, lambda: aws.import_key_pair(client, spec.key_name, spec.public_key, tags)
         )
         utils.record(
-            ctx.instance, **{constants.AWS_RESOURCE_ID: spec.key_name, KEY_FINGERPRINT: imported.get("KeyFingerprint")}
+            ctx.instance,
+            **{
+                constants.AWS_RESOURCE_ID: spec.key_name,
+                constants.CREATED_AT: utils.now(),
+                KEY_FINGERPRINT: imported.get("KeyFingerprint"),
+            },
         )
         ctx.logger.info(f"Imported public key as key pair {spec.key_name}.")
         return
@@ -68,6 +73,7 @@ def create(ctx, **_):
         save=True,
         **{
             constants.AWS_RESOURCE_ID: spec.key_name,
+            constants.CREATED_AT: utils.now(),
             constants.KEY_FILE_WRITTEN: spec.key_path,
             constants.KEY_FOLDERS_CREATED: folders,
         },
@@ -75,7 +81,7 @@ def create(ctx, **_):
     try:
         write_private_key(spec.key_path, created["KeyMaterial"])
     except OSError as error:
-        aws.delete_key_pair(client, spec.key_name)
+        aws.delete_key_pair(client, spec.key_name, fresh_for=spec.common.propagation)
         _remove_folders(folders)
         utils.forget(
             ctx.instance,
@@ -104,7 +110,7 @@ def delete(ctx, **_):
         utils.release_external(ctx, common, KIND, lambda name: _find(client, name))
         return
     _adopt_classic_key_file(ctx)
-    _remove_own_key_and_file(ctx, client)
+    _remove_own_key_and_file(ctx, client, common.propagation)
     utils.forget(ctx.instance, constants.CREATE_STARTED)
 
 
@@ -265,7 +271,7 @@ def _create_once(ctx, client, spec: KeyPairSpec, create_call, attempts: int = 3)
                     "resource_id (or private_key_path base name), or set use_external_resource to true to use it"
                 ) from None
         ctx.logger.warning(f"Key pair {spec.key_name} was made by an attempt whose answer was lost; replacing it.")
-        aws.delete_key_pair(client, spec.key_name)
+        aws.delete_key_pair(client, spec.key_name, fresh_for=spec.common.propagation)
     return create_call()
 
 
@@ -286,16 +292,20 @@ def _adopt_classic_key_file(ctx) -> None:
         properties[constants.KEY_FILE_WRITTEN] = key_path
 
 
-def _remove_own_key_and_file(ctx, client) -> None:
+def _remove_own_key_and_file(ctx, client, window: float) -> None:
     """Deletes the key pair this node instance made (recorded, or found by its
-    ownership tags after an interrupted create), the file and the folders create made."""
+    ownership tags after an interrupted create), the file and the folders create made.
+    A key made less than ``window`` seconds ago is deleted once EC2 shows it."""
     recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
     names = (
         [recorded] if recorded else [key["KeyName"] for key in aws.find_owned_key_pairs(client, utils.ownership(ctx))]
     )
+    fresh_for = utils.fresh_for(ctx.instance.runtime_properties, window)
     for key_name in names:
-        aws.delete_key_pair(client, key_name)
-        ctx.logger.info(f"Deleted key pair {key_name}.")
+        if aws.delete_key_pair(client, key_name, fresh_for):
+            ctx.logger.info(f"Deleted key pair {key_name}.")
+        else:
+            ctx.logger.info(f"Key pair {key_name} was already gone.")
     key_file = ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)
     if key_file and os.path.lexists(key_file):
         try:
@@ -307,7 +317,7 @@ def _remove_own_key_and_file(ctx, client) -> None:
         ctx.logger.info(f"Removed private key file {key_file}.")
     _remove_folders(ctx.instance.runtime_properties.get(constants.KEY_FOLDERS_CREATED) or [])
     utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN, constants.KEY_FOLDERS_CREATED)
-    utils.forget(ctx.instance, KEY_FINGERPRINT)
+    utils.forget(ctx.instance, KEY_FINGERPRINT, constants.CREATED_AT)
 
 
 def missing_folders(path: str) -> list[str]:

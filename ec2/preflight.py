@@ -124,7 +124,8 @@ def dry_run_instance(ctx, client, spec) -> None:
     request.pop("SecurityGroupIds", None)
     if groups:
         request["SecurityGroupIds"] = groups
-    refusal = aws.dry_run_run_instances(client, request)
+    # A key pair or group this deployment made a moment ago may be unknown to EC2 for a while.
+    refusal = aws.dry_run_run_instances(client, request, utils.targets_fresh_for(ctx, spec.common.propagation))
     if refusal is not None:
         prop, fix = RUN_INSTANCES_PROPERTIES.get(
             errors.error_code(refusal), ("parameters", "correct the value AWS names")

@@ -60,21 +60,22 @@ def create(ctx, **_):
         return
 
     ingress, egress = resolve_rules(client, spec)
+    window = spec.common.propagation
     if utils.may_exist(ctx):  # a rerun after an interrupted create starts afresh
-        _delete_own_groups(ctx, client)
+        _delete_own_groups(ctx, client, window)
     utils.mark_create_started(ctx)
     tags = utils.creation_tags(ctx, spec.common.tags, spec.name)
     group_id = _create_once(ctx, client, spec, tags)
-    utils.record(ctx.instance, save=True, **{constants.AWS_RESOURCE_ID: group_id})
-    try:
+    utils.record(ctx.instance, save=True, **{constants.AWS_RESOURCE_ID: group_id, constants.CREATED_AT: utils.now()})
+    try:  # the new group may be unknown to EC2 for a moment
         if ingress:
-            aws.authorize(client, group_id, ingress)
+            aws.authorize(client, group_id, ingress, fresh_for=window)
         if egress:
-            aws.authorize(client, group_id, egress, egress=True)
+            aws.authorize(client, group_id, egress, egress=True, fresh_for=window)
     except Exception:
         ctx.logger.error(f"Authorising the rules of {group_id} failed; deleting the group again.")
         try:
-            _delete_own_groups(ctx, client)
+            _delete_own_groups(ctx, client, window)
         except Exception as cleanup_error:
             ctx.logger.error(f"Could not delete {group_id} ({cleanup_error}); it stays recorded for uninstall.")
         raise
@@ -93,7 +94,7 @@ def delete(ctx, **_):
         vpc_id = as_text(ctx.node.properties.get("vpc_id"))
         utils.release_external(ctx, common, KIND, lambda wanted: _find(client, wanted, vpc_id))
         return
-    _delete_own_groups(ctx, client)
+    _delete_own_groups(ctx, client, common.propagation)
     utils.forget(ctx.instance, constants.CREATE_STARTED)
 
 
@@ -318,16 +319,21 @@ def _create_once(ctx, client, spec: SecurityGroupSpec, tags: dict[str, str]) -> 
     return owned[0]["GroupId"]
 
 
-def _delete_own_groups(ctx, client) -> None:
+def _delete_own_groups(ctx, client, window: float) -> None:
     """Deletes the group this node instance made: the recorded one, or any an
-    interrupted create left unrecorded (found by its ownership tags)."""
+    interrupted create left unrecorded (found by its ownership tags). Within
+    ``window`` seconds of its create, or while instances that used it are
+    still being torn down, EC2's answers are asked again."""
     recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
     owned = (
         [group["GroupId"] for group in aws.find_owned_security_groups(client, utils.ownership(ctx))]
         if not recorded
         else []
     )
+    fresh_for = utils.fresh_for(ctx.instance.runtime_properties, window)
     for group_id in [recorded] if recorded else owned:
-        aws.delete_security_group(client, group_id)
-        ctx.logger.info(f"Deleted security group {group_id}.")
-    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, save=True)
+        if aws.delete_security_group(client, group_id, fresh_for=fresh_for, in_use_for=window):
+            ctx.logger.info(f"Deleted security group {group_id}.")
+        else:
+            ctx.logger.info(f"Security group {group_id} was already gone.")
+    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.CREATED_AT, save=True)

@@ -16,20 +16,25 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from cloudify.decorators import operation
 from cloudify.exceptions import NonRecoverableError, OperationRetry, RecoverableError
 
-from ec2 import connection, constants, errors, secrets
+from ec2 import aws, connection, constants, errors, secrets
 from ec2.properties import WaitSettings, as_bool, as_text, parse_tags, parse_wait
 
 # --- the error boundary --------------------------------------------------------
+
+# The deployment whose operation (or workflow) runs in this thread.
+_deployment: ContextVar[str | None] = ContextVar("deployment", default=None)
 
 
 def node_label(ctx) -> str:
@@ -56,6 +61,8 @@ def ec2_operation(function: Callable) -> Callable:
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> Any:
         ctx = kwargs["ctx"]
+        reporting = aws.progress.set(ctx.logger.info)
+        deployment = _deployment.set(str(ctx.deployment.id or "local"))  # names an assumed role's session
         try:
             return function(*args, **kwargs)
         except errors.StillWaiting as error:
@@ -72,8 +79,11 @@ def ec2_operation(function: Callable) -> Callable:
             if retryable:
                 raise RecoverableError(text, retry_after=constants.DEFAULT_RETRY_AFTER) from None
             raise NonRecoverableError(text) from None
+        finally:
+            _deployment.reset(deployment)
+            aws.progress.reset(reporting)
 
-    return operation(_acting_for_its_deployment(run), resumable=True)
+    return operation(run, resumable=True)
 
 
 # --- the properties every node type has ----------------------------------------------
@@ -86,6 +96,7 @@ class Common:
     tags: dict[str, str] = field(default_factory=dict)
     aws_config: dict[str, Any] = field(default_factory=dict)
     wait: WaitSettings = WaitSettings()
+    propagation: float = constants.DEFAULT_PROPAGATION_TIMEOUT  # seconds; see fresh_for
 
 
 def parse_common(properties: Mapping[str, Any]) -> Common:
@@ -98,6 +109,7 @@ def parse_common(properties: Mapping[str, Any]) -> Common:
         tags=parse_tags(properties.get("tags")),
         aws_config=dict(aws_config),
         wait=parse_wait(properties),
+        propagation=connection.propagation_timeout(aws_config),
     )
 
 
@@ -184,9 +196,43 @@ def forget(instance, *names: str, save: bool = False) -> None:
 
 def mark_create_started(ctx) -> None:
     """Recorded (and saved) just before a create's first mutating call: only
-    then can an earlier attempt have left something behind to find by tags."""
+    then can an earlier attempt have left something behind to find by tags.
+    The time goes with it, so that what a crash left is fresh too."""
     if not ctx.instance.runtime_properties.get(constants.CREATE_STARTED):
-        record(ctx.instance, save=True, **{constants.CREATE_STARTED: True})
+        record(ctx.instance, save=True, **{constants.CREATE_STARTED: True, constants.CREATED_AT: now()})
+
+
+def now() -> str:
+    """The wall-clock time as recorded in runtime properties (ISO 8601, UTC)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def fresh_for(runtime_properties: Mapping[str, Any], window: float, key: str = constants.CREATED_AT) -> float:
+    """Seconds left of the propagation window of what the runtime properties
+    say this plugin created at ``key``; 0 when that is unknown (an external
+    resource, a classic-era record) or longer ago than ``window``. The record
+    is wall-clock time, the only clock another process or machine shares; a
+    record from the future (a clock set back) counts as just made."""
+    recorded = runtime_properties.get(key)
+    if not recorded or window <= 0:
+        return 0.0
+    try:
+        made = datetime.fromisoformat(str(recorded)).timestamp()
+    except ValueError:
+        return 0.0
+    age = max(0.0, time.time() - made)
+    return max(0.0, window - age)
+
+
+def targets_fresh_for(ctx, window: float) -> float:
+    """The longest propagation window left among the relationship targets this plugin created."""
+    return max(
+        (
+            fresh_for(relationship.target.instance.runtime_properties, window)
+            for relationship in ctx.instance.relationships
+        ),
+        default=0.0,
+    )
 
 
 def common_if_created(ctx, kind: str) -> Common | None:
@@ -229,9 +275,6 @@ def generated_name(ctx) -> str:
 
 # --- the name of an assumed role's session -------------------------------------------
 
-# The deployment whose operation (or workflow) runs in this thread.
-_deployment: ContextVar[str | None] = ContextVar("deployment", default=None)
-
 
 @contextmanager
 def acting_for(deployment_id: str | None) -> Iterator[None]:
@@ -241,15 +284,6 @@ def acting_for(deployment_id: str | None) -> Iterator[None]:
         yield
     finally:
         _deployment.reset(token)
-
-
-def _acting_for_its_deployment(run: Callable) -> Callable:
-    @functools.wraps(run)
-    def in_deployment(*args: Any, **kwargs: Any) -> Any:
-        with acting_for(kwargs["ctx"].deployment.id):
-            return run(*args, **kwargs)
-
-    return in_deployment
 
 
 def role_session_name(deployment_id: str) -> str:

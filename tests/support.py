@@ -299,6 +299,17 @@ def owned_by(ctx, resource_type: str, name: str | None = None) -> list[dict]:
     return aws.tag_specifications(resource_type, utils.creation_tags(ctx, {}, name))
 
 
+LONG_AGO = "2020-01-01T00:00:00.000+00:00"
+
+
+def made_long_ago(runtime_properties) -> None:
+    """Dates what the runtime properties record as created (or associated) before
+    any propagation window: EC2's NotFound for it is then believed at once."""
+    for key in ("created_at", "associated_at"):
+        if key in runtime_properties:
+            runtime_properties[key] = LONG_AGO
+
+
 def interrupted_create(ctx) -> None:
     """Marks ``ctx``'s node instance as having begun a create that never finished."""
     ctx.instance.runtime_properties["create_started"] = True

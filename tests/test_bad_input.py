@@ -154,6 +154,8 @@ CATALOGUE = [
     ("ElasticIP", {"wait_timeout": "later"}, "wait_timeout"),
     ("ElasticIP", {"tags": ["x"]}, "tags"),
     ("ElasticIP", {"aws_config": {"connect_timeout": "soon"}}, "aws_config.connect_timeout"),
+    ("ElasticIP", {"aws_config": {"propagation_timeout": "a while"}}, "aws_config"),
+    ("SecurityGroup", {"aws_config": {"propagation_timeout": -1}}, "aws_config"),
 ]
 
 

@@ -301,3 +301,59 @@ def test_a_deduplicated_run_does_not_restart_the_pending_time(proxy):
     time.sleep(0.6)
     run_one(client, ClientToken="token-1")
     assert state_of(client, instance_id) == ("running", 16)
+
+
+# --- eventual consistency ---------------------------------------------------------------
+
+
+def test_a_request_naming_a_group_made_less_than_the_window_ago_answers_its_not_found(proxy):
+    client = client_for(proxy(consistency_window=30))
+    group_id = client.create_security_group(GroupName="lagging", Description="x")["GroupId"]
+    error = error_of(lambda: client.describe_security_groups(GroupIds=[group_id]))
+    assert error.response["Error"]["Code"] == "InvalidGroup.NotFound"
+
+
+def test_a_dry_run_naming_a_key_pair_made_a_moment_ago_answers_its_not_found(proxy):
+    client = client_for(proxy(consistency_window=30))
+    client.create_key_pair(KeyName="lagging")
+    error = error_of(lambda: run_one(client, KeyName="lagging", DryRun=True))
+    assert error.response["Error"]["Code"] == "InvalidKeyPair.NotFound"
+
+
+def test_a_listing_by_filter_sees_a_new_resource_at_once(proxy):
+    client = client_for(proxy(consistency_window=30))
+    client.create_key_pair(KeyName="listed")
+    found = client.describe_key_pairs(Filters=[{"Name": "key-name", "Values": ["listed"]}])["KeyPairs"]
+    assert [key["KeyName"] for key in found] == ["listed"]
+
+
+def test_a_delete_of_a_key_pair_made_a_moment_ago_succeeds_without_deleting_it_as_ec2_does(proxy):
+    client = client_for(proxy(consistency_window=30))
+    client.create_key_pair(KeyName="lagging")
+    answer = client.delete_key_pair(KeyName="lagging")
+    assert answer["Return"] is True and "KeyPairId" not in answer
+    assert client.describe_key_pairs(Filters=[{"Name": "key-name", "Values": ["lagging"]}])["KeyPairs"]
+
+
+def test_a_resource_is_known_once_the_window_has_passed(proxy):
+    client = client_for(proxy(consistency_window=0.3))
+    allocation_id = client.allocate_address(Domain="vpc")["AllocationId"]
+    time.sleep(0.4)
+    assert client.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
+
+
+def test_a_group_cannot_be_deleted_for_the_window_after_a_terminate(proxy):
+    lagging = proxy(consistency_window=0.5)
+    client = client_for(lagging)
+    group_id = client.create_security_group(GroupName="in-use", Description="x")["GroupId"]
+    instance_id = run_one(client)
+    time.sleep(0.6)
+    client.terminate_instances(InstanceIds=[instance_id])
+    error = error_of(lambda: client.delete_security_group(GroupId=group_id))
+    assert error.response["Error"]["Code"] == "DependencyViolation"
+    time.sleep(0.6)
+    client.delete_security_group(GroupId=group_id)
+    assert [call.outcome for call in lagging.seen() if call.action == "DeleteSecurityGroup"] == [
+        "not caught up",
+        "forwarded",
+    ]

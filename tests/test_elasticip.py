@@ -14,7 +14,13 @@ from cloudify.mocks import (
 from cloudify.state import current_ctx
 
 from ec2 import connection, elasticip
-from tests.support import IMAGE_ID, die_once_after, interrupted_create, refuse_release_while_associated
+from tests.support import (
+    IMAGE_ID,
+    die_once_after,
+    interrupted_create,
+    made_long_ago,
+    refuse_release_while_associated,
+)
 
 DEFAULTS = {"use_external_resource": False, "resource_id": "", "aws_config": {}, "tags": {}}
 
@@ -226,6 +232,7 @@ def test_release_deletes_the_address_and_pops_its_runtime_properties(allocated, 
 
 
 def test_release_of_an_address_already_released_counts_as_done(allocated, ec2):
+    made_long_ago(allocated.instance.runtime_properties)  # within its propagation window, release would wait
     ec2.release_address(AllocationId=allocated.instance.runtime_properties["allocation_id"])
     elasticip.release(ctx=allocated)
     assert allocated.instance.runtime_properties == {}
@@ -233,7 +240,8 @@ def test_release_of_an_address_already_released_counts_as_done(allocated, ec2):
 
 def test_release_of_an_address_still_in_use_is_retried_not_failed(address_ctx, new_instance, ec2, monkeypatch):
     refuse_release_while_associated(monkeypatch)
-    ctx = address_ctx(wait_timeout=0, retry_after=7)
+    # Past propagation_timeout (here 0) of asking again in-process, the workflow retries.
+    ctx = address_ctx(wait_timeout=0, retry_after=7, aws_config={"propagation_timeout": 0})
     elasticip.allocate(ctx=ctx)
     allocation_id = ctx.instance.runtime_properties["allocation_id"]
     ec2.associate_address(AllocationId=allocation_id, InstanceId=new_instance())
@@ -387,6 +395,7 @@ def test_disassociate_forgets_the_elastic_ip_as_the_instances_public_ip_address(
 
 def test_disassociate_leaves_alone_an_address_moved_to_another_instance(associated, new_instance, ec2, calls):
     other = new_instance()
+    made_long_ago(associated.target.instance.runtime_properties)  # moved after the propagation window
     allocation_id = associated.target.instance.runtime_properties["allocation_id"]
     moved = ec2.associate_address(AllocationId=allocation_id, InstanceId=other, AllowReassociation=True)
     elasticip.disassociate(ctx=associated)
@@ -396,12 +405,14 @@ def test_disassociate_leaves_alone_an_address_moved_to_another_instance(associat
 
 
 def test_disassociate_of_an_address_that_no_longer_exists_counts_as_done(associated, ec2):
+    made_long_ago(associated.target.instance.runtime_properties)
     ec2.release_address(AllocationId=associated.target.instance.runtime_properties["allocation_id"])
     elasticip.disassociate(ctx=associated)
     assert "association_id" not in associated.target.instance.runtime_properties
 
 
 def test_disassociate_of_an_address_already_disassociated_counts_as_done(associated, ec2, calls):
+    made_long_ago(associated.target.instance.runtime_properties)
     ec2.disassociate_address(AssociationId=associated.target.instance.runtime_properties["association_id"])
     elasticip.disassociate(ctx=associated)
     (address,) = addresses(ec2)

@@ -204,7 +204,11 @@ def test_unlink_leaves_alone_an_address_meanwhile_moved_to_another_instance(depl
     deployment = deploy(
         {
             "server": instance_node((ELASTIC_IP_RELATIONSHIP, "address")),
-            "address": {"type": "cloudify.aws.nodes.ElasticIP", "properties": {"wait_timeout": 0}},
+            # Past propagation_timeout (here 0) of asking again in-process, release is retried by the workflow.
+            "address": {
+                "type": "cloudify.aws.nodes.ElasticIP",
+                "properties": {"wait_timeout": 0, "aws_config": {"propagation_timeout": 0}},
+            },
         }
     )
     deployment.install()

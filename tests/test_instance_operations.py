@@ -390,7 +390,7 @@ def test_a_repeated_token_answered_with_a_terminated_instance_launches_a_new_one
     ctx = server_ctx()
     sent = []
 
-    def fake_run(client, request):
+    def fake_run(client, request, fresh_for=0.0):
         sent.append(request["ClientToken"])
         state = "terminated" if len(sent) == 1 else "pending"
         return {"ReservationId": "r-1", "Instances": [{"InstanceId": f"i-{len(sent)}", "State": {"Name": state}}]}
@@ -580,9 +580,21 @@ def test_a_stop_refused_while_the_instance_is_in_transition_is_retried(server_ct
         instance.stop(ctx=ctx)
 
 
-def test_start_of_an_instance_not_yet_visible_is_retried(server_ctx):
+def test_start_of_an_instance_launched_a_moment_ago_waits_until_ec2_shows_it(server_ctx, monkeypatch):
+    ctx = server_ctx()
+    instance.run_instances(ctx=ctx)
+    find_instances = aws.find_instances
+    answers = iter([{}, {}])  # EC2 does not know the new instance for two describes
+    monkeypatch.setattr(aws, "find_instances", lambda client, ids: next(answers, None) or find_instances(client, ids))
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    instance.start(ctx=ctx)
+    assert ctx.instance.runtime_properties["ip"]
+
+
+def test_start_of_an_instance_ec2_does_not_know_with_no_record_of_its_launch_fails_for_good(server_ctx):
+    # A classic-era record (no created_at): a NotFound is believed at once.
     ctx = server_ctx(runtime_properties={"aws_resource_id": "i-0123456789abcdef0"})
-    with pytest.raises(RecoverableError, match="not visible yet"):
+    with pytest.raises(NonRecoverableError, match="not-found. Fix: run the heal workflow"):
         instance.start(ctx=ctx)
 
 

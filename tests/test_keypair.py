@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ec2 import keypair
-from tests.support import interrupted_create, owned_by
+from tests.support import interrupted_create, made_long_ago, owned_by
 
 PUBLIC_KEY = (
     ed25519.Ed25519PrivateKey.generate()
@@ -156,6 +156,7 @@ def test_delete_removes_the_key_pair_and_the_file_create_wrote(make_ctx, tmp_pat
 def test_delete_is_idempotent(make_ctx, tmp_path, ec2):
     ctx = key_ctx(make_ctx, tmp_path / "k.pem")
     keypair.create(ctx=ctx)
+    made_long_ago(ctx.instance.runtime_properties)  # within its propagation window, delete would wait
     ec2.delete_key_pair(KeyName="k")
     keypair.delete(ctx=ctx)
     keypair.delete(ctx=ctx)

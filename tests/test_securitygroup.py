@@ -6,7 +6,7 @@ from botocore.stub import Stubber
 from cloudify.exceptions import NonRecoverableError, RecoverableError
 
 from ec2 import aws, connection, securitygroup
-from tests.support import interrupted_create, owned_by
+from tests.support import interrupted_create, made_long_ago, owned_by
 
 SSH = {"ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ip": "0.0.0.0/0"}
 HTTP = {"ip_protocol": "tcp", "from_port": 80, "to_port": 80, "cidr_ip": "10.0.0.0/8"}
@@ -251,19 +251,41 @@ def test_delete_removes_the_group(make_ctx, ec2):
 def test_delete_of_a_group_already_gone_counts_as_done(make_ctx, ec2):
     ctx = group_ctx(make_ctx)
     securitygroup.create(ctx=ctx)
+    made_long_ago(ctx.instance.runtime_properties)  # within its propagation window, delete would wait
     ec2.delete_security_group(GroupId=ctx.instance.runtime_properties["aws_resource_id"])
     securitygroup.delete(ctx=ctx)
     assert ctx.instance.runtime_properties == {}
 
 
-def test_a_dependency_violation_on_delete_is_a_retry_not_a_failure(make_ctx, monkeypatch):
+def stubbed_client(monkeypatch, *answers: str):
+    """A client whose DeleteSecurityGroup gives these answers in turn: an error code, or "ok"."""
     client = boto3.client("ec2", region_name="us-east-1")
     stubber = Stubber(client)
-    stubber.add_client_error("delete_security_group", service_error_code="DependencyViolation", http_status_code=400)
+    for answer in answers:
+        if answer == "ok":
+            stubber.add_response("delete_security_group", {}, {"GroupId": "sg-12345678"})
+        else:
+            stubber.add_client_error("delete_security_group", service_error_code=answer, http_status_code=400)
     stubber.activate()
     monkeypatch.setattr(connection, "ec2_client", lambda aws_config: client)
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    return stubber
+
+
+def test_a_dependency_violation_on_delete_is_asked_again_until_the_group_is_free(make_ctx, monkeypatch):
+    stubber = stubbed_client(monkeypatch, "DependencyViolation", "DependencyViolation", "ok")
     ctx = group_ctx(make_ctx, runtime_properties={"aws_resource_id": "sg-12345678"})
-    with pytest.raises(RecoverableError):
+    securitygroup.delete(ctx=ctx)
+    stubber.assert_no_pending_responses()
+    assert "aws_resource_id" not in ctx.instance.runtime_properties
+
+
+def test_a_dependency_violation_that_outlasts_the_propagation_timeout_is_a_retry_not_a_failure(make_ctx, monkeypatch):
+    stubbed_client(monkeypatch, "DependencyViolation")
+    ctx = group_ctx(
+        make_ctx, runtime_properties={"aws_resource_id": "sg-12345678"}, aws_config={"propagation_timeout": 0}
+    )
+    with pytest.raises(RecoverableError, match="DependencyViolation"):
         securitygroup.delete(ctx=ctx)
     assert ctx.instance.runtime_properties["aws_resource_id"] == "sg-12345678"
 
@@ -302,10 +324,10 @@ def test_delete_after_a_create_that_died_before_recording_finds_the_group_by_its
 def test_when_the_cleanup_after_a_refused_rule_fails_the_group_stays_recorded(make_ctx, ec2, monkeypatch):
     ctx = group_ctx(make_ctx, rules=[SSH])
 
-    def refused(client, group_id, permissions, egress=False):
+    def refused(client, group_id, permissions, egress=False, **_):
         client.authorize_security_group_ingress(GroupId="sg-12345678", IpPermissions=permissions)
 
-    def cleanup_fails(client, group_id):
+    def cleanup_fails(client, group_id, **_):
         raise RuntimeError("endpoint went away")
 
     monkeypatch.setattr(aws, "authorize", refused)

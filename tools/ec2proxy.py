@@ -18,6 +18,14 @@ Start it with the emulator's URL and give its ``url`` to boto3 as
    timeout (EC2 acted, the answer comes too late).
 8. **latency mode**: instances report ``pending``, ``stopping`` or
    ``shutting-down`` for T seconds after Run/Start, Stop and Terminate.
+9. **eventual-consistency mode**: for W seconds after a create's answer, a
+   request that names the new resource (key pair, group, instance, address,
+   association) is answered with that resource's NotFound code, dry runs
+   included; DeleteKeyPair is answered as EC2 answers it for a key it does
+   not know (success, without a ``keyPairId``). For W seconds after a
+   TerminateInstances, DeleteSecurityGroup answers ``DependencyViolation``.
+   Only requests that name a resource are affected: listings by filter see
+   new resources at once.
 
 Random choices are seeded: one ``random.Random`` per Action, seeded from the
 config's seed and the Action's name, so a run is repeatable whatever order
@@ -128,6 +136,38 @@ TRANSITIONS = {
     "TerminateInstances": "shutting-down",
 }
 LATENCY_ACTIONS = frozenset(TRANSITIONS) | {"DescribeInstances"}
+# Eventual consistency: what a create's answer (or request) names, and the
+# NotFound code EC2 gives for that resource while it is not visible yet.
+CREATED_NAMES: dict[str, dict[str, str]] = {
+    "CreateKeyPair": {"KeyName": "InvalidKeyPair.NotFound", "keyPairId": "InvalidKeyPair.NotFound"},
+    "ImportKeyPair": {"KeyName": "InvalidKeyPair.NotFound", "keyPairId": "InvalidKeyPair.NotFound"},
+    "CreateSecurityGroup": {"GroupName": "InvalidGroup.NotFound", "groupId": "InvalidGroup.NotFound"},
+    "RunInstances": {"instanceId": "InvalidInstanceID.NotFound"},
+    "AllocateAddress": {"allocationId": "InvalidAllocationID.NotFound", "publicIp": "InvalidAddress.NotFound"},
+    "AssociateAddress": {"associationId": "InvalidAssociationID.NotFound"},
+}
+# Request parameters that name a resource (the last part of a key such as
+# "InstanceId.1" or "IpPermissions.1.Groups.1.GroupId").
+NAMING_PARAMETERS = frozenset(
+    {
+        "KeyName",
+        "KeyPairId",
+        "GroupId",
+        "GroupName",
+        "SecurityGroupId",
+        "SecurityGroup",
+        "InstanceId",
+        "AllocationId",
+        "AssociationId",
+        "PublicIp",
+        "ResourceId",
+    }
+)
+FORGETFUL_DELETE_KEY_PAIR = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<DeleteKeyPairResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+    b"<requestId>00000000-0000-4000-8000-000000000000</requestId><return>true</return></DeleteKeyPairResponse>"
+)
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade", "te"}
 
 
@@ -145,13 +185,18 @@ def action_class(action: str, params: dict[str, str]) -> str:
 
 @dataclass(frozen=True)
 class Refusal:
-    """Answer ``action`` (only its dry runs if ``dry_run_only``) with this error, without forwarding."""
+    """Answer ``action`` (only its dry runs if ``dry_run_only``, only the calls
+    that act if ``real_only``) with this error, without forwarding."""
 
     action: str
     code: str = "UnauthorizedOperation"
     status: int = 403
     message: str = "You are not authorized to perform this operation."
     dry_run_only: bool = False
+    real_only: bool = False
+
+    def refuses(self, action: str, dry_run: bool) -> bool:
+        return action == self.action and not (self.dry_run_only and not dry_run) and not (self.real_only and dry_run)
 
 
 @dataclass(frozen=True)
@@ -180,6 +225,9 @@ class ProxyConfig:
     client_token_dedup: bool = False
     # Seconds instances stay pending / stopping / shutting-down (0: off).
     latency: float = 0.0
+    # Seconds a new resource stays unknown to requests that name it, and
+    # DeleteSecurityGroup answers DependencyViolation after a terminate (0: off).
+    consistency_window: float = 0.0
     refusals: tuple[Refusal, ...] = ()
 
 
@@ -222,6 +270,8 @@ class Ec2Proxy:
         self._tokens: dict[str, tuple[dict, int, list, bytes]] = {}
         self._token_locks: dict[str, threading.Lock] = {}
         self._states: dict[str, tuple[str, float]] = {}
+        self._unseen: dict[str, tuple[str, float]] = {}  # name or id -> (its NotFound code, until)
+        self._terminated_until = float("-inf")
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -321,7 +371,7 @@ class Ec2Proxy:
     def _handle(self, handler: _Handler, body: bytes, action: str, params: dict, call: Call) -> None:
         config = self.config
         for refusal in config.refusals:
-            if refusal.action == action and (call.dry_run or not refusal.dry_run_only):
+            if refusal.refuses(action, call.dry_run):
                 call.outcome, call.status = "refused", refusal.status
                 handler.reply(*self._error(action, refusal.status, refusal.code, refusal.message))
                 return
@@ -340,12 +390,20 @@ class Ec2Proxy:
             call.outcome = "dropped"
             handler.drop()
             return
+        if config.consistency_window:
+            lagging = self._not_caught_up(action, params)
+            if lagging is not None:
+                call.outcome, call.status = "not caught up", lagging[0]
+                handler.reply(*lagging)
+                return
         token = params.get("ClientToken") if config.client_token_dedup and action == "RunInstances" else None
         if token and not call.dry_run:
             status, headers, answer = self._run_once(handler, body, token, params, call)
         else:
             status, headers, answer = self._forward(handler, body)
             call.outcome = "forwarded"
+        if config.consistency_window and status == 200 and call.outcome == "forwarded" and not call.dry_run:
+            self._note_created(action, params, answer)
         if config.latency and action in LATENCY_ACTIONS and status == 200:
             answer = self._apply_latency(action, answer, starts=call.outcome == "forwarded" and not call.dry_run)
         call.status = status
@@ -406,6 +464,51 @@ class Ec2Proxy:
             for bucket, cost in buckets:
                 bucket.tokens -= cost
             return True
+
+    def _not_caught_up(self, action: str, params: dict) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """EC2's answer while it has not caught up with a create or a terminate
+        that this request depends on; None when it has."""
+        now = time.monotonic()
+        with self._lock:
+            unseen = dict(self._unseen)
+            terminated_until = self._terminated_until
+        if action == "DeleteSecurityGroup" and now < terminated_until:
+            return self._error(
+                action, 400, "DependencyViolation", f"resource {params.get('GroupId')} has a dependent object"
+            )
+        created_names = CREATED_NAMES.get(action, {})
+        for key, value in params.items():
+            name = next((part for part in reversed(key.split(".")) if not part.isdigit()), "")
+            code, until = unseen.get(value, ("", now))
+            if name not in NAMING_PARAMETERS or name in created_names or now >= until:
+                continue
+            if action == "DeleteKeyPair":  # EC2 deletes nothing and says so only by naming no keyPairId
+                return 200, [("Content-Type", "text/xml;charset=UTF-8")], FORGETFUL_DELETE_KEY_PAIR
+            return self._error(action, 400, code, f"The {name} '{value}' does not exist")
+        return None
+
+    def _note_created(self, action: str, params: dict, answer: bytes) -> None:
+        """Records what a create made (unknown for the window from now), or a terminate's time."""
+        until = time.monotonic() + self.config.consistency_window
+        if action == "TerminateInstances":
+            with self._lock:
+                self._terminated_until = until
+            return
+        names = CREATED_NAMES.get(action)
+        if not names:
+            return
+        found = {params[key]: code for key, code in names.items() if params.get(key)}
+        try:
+            root = ET.fromstring(answer)
+        except ET.ParseError:
+            root = None
+        for element in root.iter() if root is not None else ():
+            tag = element.tag.rsplit("}", 1)[-1]
+            if tag in names and element.text:
+                found[element.text.strip()] = names[tag]
+        with self._lock:
+            for value, code in found.items():
+                self._unseen[value] = (code, until)
 
     def _run_once(self, handler: _Handler, body: bytes, token: str, params: dict, call: Call) -> tuple:
         """RunInstances with EC2's ClientToken idempotency: a repeated token gets the first answer."""

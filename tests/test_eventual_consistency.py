@@ -1,0 +1,183 @@
+"""EC2 as it really is: eventually consistent. Through the proxy's
+eventual-consistency mode, a request that names a resource made less than W
+seconds ago is answered with its NotFound code, and DeleteSecurityGroup with
+DependencyViolation for W seconds after a terminate. Install and uninstall
+must still make exactly one of each resource and leave nothing."""
+
+from __future__ import annotations
+
+import pytest
+from cloudify.exceptions import WorkflowFailed
+
+from ec2 import aws, connection, utils
+from tests.support import live_instances, reference_topology
+from tests.test_exactly_once import NOTHING, ONE_OF_EACH, inventory, reference
+from tools.ec2proxy import Ec2Proxy, ProxyConfig, Refusal
+
+WINDOWS = (1, 3, 10)
+SEEDS = (1, 2, 3)
+
+
+def install_and_uninstall(proxy: Ec2Proxy, deploy, tmp_path, ec2, task_retries: int = 20):
+    deployment = reference(deploy, tmp_path, {"endpoint_url": proxy.url})
+    deployment.install(task_retries=task_retries)
+    assert inventory(ec2) == ONE_OF_EACH
+    deployment.uninstall(task_retries=task_retries)
+    assert inventory(ec2) == NOTHING
+    return deployment
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_the_reference_topology_installs_and_uninstalls_without_a_workflow_retry_while_ec2_lags(
+    moto_server, deploy, tmp_path, ec2, window
+):
+    with Ec2Proxy(moto_server.url, ProxyConfig(consistency_window=window)) as proxy:
+        deployment = install_and_uninstall(proxy, deploy, tmp_path, ec2, task_retries=0)
+        # EC2 did lag: each of these was refused at least once.
+        lagged = {call.action for call in proxy.seen() if call.outcome == "not caught up"}
+    assert {"AuthorizeSecurityGroupIngress", "DescribeInstances", "DeleteSecurityGroup"} <= lagged
+    assert deployment.tally.events["rescheduled"] == 0
+
+
+def test_an_instance_whose_key_pair_and_rule_less_group_were_made_a_moment_ago_is_validated_and_launched(
+    moto_server, deploy, tmp_path, ec2
+):
+    # No rules to authorise: nothing stands between the creates and the
+    # instance's dry run and launch, which name the new key pair and group.
+    with Ec2Proxy(moto_server.url, ProxyConfig(consistency_window=3)) as proxy:
+        nodes = reference_topology({"endpoint_url": proxy.url}, tmp_path / "key.pem")
+        nodes["security_group"]["properties"]["rules"] = []
+        deployment = deploy(nodes)
+        deployment.install(task_retries=0)
+        lagged = [(call.action, call.dry_run) for call in proxy.seen() if call.outcome == "not caught up"]
+        assert ("RunInstances", True) in lagged
+        assert len(live_instances(ec2)) == 1
+        deployment.uninstall(task_retries=0)
+    assert inventory(ec2) == NOTHING
+
+
+@pytest.mark.parametrize("window", (1, 3))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lagging_ec2_with_twenty_percent_request_faults_still_makes_one_of_each_and_leaves_nothing(
+    moto_server, deploy, tmp_path, ec2, window, seed
+):
+    config = ProxyConfig(seed=seed, fault_rate=0.2, client_token_dedup=True, consistency_window=window)
+    with Ec2Proxy(moto_server.url, config) as proxy:
+        install_and_uninstall(proxy, deploy, tmp_path, ec2)
+        assert proxy.outcomes()["fault"] > 0
+
+
+@pytest.mark.parametrize("window", (1, 3))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lagging_ec2_with_twenty_percent_lost_answers_still_makes_one_of_each_and_leaves_nothing(
+    moto_server, deploy, tmp_path, ec2, window, seed
+):
+    config = ProxyConfig(seed=seed, lost_rate=0.2, client_token_dedup=True, consistency_window=window)
+    with Ec2Proxy(moto_server.url, config) as proxy:
+        install_and_uninstall(proxy, deploy, tmp_path, ec2)
+        assert sum(n for outcome, n in proxy.outcomes().items() if outcome.startswith("lost")) > 0
+
+
+@pytest.mark.parametrize("fault", ("fault_rate", "lost_rate"))
+def test_a_ten_second_lag_with_faults_still_makes_one_of_each_and_leaves_nothing(
+    moto_server, deploy, tmp_path, ec2, fault
+):
+    config = ProxyConfig(seed=1, client_token_dedup=True, consistency_window=10, **{fault: 0.2})
+    with Ec2Proxy(moto_server.url, config) as proxy:
+        install_and_uninstall(proxy, deploy, tmp_path, ec2)
+
+
+def test_an_uninstall_right_after_a_failed_install_leaves_nothing(moto_server, deploy, tmp_path, ec2):
+    # The group is refused: install fails within a moment, while the key pair
+    # and the address made beside it are still unknown to EC2.
+    refused = Refusal("CreateSecurityGroup", real_only=True)
+    with Ec2Proxy(moto_server.url, ProxyConfig(consistency_window=3, refusals=(refused,))) as proxy:
+        deployment = reference(deploy, tmp_path, {"endpoint_url": proxy.url})
+        with pytest.raises(WorkflowFailed):
+            deployment.install(task_retries=0)
+        made = {call.action for call in proxy.seen() if call.outcome == "forwarded"}
+        assert {"CreateKeyPair", "AllocateAddress"} <= made
+        deployment.uninstall(task_retries=0)
+        lagged = {call.action for call in proxy.seen() if call.outcome == "not caught up"}
+    assert {"DeleteKeyPair", "ReleaseAddress"} <= lagged
+    assert inventory(ec2) == NOTHING
+
+
+def test_every_node_instance_records_when_its_resource_was_created(moto_server, deploy, tmp_path):
+    deployment = reference(deploy, tmp_path, {"endpoint_url": moto_server.url})
+    deployment.install()
+    for node in ("keypair", "security_group", "vm", "elastic_ip"):
+        assert utils.fresh_for(deployment.runtime(node), 120) > 60
+    assert utils.fresh_for(deployment.runtime("elastic_ip"), 120, "associated_at") > 60
+    deployment.uninstall()
+    for node in ("keypair", "security_group", "vm", "elastic_ip"):
+        assert "created_at" not in deployment.runtime(node)
+
+
+def test_a_not_found_with_no_record_of_a_create_is_believed_at_once(moto_server):
+    with Ec2Proxy(moto_server.url) as proxy:
+        client = connection.ec2_client({"endpoint_url": proxy.url})
+        assert aws.delete_security_group(client, "sg-0123456789abcdef0", fresh_for=0) is False
+        assert proxy.counts()["DeleteSecurityGroup"] == 1
+
+
+# --- the pause between tries ---------------------------------------------------------
+
+
+def not_found_until(tries: int, code: str = "InvalidGroup.NotFound"):
+    """A call that fails with ``code`` for its first ``tries`` calls; the calls are counted."""
+    made: list[int] = []
+
+    def call():
+        made.append(1)
+        if len(made) <= tries:
+            raise aws.missing(code, "AuthorizeSecurityGroupIngress", "group")
+        return "done"
+
+    return call, made
+
+
+def test_a_not_found_within_the_window_is_asked_again_after_pauses_of_a_second_that_then_grow(monkeypatch):
+    pauses: list[float] = []
+    monkeypatch.setattr(aws.time, "sleep", pauses.append)
+    call, made = not_found_until(8)
+    assert aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 120)) == "done"
+    assert len(made) == 9
+    assert pauses[:5] == [1.0, 1.0, 1.0, 1.5, 2.25]
+    assert max(pauses) == aws.PROPAGATION_LONGEST_PAUSE
+
+
+def test_a_not_found_past_the_window_propagates(monkeypatch):
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    call, made = not_found_until(1_000)
+    with pytest.raises(aws.ClientError, match="InvalidGroup.NotFound"):
+        aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 0))
+    assert len(made) == 1
+
+
+def test_a_code_outside_the_windows_propagates_at_once(monkeypatch):
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: pytest.fail("no pause for another code"))
+    call, made = not_found_until(1, code="UnauthorizedOperation")
+    with pytest.raises(aws.ClientError, match="UnauthorizedOperation"):
+        aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 120))
+    assert len(made) == 1
+
+
+# --- the record ---------------------------------------------------------------------------
+
+
+def test_a_resource_made_now_is_fresh_for_the_whole_window():
+    assert 119 < utils.fresh_for({"created_at": utils.now()}, 120) <= 120
+
+
+def test_a_resource_with_no_record_or_an_unreadable_one_is_not_fresh():
+    assert utils.fresh_for({}, 120) == 0
+    assert utils.fresh_for({"created_at": "yesterday"}, 120) == 0
+
+
+def test_a_resource_made_longer_ago_than_the_window_is_not_fresh():
+    assert utils.fresh_for({"created_at": "2020-01-01T00:00:00.000+00:00"}, 120) == 0
+
+
+def test_a_window_of_zero_turns_the_waiting_off():
+    assert utils.fresh_for({"created_at": utils.now()}, 0) == 0
