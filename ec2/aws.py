@@ -279,10 +279,8 @@ def vpc_exists(client: Client, vpc_id: str) -> bool:
     return bool(_found(VPC_NOT_FOUND, client.describe_vpcs, "Vpcs", VpcIds=[vpc_id]))
 
 
-def create_security_group(
-    client: Client, name: str, description: str, vpc_id: str | None, tags: Mapping[str, str]
-) -> str:
-    """The new group's id. Without ``vpc_id`` AWS uses the default VPC."""
+def _security_group_request(name: str, description: str, vpc_id: str | None, tags: Mapping[str, str]) -> dict:
+    """CreateSecurityGroup's parameters. Without ``vpc_id`` AWS uses the default VPC."""
     request: dict[str, Any] = {
         "GroupName": name,
         "Description": description,
@@ -290,6 +288,14 @@ def create_security_group(
     }
     if vpc_id:
         request["VpcId"] = vpc_id
+    return request
+
+
+def create_security_group(
+    client: Client, name: str, description: str, vpc_id: str | None, tags: Mapping[str, str]
+) -> str:
+    """The new group's id."""
+    request = _security_group_request(name, description, vpc_id, tags)
     return _create(
         "InvalidGroup.Duplicate", f"security group '{name}'", lambda: client.create_security_group(**request)
     )["GroupId"]
@@ -340,14 +346,7 @@ def delete_security_group(client: Client, group_id: str, fresh_for: float = 0.0,
 def dry_run_create_security_group(
     client: Client, name: str, description: str, vpc_id: str | None, tags: Mapping[str, str]
 ) -> ClientError | None:
-    request: dict[str, Any] = {
-        "GroupName": name,
-        "Description": description,
-        "TagSpecifications": tag_specifications("security-group", tags),
-    }
-    if vpc_id:
-        request["VpcId"] = vpc_id
-    return dry_run(client.create_security_group, **request)
+    return dry_run(client.create_security_group, **_security_group_request(name, description, vpc_id, tags))
 
 
 def revoke(client: Client, group_id: str, permissions: list[dict], egress: bool = False) -> None:

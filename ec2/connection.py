@@ -167,16 +167,7 @@ def client_settings(aws_config: Any) -> dict:
         config["validate_certs"] = as_bool(config["validate_certs"], "aws_config.validate_certs")
     if "verify" in settings and is_boolean_text(settings["verify"]):
         settings["verify"] = as_bool(settings["verify"], "aws_config.verify")
-    for boto2_key, boto3_key in BOTO2_ALIASES.items():
-        if boto2_key not in config:
-            continue
-        if boto3_key in settings and settings[boto3_key] != config[boto2_key]:
-            raise BadInput(
-                "aws_config",
-                f"sets both '{boto3_key}' and its classic name '{boto2_key}', differently",
-                f"keep only '{boto3_key}'",
-            )
-        settings[boto3_key] = config[boto2_key]
+    settings.update(_with_twins(settings, config, BOTO2_ALIASES, "classic"))
     for key in ("proxy_port", "proxy_user", "proxy_pass"):
         if key in config and "proxy" not in config:
             raise BadInput("aws_config", f"sets '{key}' without 'proxy'", "add the proxy host")
@@ -349,18 +340,26 @@ def _refuse_mfa(aws_config: dict) -> None:
         )
 
 
-def _role_settings(config: dict) -> dict:
-    """The role keys of aws_config, checked against STS's limits before any call."""
-    for alias, key in ROLE_ALIASES.items():
-        if alias not in config:
+def _with_twins(values: dict, config: dict, twins: dict[str, str], era: str) -> dict:
+    """``values`` with each name of ``twins`` given in ``config`` under its older
+    name (an ``era`` spelling) set under its current name; both given, differently, is refused."""
+    values = dict(values)
+    for old, current in twins.items():
+        if old not in config:
             continue
-        if key in config and config[key] != config[alias]:
+        if current in values and values[current] != config[old]:
             raise BadInput(
                 "aws_config",
-                f"sets both '{key}' and its cloudify-aws-plugin 3.x name '{alias}', differently",
-                f"keep only '{key}'",
+                f"sets both '{current}' and its {era} name '{old}', differently",
+                f"keep only '{current}'",
             )
-        config = {**config, key: config[alias]}
+        values[current] = config[old]
+    return values
+
+
+def _role_settings(config: dict) -> dict:
+    """The role keys of aws_config, checked against STS's limits before any call."""
+    config = _with_twins(config, config, ROLE_ALIASES, "cloudify-aws-plugin 3.x")
     settings: dict[str, Any] = {}
     if "sts_endpoint_url" in config:
         settings["sts_endpoint_url"] = str(config["sts_endpoint_url"])
