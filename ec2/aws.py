@@ -56,6 +56,10 @@ PROPAGATION_LONGEST_PAUSE = 5.0
 # by the error boundary for the operation's thread; by default nowhere.
 progress: contextvars.ContextVar[Callable[[str], None]] = contextvars.ContextVar("progress", default=lambda _line: None)
 
+# Within one call of ``while_propagating``: whether an attempt may have acted
+# although its answer never came (no answer at all, or a 5xx); see ``note_attempt``.
+_maybe_acted: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("maybe_acted", default=None)
+
 # Instance states.
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 GONE_STATES = ("shutting-down", "terminated")
@@ -87,17 +91,19 @@ def while_propagating(
     Only differences between two ``time.monotonic()`` readings are used.
 
     ``listed``, for a delete: whether a listing (by filter) still shows the
-    resource. A NotFound for a call that botocore had to send again (an
-    earlier attempt, whose answer was lost, may have done the deed) is
-    believed at once when the listing no longer shows it."""
+    resource. A NotFound after an attempt whose answer was lost (which may
+    have done the deed) is believed at once when the listing no longer shows
+    it; after attempts that were only refused (throttled), it is not."""
     started = time.monotonic()
     for tries in itertools.count(1):
+        maybe_acted: list[bool] = []
+        noting = _maybe_acted.set(maybe_acted)
         try:
             return call()
         except ClientError as error:
             code = error_code(error)
             left = windows.get(code, 0.0) - (time.monotonic() - started)
-            if left <= 0 or (listed is not None and resent(error.response) and not listed()):
+            if left <= 0 or (listed is not None and maybe_acted and not listed()):
                 raise
             growth = PROPAGATION_GROWTH ** max(0, tries - PROPAGATION_EVEN_PAUSES)
             pause = min(PROPAGATION_FIRST_PAUSE * growth, PROPAGATION_LONGEST_PAUSE)
@@ -106,15 +112,24 @@ def while_propagating(
                 f"caught up yet; trying again in {min(pause, left):.1f}s (for up to {left:.0f}s more)"
             )
             time.sleep(min(pause, left))
+        finally:
+            _maybe_acted.reset(noting)
     raise AssertionError("unreachable")
 
 
-def missing(code: str, operation: str, what: str, answer: Mapping[str, Any] | None = None) -> ClientError:
+def note_attempt(response: Any = None, caught_exception: Exception | None = None, **_: Any) -> None:
+    """botocore's ``needs-retry`` hook, on every client (``ec2.connection``):
+    notes, for ``while_propagating``, an attempt that may have acted although
+    its answer was lost (no answer, or a 5xx). Returns None: it decides nothing."""
+    noted = _maybe_acted.get()
+    status = getattr(response[0], "status_code", 0) if response else 0
+    if noted is not None and (caught_exception is not None or status >= 500):
+        noted.append(True)
+
+
+def missing(code: str, operation: str, what: str) -> ClientError:
     """The NotFound error EC2 would give, for an answer that shows the resource is not there (yet)."""
-    response: Any = {
-        "Error": {"Code": code, "Message": f"{what} is not visible"},
-        "ResponseMetadata": dict((answer or {}).get("ResponseMetadata") or {}),
-    }
+    response: Any = {"Error": {"Code": code, "Message": f"{what} is not visible"}}
     return ClientError(response, operation)
 
 
@@ -221,7 +236,7 @@ def delete_key_pair(client: Client, name: str, fresh_for: float = 0.0) -> bool:
     def delete() -> dict:
         answer = client.delete_key_pair(KeyName=name)
         if fresh_for and not answer.get("KeyPairId"):
-            raise missing("InvalidKeyPair.NotFound", "DeleteKeyPair", f"key pair {name}", answer)
+            raise missing("InvalidKeyPair.NotFound", "DeleteKeyPair", f"key pair {name}")
         return answer
 
     listed = _listed(client.describe_key_pairs, "KeyPairs", "key-name", name)

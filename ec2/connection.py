@@ -39,7 +39,7 @@ from botocore.credentials import (
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
 from botocore.utils import parse_timestamp
 
-from ec2 import constants, errors, secrets
+from ec2 import aws, constants, errors, secrets
 from ec2.errors import BadInput
 from ec2.properties import as_bool, as_int, is_boolean_text
 
@@ -262,6 +262,8 @@ def _create_client(settings: dict) -> Any:
         use_ssl=settings.get("use_ssl", True),
         config=_client_config(settings),
     )
+    # Tells the propagation retries which NotFound may follow a lost answer (ec2.aws.while_propagating).
+    client.meta.events.register("needs-retry.ec2", aws.note_attempt)
     return client
 
 

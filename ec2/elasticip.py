@@ -159,7 +159,9 @@ def disassociate(ctx, **_):
     """Relationship unlink: unties the address, only while it is still tied to this instance."""
     if not _recorded_ends(ctx):
         ctx.logger.info("The instance or the elastic IP was never created; nothing to disassociate.")
-        utils.forget(ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID)
+        utils.forget(
+            ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID, constants.ASSOCIATED_AT
+        )
         return
     instance_id, public_ip = _ends(ctx)
     if _both_external(ctx):
@@ -300,6 +302,9 @@ def _own_addresses(ctx, client) -> list[tuple[str, str]]:
     if public_ip and not allocation_id:
         address = aws.find_address(client, public_ip=public_ip)
         return [(address["AllocationId"], public_ip)] if address else []
-    return [
+    owned = [
         (found["AllocationId"], found["PublicIp"]) for found in aws.find_owned_addresses(client, utils.ownership(ctx))
     ]
+    if allocation_id and allocation_id not in [found for found, _ in owned]:  # recorded, not listed (yet)
+        owned.insert(0, (allocation_id, public_ip))
+    return owned

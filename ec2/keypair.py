@@ -86,6 +86,7 @@ def create(ctx, **_):
         utils.forget(
             ctx.instance,
             constants.AWS_RESOURCE_ID,
+            constants.CREATED_AT,
             constants.KEY_FILE_WRITTEN,
             constants.KEY_FOLDERS_CREATED,
             save=True,

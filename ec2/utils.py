@@ -197,9 +197,8 @@ def forget(instance, *names: str, save: bool = False) -> None:
 def mark_create_started(ctx) -> None:
     """Recorded (and saved) just before a create's first mutating call: only
     then can an earlier attempt have left something behind to find by tags.
-    The time goes with it, so that what a crash left is fresh too."""
-    if not ctx.instance.runtime_properties.get(constants.CREATE_STARTED):
-        record(ctx.instance, save=True, **{constants.CREATE_STARTED: True, constants.CREATED_AT: now()})
+    The time goes with it (a rerun's too), so that what a crash left is fresh."""
+    record(ctx.instance, save=True, **{constants.CREATE_STARTED: True, constants.CREATED_AT: now()})
 
 
 def now() -> str:

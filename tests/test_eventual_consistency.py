@@ -158,7 +158,57 @@ def test_a_code_outside_the_windows_propagates_at_once(monkeypatch):
     assert len(made) == 1
 
 
+class Answer:
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+
+
+def resent_not_found(first_attempt: dict):
+    """A delete whose first try's first attempt ended as ``first_attempt`` says
+    (botocore's needs-retry arguments) and whose resend answered NotFound; its
+    second try succeeds. The tries are counted."""
+    made: list[int] = []
+
+    def call():
+        made.append(1)
+        if len(made) == 1:
+            aws.note_attempt(**first_attempt)
+            raise aws.missing("InvalidGroup.NotFound", "DeleteSecurityGroup", "group")
+        return "deleted"
+
+    return call, made
+
+
+def test_a_resent_delete_answering_not_found_after_a_lost_answer_is_believed_when_no_listing_shows_it(monkeypatch):
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: pytest.fail("believed at once: no pause"))
+    call, made = resent_not_found({"caught_exception": ConnectionError("reset")})
+    with pytest.raises(aws.ClientError, match="NotFound"):
+        aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 120), listed=lambda: False)
+    assert len(made) == 1
+
+
+def test_a_resent_delete_answering_not_found_after_a_lost_answer_is_asked_again_while_a_listing_shows_it(monkeypatch):
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    call, made = resent_not_found({"response": (Answer(500), {})})
+    assert aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 120), listed=lambda: True) == "deleted"
+    assert len(made) == 2
+
+
+def test_a_resent_delete_answering_not_found_after_a_throttled_attempt_is_asked_again(monkeypatch):
+    # Throttled: EC2 refused the first attempt and did nothing, so the NotFound is only lag.
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    call, made = resent_not_found({"response": (Answer(400), {})})
+    assert aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 120), listed=lambda: False) == "deleted"
+    assert len(made) == 2
+
+
 # --- the record ---------------------------------------------------------------------------
+
+
+def test_a_rerun_of_create_records_its_own_time(make_ctx):
+    ctx = make_ctx({}, runtime_properties={"create_started": True, "created_at": "2020-01-01T00:00:00.000+00:00"})
+    utils.mark_create_started(ctx)
+    assert utils.fresh_for(ctx.instance.runtime_properties, 120) > 119
 
 
 def test_a_resource_made_now_is_fresh_for_the_whole_window():
