@@ -3,6 +3,7 @@ cloudify-common's local workflow engine (tools.local, shared with bench)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -234,6 +235,21 @@ def moto_images(*image_ids: str) -> list[dict]:
     images = [image for image in load_resource("ec2/resources/amis.json") if image["ami_id"] in image_ids]
     assert len(images) == len(image_ids), f"moto does not define all of {image_ids}"
     return images
+
+
+@contextlib.contextmanager
+def sdk_debug_logs(caplog):
+    """botocore, boto3 and urllib3 log at DEBUG, and caplog captures it all; levels restored after."""
+    names = ("botocore", "urllib3", "boto3")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def quiet_logs() -> None:

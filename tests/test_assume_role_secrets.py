@@ -4,9 +4,7 @@ signed with, appear in no log record and no runtime property."""
 
 from __future__ import annotations
 
-import logging
-
-from tests.support import reference_topology
+from tests.support import reference_topology, sdk_debug_logs
 from tests.test_assume_role import ROLE
 
 
@@ -14,18 +12,11 @@ def test_an_assumed_role_run_at_debug_leaves_no_session_key_in_logs_or_runtime_p
     moto_server, deploy, tmp_path, caplog, role_sessions
 ):
     aws_config = {"role_arn": ROLE, "endpoint_url": moto_server.url}
-    quiet = {name: logging.getLogger(name).level for name in ("botocore", "urllib3", "boto3")}
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.DEBUG)
-    try:
-        with caplog.at_level(logging.DEBUG):
-            deployment = deploy(reference_topology(aws_config, tmp_path / "keys" / "key.pem"))
-            deployment.install()
-            runtime = {node: deployment.runtime(node) for node in ("keypair", "security_group", "vm", "elastic_ip")}
-            deployment.uninstall()
-    finally:
-        for name, level in quiet.items():
-            logging.getLogger(name).setLevel(level)
+    with sdk_debug_logs(caplog):
+        deployment = deploy(reference_topology(aws_config, tmp_path / "keys" / "key.pem"))
+        deployment.install()
+        runtime = {node: deployment.runtime(node) for node in ("keypair", "security_group", "vm", "elastic_ip")}
+        deployment.uninstall()
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "<AssumeRoleResponse" in logged  # STS's answer, as botocore logs it at DEBUG, was captured
     assert "X-Amz-Security-Token" in logged  # and so were the signed EC2 requests

@@ -4,13 +4,11 @@ emulator (which, unlike moto, honours RunInstances ClientTokens as EC2 does)."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
 from ec2 import connection, keypair
-from tests.support import die_once_after, live_instances, reference_topology
+from tests.support import die_once_after, live_instances, reference_topology, sdk_debug_logs
 from tools.ec2proxy import Ec2Proxy, ProxyConfig
 
 SEEDS = (1, 2, 3, 4, 5)
@@ -128,19 +126,12 @@ def test_install_and_uninstall_with_debug_logging_leave_no_secret_in_logs_or_run
         "aws_session_token": SESSION_TOKEN,
     }
     connection.clear_cache()
-    quiet = {name: logging.getLogger(name).level for name in ("botocore", "urllib3", "boto3")}
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.DEBUG)
-    try:
-        with caplog.at_level(logging.DEBUG):
-            deployment = reference(deploy, tmp_path, aws_config)
-            deployment.install()
-            private_key = (tmp_path / "keys" / "key.pem").read_text()
-            runtime = {node: deployment.runtime(node) for node in ("keypair", "security_group", "vm", "elastic_ip")}
-            deployment.uninstall()
-    finally:
-        for name, level in quiet.items():
-            logging.getLogger(name).setLevel(level)
+    with sdk_debug_logs(caplog):
+        deployment = reference(deploy, tmp_path, aws_config)
+        deployment.install()
+        private_key = (tmp_path / "keys" / "key.pem").read_text()
+        runtime = {node: deployment.runtime(node) for node in ("keypair", "security_group", "vm", "elastic_ip")}
+        deployment.uninstall()
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "CreateKeyPair" in logged or "create_key_pair" in logged.lower()  # botocore's DEBUG lines were captured
     key_body = "".join(private_key.strip().splitlines()[1:-1])
