@@ -1,7 +1,7 @@
 from setuptools import setup
 
 setup(
-    name="cloudify-aws-plugin",
+    name="cloudify-aws-ec2-plugin",
     version="2.1.0",
     description="Cloudify plugin for AWS EC2 (Python 3, boto3)",
     license="Apache License 2.0",

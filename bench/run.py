@@ -510,7 +510,7 @@ def machine() -> dict:
     except OSError:
         pass
     versions: dict[str, str | None] = {}
-    for package in ("cloudify-aws-plugin", "boto3", "botocore", "moto", "cloudify-common", "matplotlib"):
+    for package in ("cloudify-aws-ec2-plugin", "boto3", "botocore", "moto", "cloudify-common", "matplotlib"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -579,7 +579,7 @@ def plot(results: dict, path: Path) -> bool:
         axis.legend()
     info = results["machine"]
     figure.suptitle(
-        f"cloudify-aws-plugin {info['versions'].get('cloudify-aws-plugin')} on moto {info['versions'].get('moto')}"
+        f"cloudify-aws-ec2-plugin {info['versions'].get('cloudify-aws-ec2-plugin')} on moto {info['versions'].get('moto')}"
         f" - {info['cpu']}, {info['cores']} cores, Python {info['python']}",
         fontsize=9,
     )

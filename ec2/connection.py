@@ -316,7 +316,7 @@ def _client_config(settings: dict) -> Config:
 
 # The default session name when the caller gives none (the operation layer
 # names the deployment instead: ec2.utils.parse_common).
-DEFAULT_ROLE_SESSION_NAME = "cloudify-aws-plugin"
+DEFAULT_ROLE_SESSION_NAME = "cloudify-aws-ec2-plugin"
 # STS's limits (AssumeRole API reference).
 ROLE_ARN_PATTERN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII)
 EXTERNAL_ID_PATTERN = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)

@@ -62,7 +62,7 @@ def test_the_role_keys_become_client_settings():
 
 
 def test_outside_an_operation_a_role_session_without_a_name_is_named_after_the_plugin():
-    assert connection.client_settings({"role_arn": ROLE})["role_session_name"] == "cloudify-aws-plugin"
+    assert connection.client_settings({"role_arn": ROLE})["role_session_name"] == "cloudify-aws-ec2-plugin"
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ def plugin():
 
 def test_the_plugin_is_named_aws_and_runs_on_the_central_deployment_agent(plugin):
     assert plugin["plugins"]["aws"]["executor"] == "central_deployment_agent"
-    assert plugin["plugins"]["aws"]["package_name"] == "cloudify-aws-plugin"
+    assert plugin["plugins"]["aws"]["package_name"] == "cloudify-aws-ec2-plugin"
 
 
 def test_the_plugin_version_matches_setup_py(plugin):

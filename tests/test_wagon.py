@@ -32,9 +32,9 @@ def not_usable(reason: str) -> NoReturn:
 def plugin_wheel_sources(wagon: Path) -> dict[str, bytes]:
     """The ec2 package's files as the plugin's own wheel inside the wagon holds them."""
     with zipfile.ZipFile(wagon) as archive:
-        metadata = json.loads(archive.read("cloudify-aws-plugin/package.json"))
-        (wheel,) = [w for w in metadata["wheels"] if w.startswith("cloudify_aws_plugin-")]
-        wheel_bytes = archive.read(f"cloudify-aws-plugin/wheels/{wheel}")
+        metadata = json.loads(archive.read("cloudify-aws-ec2-plugin/package.json"))
+        (wheel,) = [w for w in metadata["wheels"] if w.startswith("cloudify_aws_ec2_plugin-")]
+        wheel_bytes = archive.read(f"cloudify-aws-ec2-plugin/wheels/{wheel}")
     with zipfile.ZipFile(io.BytesIO(wheel_bytes)) as inner:
         return {name: inner.read(name) for name in inner.namelist() if name.startswith("ec2/")}
 
@@ -45,7 +45,7 @@ def tree_sources() -> dict[str, bytes]:
 
 def built_from_this_tree(wagon: Path) -> bool:
     with zipfile.ZipFile(wagon) as archive:
-        inside = archive.read("cloudify-aws-plugin/files/plugin.yaml")
+        inside = archive.read("cloudify-aws-ec2-plugin/files/plugin.yaml")
     return inside == (ROOT / "plugin.yaml").read_bytes() and plugin_wheel_sources(wagon) == tree_sources()
 
 
@@ -61,19 +61,19 @@ def wagon_file() -> Path:
 
 
 def test_wagon_holds_the_plugin_and_its_plugin_yaml(wagon_file):
-    assert wagon_file.name.startswith("cloudify_aws_plugin-2.1.0-")
+    assert wagon_file.name.startswith("cloudify_aws_ec2_plugin-2.1.0-")
     with zipfile.ZipFile(wagon_file) as archive:
         names = archive.namelist()
-        metadata = json.loads(archive.read("cloudify-aws-plugin/package.json"))
-        inside = archive.read("cloudify-aws-plugin/files/plugin.yaml")
+        metadata = json.loads(archive.read("cloudify-aws-ec2-plugin/package.json"))
+        inside = archive.read("cloudify-aws-ec2-plugin/files/plugin.yaml")
     assert inside == (ROOT / "plugin.yaml").read_bytes()
-    assert metadata["package_name"] == "cloudify-aws-plugin"
+    assert metadata["package_name"] == "cloudify-aws-ec2-plugin"
     assert metadata["files"] == ["plugin.yaml"]
     wheels = metadata["wheels"]
-    assert any(w.startswith("cloudify_aws_plugin-2.1.0-") for w in wheels)
+    assert any(w.startswith("cloudify_aws_ec2_plugin-2.1.0-") for w in wheels)
     assert any(w.startswith("boto3-") for w in wheels)
     assert any(w.startswith("cloudify_common-") for w in wheels)
-    assert all(f"cloudify-aws-plugin/wheels/{w}" in names for w in wheels)
+    assert all(f"cloudify-aws-ec2-plugin/wheels/{w}" in names for w in wheels)
 
 
 def test_wagon_holds_the_ec2_package_as_it_is_in_this_tree(wagon_file):
