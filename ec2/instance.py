@@ -10,7 +10,7 @@ it, wait, forget everything. An external instance is only checked and recorded.
 
 from __future__ import annotations
 
-from ec2 import aws, connection, constants, instance_request, preflight, utils
+from ec2 import agent, aws, connection, constants, instance_request, preflight, utils
 from ec2.aws import GONE_STATES, LIVE_STATES, NOT_FOUND, state_of
 from ec2.errors import BadInput, NotReady, PluginError
 
@@ -185,6 +185,7 @@ def check(ctx) -> None:
             "set use_external_resource to true to use that instance, or clear resource_id",
         )
     fields = spec.fields
+    _check_agent_install(ctx, has_key_pair=bool(fields.get("KeyName")))
     image = aws.find_image(client, fields["ImageId"])
     if not image or image.get("State", "available") != "available":
         state = image["State"] if image else "not available to this account and region"
@@ -207,6 +208,23 @@ def check(ctx) -> None:
         )
     preflight.dry_run_instance(ctx, client, instance_request.resolve_security_groups(client, spec))
     ctx.logger.info(f"Instance of {fields['InstanceType']} from {fields['ImageId']} is valid.")
+
+
+def _check_agent_install(ctx, has_key_pair: bool) -> None:
+    """Refuses, or warns about, an agent install that cannot succeed (see ec2/agent.py)."""
+    refusal, warning = agent.verdict(
+        ctx.node.properties,
+        local=utils.runs_locally(ctx),
+        workflow=utils.workflow_id(ctx),
+        installs_agent=utils.maps_operation(ctx, agent.AGENT_CREATE),
+        has_key_pair=has_key_pair
+        or bool(instance_request.related(ctx, instance_request.KEYPAIR_RELATIONSHIP))
+        or bool(instance_request.provider_resource(ctx, "agents_keypair")),
+    )
+    if refusal:
+        raise PluginError(refusal)
+    if warning:
+        ctx.logger.warning(f"{utils.node_label(ctx)}: {warning}")
 
 
 @utils.ec2_operation

@@ -225,7 +225,7 @@ def build_request(ctx, spec: InstanceSpec) -> dict[str, Any]:
     if key_name:
         request["KeyName"] = key_name
     group_ids = _unique(_related_ids(ctx, SECURITY_GROUP_RELATIONSHIP) + request.get("SecurityGroupIds", []))
-    agents_group = _provider_resource(ctx, "agents_security_group")
+    agents_group = provider_resource(ctx, "agents_security_group")
     if agents_group and agents_group not in group_ids:
         group_ids.append(agents_group)
     if group_ids:
@@ -344,7 +344,7 @@ def token_from(seed: str) -> str:
 # --- relationships and the provider context -------------------------------
 
 
-def _related(ctx, relationship_type: str) -> list:
+def related(ctx, relationship_type: str) -> list:
     """Relationships of the given type, or of a type derived from it."""
     found = []
     for relationship in ctx.instance.relationships:
@@ -356,7 +356,7 @@ def _related(ctx, relationship_type: str) -> list:
 
 def _related_ids(ctx, relationship_type: str) -> list[str]:
     ids = []
-    for relationship in _related(ctx, relationship_type):
+    for relationship in related(ctx, relationship_type):
         target_id = relationship.target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
         if not target_id:
             raise PluginError(
@@ -373,7 +373,7 @@ def check_external_relationships(ctx) -> None:
     warning. Calls nothing on AWS."""
     if not utils.use_external(ctx.node):
         return
-    for relationship in _related(ctx, SECURITY_GROUP_RELATIONSHIP):
+    for relationship in related(ctx, SECURITY_GROUP_RELATIONSHIP):
         group = relationship.target.node.id
         if not utils.use_external(relationship.target.node):
             raise PluginError(
@@ -383,7 +383,7 @@ def check_external_relationships(ctx) -> None:
                 f"Fix: make '{group}' external too (use_external_resource: true and its resource_id), "
                 "or set use_external_resource to false on this node so that Cloudify creates the instance"
             )
-    for relationship in _related(ctx, KEYPAIR_RELATIONSHIP):
+    for relationship in related(ctx, KEYPAIR_RELATIONSHIP):
         if not utils.use_external(relationship.target.node):
             ctx.logger.warning(
                 f"{utils.node_label(ctx)}: it is an existing instance, connected to '{relationship.target.node.id}', "
@@ -405,10 +405,10 @@ def _key_name(ctx, from_parameters: str | None) -> str | None:
             f"is '{from_parameters}' but the connected key pair is '{related[0]}'",
             "remove key_name from parameters, or make it name the connected key pair",
         )
-    return (related[0] if related else None) or from_parameters or _provider_resource(ctx, "agents_keypair")
+    return (related[0] if related else None) or from_parameters or provider_resource(ctx, "agents_keypair")
 
 
-def _provider_resource(ctx, name: str) -> str | None:
+def provider_resource(ctx, name: str) -> str | None:
     """An id from the manager's provider context (resources.<name>.id), if any."""
     try:
         context = ctx.provider_context or {}

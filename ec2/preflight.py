@@ -350,6 +350,10 @@ def _view(ctx, instance, provider_context: dict) -> SimpleNamespace:
         logger=ctx.logger,
         agent=SimpleNamespace(init_script=lambda *_args, **_kwargs: AGENT_SCRIPT_STAND_IN),
         provider_context=provider_context,
+        # What the install workflow will meet: the engine, and the operations the node maps.
+        local=bool(getattr(ctx, "local", False)),
+        workflow_id="install",
+        operations=frozenset(name for name in instance.node.operations if instance.node.has_operation(name)),
     )
 
 

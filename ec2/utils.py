@@ -44,6 +44,31 @@ def node_label(ctx) -> str:
     return f"node '{ctx.node.id}'"
 
 
+def runs_locally(ctx) -> bool:
+    """Whether the engine is the local one (``cfy``, ``cloudify.workflows.local``), not a manager."""
+    return bool(getattr(ctx, "local", getattr(ctx, "_local", False)))
+
+
+def workflow_id(ctx) -> str | None:
+    """The workflow this operation runs in, when the engine says."""
+    try:
+        return getattr(ctx, "workflow_id", None)
+    except Exception:  # a context made outside any workflow
+        return None
+
+
+def maps_operation(ctx, operation: str) -> bool:
+    """Whether the node maps ``operation`` to an implementation (True when that cannot be read)."""
+    known = getattr(ctx, "operations", None)  # preflight's view carries the node's mapped operations
+    if known is None:
+        try:
+            node = ctx._endpoint.get_node(ctx.node.id)
+            known = {name for name, op in (node.get("operations") or {}).items() if op.get("operation")}
+        except Exception:  # an engine or test context without them
+            return True
+    return operation in known
+
+
 def _retry_after(ctx) -> int:
     node = ctx.source.node if getattr(ctx, "type", None) == "relationship-instance" else ctx.node
     try:

@@ -147,3 +147,24 @@ def test_the_readme_blueprint_installs_and_uninstalls(deploy, ec2, tmp_path):
     assert ec2.describe_key_pairs()["KeyPairs"] == []
     (reservation,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     assert reservation["Instances"][0]["State"]["Name"] == "terminated"
+
+
+# --- on a manager, this plugin's package name --------------------------------------
+
+OFFICIAL_PACKAGE = "cloudify-aws-plugin"
+
+
+def test_the_package_name_is_not_the_official_plugins_and_is_the_same_everywhere():
+    plugin = yaml.safe_load(PLUGIN_YAML.read_text())["plugins"]["aws"]
+    setup_name = re.search(r'name="([^"]+)"', (ROOT / "setup.py").read_text()).group(1)
+    assert plugin["package_name"] == setup_name == "cloudify-aws-ec2-plugin"
+    assert plugin["package_name"] != OFFICIAL_PACKAGE
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*DOCS, *sorted((ROOT / "examples").glob("*.yaml"))],
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_no_document_or_example_imports_the_official_package_on_a_manager(path):
+    assert f"plugin:{OFFICIAL_PACKAGE}" not in path.read_text()
