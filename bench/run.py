@@ -579,7 +579,8 @@ def plot(results: dict, path: Path) -> bool:
         axis.legend()
     info = results["machine"]
     figure.suptitle(
-        f"cloudify-aws-ec2-plugin {info['versions'].get('cloudify-aws-ec2-plugin')} on moto {info['versions'].get('moto')}"
+        f"cloudify-aws-ec2-plugin {info['versions'].get('cloudify-aws-ec2-plugin')}"
+        f" on moto {info['versions'].get('moto')}"
         f" - {info['cpu']}, {info['cores']} cores, Python {info['python']}",
         fontsize=9,
     )
