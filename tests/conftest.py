@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from cloudify.mocks import MockCloudifyContext
@@ -42,6 +43,30 @@ def pytest_configure(config):
         "shared_deployment: the tests of this class only read what a class-scoped fixture installed once "
         "with deploy_once; the emulator is not reset between them",
     )
+
+
+# The tests skipped in this session, with their reasons.
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+        _SKIPPED.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI=true a skipped test fails the run: everything a test needs is
+    installed there, and ../shared is beside the clone."""
+    if os.environ.get("CI") == "true" and _SKIPPED and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if os.environ.get("CI") == "true" and _SKIPPED:
+        terminalreporter.section("CI=true: skipped tests fail the run")
+        for line in _SKIPPED:
+            terminalreporter.line(line)
 
 
 def use_the_emulator(env: pytest.MonkeyPatch, url: str) -> None:
