@@ -14,6 +14,7 @@ from tests.support import (
     Deployer,
     MotoServer,
     client_for,
+    hook_clients,
     moto_images,
     quiet_logs,
 )
@@ -114,15 +115,7 @@ def ec2(moto_server):
 def calls(monkeypatch):
     """Records every EC2 operation that the plugin's clients send."""
     recorder = CallRecorder()
-    create = connection._create_client
-
-    def recording_client(settings):
-        client = create(settings)
-        client.meta.events.register("before-call.ec2", recorder.record)
-        return client
-
-    monkeypatch.setattr(connection, "_create_client", recording_client)
-    connection.clear_cache()
+    hook_clients(monkeypatch, "before-call.ec2", recorder.record)
     return recorder
 
 

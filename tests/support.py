@@ -12,6 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 
 from tools import local, offline, topology
 from tools.ec2proxy import MUTATING_PREFIXES
@@ -257,29 +258,36 @@ def quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def hook_clients(monkeypatch, event: str, handler) -> None:
+    """The one client hook: registers ``handler`` for botocore's ``event`` on every
+    client the plugin makes from now on (its client cache is cleared)."""
+    from ec2 import connection
+
+    create = connection._create_client
+
+    def hooked(settings):
+        client = create(settings)
+        client.meta.events.register(event, handler)
+        return client
+
+    monkeypatch.setattr(connection, "_create_client", hooked)
+    connection.clear_cache()
+
+
 def die_once_after(monkeypatch, operation: str) -> list:
     """The one crash injector: the plugin's next successful EC2 ``operation``
     (such as "AllocateAddress") raises SystemExit once AWS has acted and before
     the plugin sees the answer, as a process that dies there would. Works for
     a workflow (the task fails) and for an operation called directly (the
     SystemExit propagates). Returns a list that holds True once it happened."""
-    from ec2 import connection
-
     died: list = []
-    create = connection._create_client
 
     def die_once(http_response, **_):
         if not died and http_response.status_code < 300:  # not a refused call or a dry run: AWS acted
             died.append(True)
             raise SystemExit(f"the plugin process died right after {operation}")
 
-    def dying_client(settings):
-        client = create(settings)
-        client.meta.events.register(f"after-call.ec2.{operation}", die_once)
-        return client
-
-    monkeypatch.setattr(connection, "_create_client", dying_client)
-    connection.clear_cache()
+    hook_clients(monkeypatch, f"after-call.ec2.{operation}", die_once)
     return died
 
 
@@ -290,7 +298,7 @@ def refuse_release_while_associated(monkeypatch) -> None:
 
     from ec2 import connection
 
-    create = connection._create_client
+    create = connection._create_client  # unhooked, for the check's own call
 
     def refuse(params, **_):
         client = create({"retry_mode": "standard", "max_attempts": 1})
@@ -299,13 +307,7 @@ def refuse_release_while_associated(monkeypatch) -> None:
             error = {"Error": {"Code": "InvalidIPAddress.InUse", "Message": "in use"}}
             raise ClientError(error, "ReleaseAddress")
 
-    def refusing_client(settings):
-        client = create(settings)
-        client.meta.events.register("provide-client-params.ec2.ReleaseAddress", refuse)
-        return client
-
-    monkeypatch.setattr(connection, "_create_client", refusing_client)
-    connection.clear_cache()
+    hook_clients(monkeypatch, "provide-client-params.ec2.ReleaseAddress", refuse)
 
 
 def owned_by(ctx, resource_type: str, name: str | None = None) -> list[dict]:
@@ -329,3 +331,12 @@ def made_long_ago(runtime_properties) -> None:
 def interrupted_create(ctx) -> None:
     """Marks ``ctx``'s node instance as having begun a create that never finished."""
     ctx.instance.runtime_properties["create_started"] = True
+
+
+def stubbed_error(code: str, status: int, operation: str = "describe_key_pairs"):
+    """An EC2 client (no network) whose next ``operation`` answers error ``code``."""
+    client = boto3.client("ec2", region_name="us-east-1")
+    stubber = Stubber(client)
+    stubber.add_client_error(operation, service_error_code=code, service_message="nope", http_status_code=status)
+    stubber.activate()
+    return client

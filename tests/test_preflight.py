@@ -10,9 +10,9 @@ import yaml
 from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
-from ec2 import aws, connection, preflight
+from ec2 import aws, preflight
 from ec2.errors import PluginError
-from tests.support import IMAGE_ID, PLUGIN_YAML, ROOT, CallRecorder
+from tests.support import IMAGE_ID, PLUGIN_YAML, ROOT, CallRecorder, hook_clients
 
 WRONG_IMAGE = "ami-0badbadbadbadbad0"
 SSH = {"ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ip": "0.0.0.0/0"}
@@ -71,18 +71,6 @@ class SentCalls:
             for name, params in self.sent
             if name.startswith(CallRecorder.MUTATING_PREFIXES) and not params.get("DryRun")
         ]
-
-
-def hook_clients(monkeypatch, event: str, handler) -> None:
-    create = connection._create_client
-
-    def hooked(settings):
-        client = create(settings)
-        client.meta.events.register(event, handler)
-        return client
-
-    monkeypatch.setattr(connection, "_create_client", hooked)
-    connection.clear_cache()
 
 
 @pytest.fixture

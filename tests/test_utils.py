@@ -3,13 +3,12 @@ meanings, the external short-circuits, bookkeeping and the waiting policy."""
 
 import socket
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from botocore.stub import Stubber
 from cloudify.exceptions import NonRecoverableError, OperationRetry, RecoverableError
 
-from ec2 import aws, connection, errors, properties, utils
+from ec2 import connection, errors, properties, utils
+from tests.support import stubbed_error
 
 
 @pytest.fixture
@@ -26,19 +25,6 @@ def describe_keys(ctx, client, **_):
 @utils.ec2_operation
 def raising(ctx, error, **_):
     raise error
-
-
-@utils.ec2_operation
-def waiting(ctx, **_):
-    aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), timeout=0, interval=0)
-
-
-def stubbed_error(code: str, status: int, operation: str = "describe_key_pairs"):
-    client = boto3.client("ec2", region_name="us-east-1")
-    stubber = Stubber(client)
-    stubber.add_client_error(operation, service_error_code=code, service_message="nope", http_status_code=status)
-    stubber.activate()
-    return client
 
 
 @pytest.mark.parametrize("code", ["RequestLimitExceeded", "Throttling", "ThrottlingException"])
@@ -64,16 +50,6 @@ def test_a_bad_request_is_not_retryable_and_carries_the_aws_message(ctx):
         describe_keys(ctx=ctx, client=stubbed_error("InvalidParameterValue", 400))
     assert "InvalidParameterValue: nope" in str(error.value)
     assert "node 'node'" in str(error.value)
-
-
-def test_not_found_on_delete_means_already_gone():
-    assert aws.delete_security_group(connection.ec2_client({}), "sg-12345678") is False
-
-
-def test_a_dependency_violation_on_delete_means_not_ready_yet(ctx):
-    client = stubbed_error("DependencyViolation", 400, "delete_security_group")
-    with pytest.raises(errors.NotReady):
-        aws.delete_security_group(client, "sg-12345678")
 
 
 def test_not_ready_is_retried_after_the_nodes_retry_after(make_ctx):
@@ -132,51 +108,6 @@ def test_an_external_resource_that_was_never_recorded_is_simply_forgotten(make_c
     ctx = make_ctx({"use_external_resource": True, "resource_id": "thing"})
     utils.release_external(ctx, utils.parse_common(ctx.node.properties), "thing", lambda wanted: pytest.fail("looked"))
     assert ctx.instance.runtime_properties == {}
-
-
-class NoClient:
-    """Stands in for a client where find_instances is replaced."""
-
-
-NO_CLIENT = NoClient()
-
-
-class States:
-    """A stand-in for find_instances that answers a given series of states."""
-
-    def __init__(self, monkeypatch, *states: str) -> None:
-        self.states = list(states)
-        monkeypatch.setattr(aws, "find_instances", self.find)
-
-    def find(self, client, instance_ids):
-        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-        return {instance_id: {"InstanceId": instance_id, "State": {"Name": state}} for instance_id in instance_ids}
-
-
-def test_waiting_returns_at_once_when_the_state_is_already_reached(monkeypatch):
-    States(monkeypatch, "running")
-    assert aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), 5, 0)["State"]["Name"] == "running"
-
-
-def test_waiting_hands_back_to_the_workflow_after_the_timeout(make_ctx, monkeypatch):
-    States(monkeypatch, "pending")
-    ctx = make_ctx({"retry_after": 7})
-    with pytest.raises(OperationRetry) as retry:
-        waiting(ctx=ctx)
-    assert retry.value.retry_after == 7
-
-
-def test_waiting_logs_every_poll(monkeypatch):
-    States(monkeypatch, "pending", "pending", "running")
-    lines = []
-    aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), 5, 0, lines.append)
-    assert len(lines) == 3 and all("i-1" in line for line in lines)
-
-
-def test_a_state_that_is_neither_pending_nor_wanted_stops_the_wait_naming_it(monkeypatch):
-    States(monkeypatch, "pending", "terminated")
-    with pytest.raises(errors.UnexpectedState, match="terminated"):
-        aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), 5, 0)
 
 
 def test_tags_must_be_a_dictionary():

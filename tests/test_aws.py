@@ -1,0 +1,75 @@
+"""The ctx-free AWS layer (ec2/aws.py): waiting for an instance's state, and
+what a delete's answers mean."""
+
+from __future__ import annotations
+
+import pytest
+from cloudify.exceptions import OperationRetry
+
+from ec2 import aws, connection, errors, utils
+from tests.support import stubbed_error
+
+# --- waiting for a state -------------------------------------------------------
+
+
+class NoClient:
+    """Stands in for a client where find_instances is replaced."""
+
+
+NO_CLIENT = NoClient()
+
+
+class States:
+    """A stand-in for find_instances that answers a given series of states."""
+
+    def __init__(self, monkeypatch, *states: str) -> None:
+        self.states = list(states)
+        monkeypatch.setattr(aws, "find_instances", self.find)
+
+    def find(self, client, instance_ids):
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return {instance_id: {"InstanceId": instance_id, "State": {"Name": state}} for instance_id in instance_ids}
+
+
+def test_waiting_returns_at_once_when_the_state_is_already_reached(monkeypatch):
+    States(monkeypatch, "running")
+    assert aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), 5, 0)["State"]["Name"] == "running"
+
+
+def test_waiting_hands_back_to_the_workflow_after_the_timeout(make_ctx, monkeypatch):
+    States(monkeypatch, "pending")
+    ctx = make_ctx({"retry_after": 7})
+    with pytest.raises(OperationRetry) as retry:
+        waiting(ctx=ctx)
+    assert retry.value.retry_after == 7
+
+
+def test_waiting_logs_every_poll(monkeypatch):
+    States(monkeypatch, "pending", "pending", "running")
+    lines = []
+    aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), 5, 0, lines.append)
+    assert len(lines) == 3 and all("i-1" in line for line in lines)
+
+
+def test_a_state_that_is_neither_pending_nor_wanted_stops_the_wait_naming_it(monkeypatch):
+    States(monkeypatch, "pending", "terminated")
+    with pytest.raises(errors.UnexpectedState, match="terminated"):
+        aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), 5, 0)
+
+
+@utils.ec2_operation
+def waiting(ctx, **_):
+    aws.wait_for_instance(NO_CLIENT, "i-1", ("running",), ("pending",), timeout=0, interval=0)
+
+
+# --- deletes ----------------------------------------------------------------------
+
+
+def test_not_found_on_delete_means_already_gone():
+    assert aws.delete_security_group(connection.ec2_client({}), "sg-12345678") is False
+
+
+def test_a_dependency_violation_on_delete_means_not_ready_yet():
+    client = stubbed_error("DependencyViolation", 400, "delete_security_group")
+    with pytest.raises(errors.NotReady):
+        aws.delete_security_group(client, "sg-12345678")
