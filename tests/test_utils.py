@@ -7,7 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, OperationRetry, RecoverableError
 
-from ec2 import connection, errors, properties, utils
+from ec2 import connection, errors, utils
 from tests.support import stubbed_error
 
 
@@ -110,11 +110,6 @@ def test_an_external_resource_that_was_never_recorded_is_simply_forgotten(make_c
     assert ctx.instance.runtime_properties == {}
 
 
-def test_tags_must_be_a_dictionary():
-    with pytest.raises(errors.BadInput, match="'tags'"):
-        properties.parse_tags(["a"])
-
-
 def test_creation_tags_carry_the_name_user_tags_and_ownership(make_ctx):
     ctx = make_ctx({}, deployment_id="dep1", instance_id="node_1")
     assert utils.creation_tags(ctx, {"team": "qa"}, "web") == {
@@ -123,13 +118,6 @@ def test_creation_tags_carry_the_name_user_tags_and_ownership(make_ctx):
         "cloudify:deployment-id": "dep1",
         "cloudify:node-instance-id": "node_1",
     }
-
-
-@pytest.mark.parametrize("prop, value", [("wait_timeout", "soon"), ("wait_interval", -1), ("retry_after", 0)])
-def test_waiting_properties_that_are_not_seconds_are_refused_naming_the_property(prop, value):
-    with pytest.raises(errors.BadInput) as error:
-        properties.parse_wait({prop: value})
-    assert f"property '{prop}'" in str(error.value) and "Fix:" in str(error.value)
 
 
 def test_a_read_timeout_is_retryable(ctx):
@@ -145,13 +133,3 @@ def test_a_read_timeout_is_retryable(ctx):
 def test_ownership_tags_work_without_a_deployment_id(make_ctx):
     ctx = make_ctx({}, deployment_id=None)
     assert utils.ownership(ctx)["cloudify:deployment-id"] == "local"
-
-
-@pytest.mark.parametrize("word, expected", [("true", True), ("Yes", True), ("0", False), ("off", False), (True, True)])
-def test_one_boolean_parser_reads_words_and_booleans(word, expected):
-    assert properties.as_bool(word, "use_external_resource") is expected
-
-
-def test_a_word_that_is_not_a_boolean_is_refused_naming_the_property():
-    with pytest.raises(errors.BadInput, match="'use_external_resource'"):
-        properties.as_bool("maybe", "use_external_resource")
