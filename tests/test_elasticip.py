@@ -283,9 +283,12 @@ def test_validation_refuses_an_external_address_without_resource_id(address_ctx)
         elasticip.creation_validation(ctx=address_ctx(use_external_resource=True))
 
 
-def test_validation_passes_for_an_external_address_that_exists(address_ctx, ec2):
+def test_validation_passes_for_an_external_address_that_exists(address_ctx, ec2, calls):
     existing = ec2.allocate_address(Domain="vpc")
-    elasticip.creation_validation(ctx=address_ctx(use_external_resource=True, resource_id=existing["AllocationId"]))
+    ctx = address_ctx(use_external_resource=True, resource_id=existing["AllocationId"])
+    elasticip.creation_validation(ctx=ctx)
+    assert calls.mutating == [] and calls.dry_runs == []  # an external address is not allocated
+    assert [a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]] == [existing["AllocationId"]]
 
 
 # --- associate ----------------------------------------------------------------

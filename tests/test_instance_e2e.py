@@ -319,10 +319,14 @@ def test_uninstall_after_an_install_that_failed_on_a_bad_image_succeeds(deploy, 
     assert deployment.runtime("server") == {}
 
 
-def test_check_status_passes_while_the_instance_runs(deploy):
+def test_check_status_passes_while_the_instance_runs(deploy, calls, capsys):
     deployment = deploy({"server": instance_node()})
     deployment.install()
+    capsys.readouterr()
+    del calls.operations[:]
     deployment.execute("check_status")
+    assert f"Instance {deployment.runtime('server')['aws_resource_id']} is running." in capsys.readouterr().out
+    assert calls.operations == ["DescribeInstances"]
 
 
 def test_check_status_fails_when_the_instance_was_terminated(deploy, ec2, capsys):

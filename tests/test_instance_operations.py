@@ -253,9 +253,10 @@ def test_an_external_instance_connected_to_a_new_security_group_is_refused(exter
 
 
 @pytest.mark.parametrize("operation", ["run_instances", "creation_validation"])
-def test_an_external_instance_connected_to_an_external_security_group_is_accepted(external_server, operation):
+def test_an_external_instance_connected_to_an_external_security_group_is_accepted(external_server, operation, calls):
     ctx = external_server(target("web_group", "sg-66666666", GROUP_REL, external=True))
     getattr(instance, operation)(ctx=ctx)
+    assert calls.mutating == [] and calls.dry_runs == []  # adopted, not launched
 
 
 def test_an_external_instance_connected_to_a_new_key_pair_is_a_warning(external_server, caplog):
@@ -478,8 +479,11 @@ def test_delete_of_an_external_instance_that_no_longer_exists_fails(server_ctx):
 # --- validation and check_status ------------------------------------------------
 
 
-def test_creation_validation_passes_for_an_available_image(server_ctx):
+def test_creation_validation_passes_for_an_available_image(server_ctx, calls, ec2):
     instance.creation_validation(ctx=server_ctx())
+    assert calls.dry_runs == ["RunInstances"]
+    assert calls.mutating == []
+    assert ec2.describe_instances()["Reservations"] == []
 
 
 def test_creation_validation_fails_for_an_image_the_account_cannot_use(server_ctx):

@@ -219,8 +219,11 @@ def test_deleting_an_external_key_pair_keeps_the_key_and_the_file(make_ctx, exis
 # --- creation_validation ----------------------------------------------------
 
 
-def test_validation_of_a_new_key_passes_when_name_and_path_are_free(make_ctx, tmp_path):
+def test_validation_of_a_new_key_passes_when_name_and_path_are_free(make_ctx, tmp_path, calls):
     keypair.creation_validation(ctx=key_ctx(make_ctx, tmp_path / "free.pem"))
+    assert calls.dry_runs == ["CreateKeyPair"]
+    assert calls.mutating == []
+    assert not (tmp_path / "free.pem").exists()
 
 
 def test_validation_of_a_new_key_fails_when_the_name_is_taken(make_ctx, tmp_path, ec2):
@@ -235,8 +238,11 @@ def test_validation_of_a_new_key_fails_when_the_path_exists(make_ctx, tmp_path):
         keypair.creation_validation(ctx=key_ctx(make_ctx, tmp_path / "k.pem"))
 
 
-def test_validation_of_an_external_key_passes_when_key_and_file_exist(make_ctx, existing_key):
-    keypair.creation_validation(ctx=key_ctx(make_ctx, existing_key, use_external_resource=True, resource_id="existing"))
+def test_validation_of_an_external_key_passes_when_key_and_file_exist(make_ctx, existing_key, calls):
+    ctx = key_ctx(make_ctx, existing_key, use_external_resource=True, resource_id="existing")
+    keypair.creation_validation(ctx=ctx)
+    assert calls.operations == ["DescribeKeyPairs"]  # found, and nothing else: an external key is not made
+    assert ctx.instance.runtime_properties == {}
 
 
 def test_validation_of_an_external_key_fails_when_the_key_does_not_exist(make_ctx, existing_key):

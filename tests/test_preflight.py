@@ -277,7 +277,7 @@ def test_a_used_up_quota_says_to_ask_for_more():
 
 def test_a_duplicate_name_in_a_dry_run_is_left_to_the_existence_check():
     refusal = ClientError({"Error": {"Code": "InvalidKeyPair.Duplicate", "Message": "exists"}}, "CreateKeyPair")
-    preflight._require("CreateKeyPair", refusal, "resource_id", "rename it")
+    assert preflight._require("CreateKeyPair", refusal, "resource_id", "rename it") is None
 
 
 def test_an_endpoint_that_carries_out_a_dry_run_is_an_error():

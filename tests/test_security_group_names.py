@@ -165,9 +165,12 @@ def test_names_without_a_subnet_in_a_region_without_a_default_vpc_fail_naming_su
 # --- validation checks the same ---------------------------------------------------
 
 
-def test_validation_passes_when_every_name_resolves(server_ctx, ec2):
+def test_validation_passes_when_every_name_resolves(server_ctx, ec2, calls):
     group(ec2, "web", default_vpc(ec2))
     instance.creation_validation(ctx=server_ctx(security_groups=["web"]))
+    assert calls.dry_runs == ["RunInstances"]
+    assert calls.mutating == []
+    assert launched(ec2) == []
 
 
 def test_validation_refuses_a_name_found_in_no_vpc(server_ctx, ec2):

@@ -299,8 +299,11 @@ def test_validation_of_a_new_group_fails_when_the_name_is_taken(make_ctx, ec2):
         securitygroup.creation_validation(ctx=group_ctx(make_ctx, resource_id="web"))
 
 
-def test_validation_of_a_new_group_passes_when_the_name_is_free(make_ctx):
+def test_validation_of_a_new_group_passes_when_the_name_is_free(make_ctx, calls, ec2):
     securitygroup.creation_validation(ctx=group_ctx(make_ctx, resource_id="web", rules=[SSH]))
+    assert calls.dry_runs == ["CreateSecurityGroup"]
+    assert calls.mutating == []
+    assert [group["GroupName"] for group in ec2.describe_security_groups()["SecurityGroups"]] == ["default"]
 
 
 def test_validation_of_an_external_group_fails_when_it_does_not_exist(make_ctx):
