@@ -52,3 +52,10 @@ KEY_FOLDERS_CREATED = "private_key_folders"
 # Runtime property set while a create whose call botocore had to resend may
 # have left a duplicate; delete then sweeps everything tagged as this node instance's.
 CREATE_RESENT = "create_resent"
+
+# IP protocols. EC2 may describe a rule's protocol by its number.
+PROTOCOL_BY_NUMBER = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
+# Protocols whose FromPort..ToPort is a port range.
+PORT_RANGE_PROTOCOLS = frozenset({"tcp", "udp", "6", "17"})
+# Protocols whose FromPort and ToPort are an ICMP type and code (-1: any).
+ICMP_PROTOCOLS = frozenset({"icmp", "icmpv6", "1", "58"})

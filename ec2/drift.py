@@ -31,9 +31,10 @@ from typing import Any
 from ec2 import aws, connection, constants, instance_request, keypair, preflight, securitygroup, utils
 from ec2.aws import GONE_STATES, NOT_FOUND, state_of
 
-Rule = tuple  # (protocol, from port, to port, kind of source, source): one rule, as EC2 describes it
-PORTED = ("tcp", "udp", "icmp", "icmpv6")
-PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
+# One rule as EC2 describes it, comparable: (protocol, from port, to port, kind of source, source).
+RuleKey = tuple
+# Protocols whose FromPort and ToPort mean something (ports, or ICMP type and code).
+WITH_PORT_FIELDS = constants.PORT_RANGE_PROTOCOLS | constants.ICMP_PROTOCOLS
 # The egress rules AWS gives every new VPC group; the plugin neither adds nor removes them.
 DEFAULT_EGRESS = frozenset({("-1", None, None, "cidr", "0.0.0.0/0"), ("-1", None, None, "cidr6", "::/0")})
 SOURCE_KEYS = (
@@ -191,13 +192,13 @@ def rule_sets(group: Mapping[str, Any], ingress: list[dict], egress: list[dict])
     }
 
 
-def rules_of(permissions: Iterable[Mapping[str, Any]]) -> set[Rule]:
+def rules_of(permissions: Iterable[Mapping[str, Any]]) -> set[RuleKey]:
     """EC2 IpPermissions as single rules: one per protocol, port range and source."""
     rules = set()
     for permission in permissions:
         protocol = str(permission.get("IpProtocol", "")).lower()
-        protocol = PROTOCOL_NAMES.get(protocol, protocol)
-        ports = (permission.get("FromPort"), permission.get("ToPort")) if protocol in PORTED else (None, None)
+        protocol = constants.PROTOCOL_BY_NUMBER.get(protocol, protocol)
+        ports = (permission.get("FromPort"), permission.get("ToPort")) if protocol in WITH_PORT_FIELDS else (None, None)
         for list_key, item_key, kind in SOURCE_KEYS:
             for item in permission.get(list_key) or []:
                 source = item.get(item_key)
@@ -207,7 +208,7 @@ def rules_of(permissions: Iterable[Mapping[str, Any]]) -> set[Rule]:
     return rules
 
 
-def permission_of(rule: Rule) -> dict:
+def permission_of(rule: RuleKey) -> dict:
     """One rule as an EC2 IpPermissions entry, for authorize and revoke."""
     protocol, from_port, to_port, kind, source = rule
     list_key, item_key = next((list_key, item_key) for list_key, item_key, name in SOURCE_KEYS if name == kind)
@@ -217,13 +218,13 @@ def permission_of(rule: Rule) -> dict:
     return permission
 
 
-def describe_rule(rule: Rule) -> str:
+def describe_rule(rule: RuleKey) -> str:
     protocol, from_port, to_port, _kind, source = rule
     ports = "" if from_port is None else f" {from_port}" if from_port == to_port else f" {from_port}-{to_port}"
     return f"{'all traffic' if protocol == '-1' else protocol}{ports} with {source}"
 
 
-def rule_drift(direction: str, actual: set[Rule], wanted: set[Rule]) -> list[str]:
+def rule_drift(direction: str, actual: set[RuleKey], wanted: set[RuleKey]) -> list[str]:
     added = [
         f"{direction} rule {describe_rule(rule)} was added outside Cloudify"
         for rule in sorted(actual - wanted, key=str)

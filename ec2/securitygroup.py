@@ -23,9 +23,8 @@ KIND = "security group"
 GROUP_ID_PATTERN = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
 VPC_ID_PATTERN = re.compile(r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
 RULE_KEYS = ("ip_protocol", "from_port", "to_port", "cidr_ip", "src_group_id")
-PROTOCOL_NAMES = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmpv6", "all": "-1", "-1": "-1"}
-PORTED_PROTOCOLS = {"tcp", "udp", "6", "17"}
-ICMP_PROTOCOLS = {"icmp", "icmpv6", "1", "58"}
+# What a rule's ip_protocol may say, and the code EC2 wants for it (numbers pass through).
+PROTOCOL_CODES = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmpv6", "all": "-1", "-1": "-1"}
 
 
 @dataclass(frozen=True)
@@ -171,12 +170,12 @@ def _rule(where: str, rule: Any) -> Rule:
         raise BadInput(where, f"has unknown key(s) {unknown}", f"use only {', '.join(RULE_KEYS)}")
     protocol = _protocol(where, rule.get("ip_protocol"))
     permission: dict = {"IpProtocol": protocol}
-    if protocol in PORTED_PROTOCOLS or protocol in ICMP_PROTOCOLS:
-        low = -1 if protocol in ICMP_PROTOCOLS else 0
-        high = 255 if protocol in ICMP_PROTOCOLS else 65535
+    if protocol in constants.PORT_RANGE_PROTOCOLS or protocol in constants.ICMP_PROTOCOLS:
+        low = -1 if protocol in constants.ICMP_PROTOCOLS else 0
+        high = 255 if protocol in constants.ICMP_PROTOCOLS else 65535
         from_port = _port(where, rule, "from_port", low, high)
         to_port = _port(where, rule, "to_port", low, high)
-        if protocol in PORTED_PROTOCOLS and from_port > to_port:
+        if protocol in constants.PORT_RANGE_PROTOCOLS and from_port > to_port:
             raise BadInput(f"{where}.from_port", f"({from_port}) is above to_port ({to_port})", "swap them")
         permission.update(FromPort=from_port, ToPort=to_port)
 
@@ -195,8 +194,8 @@ def _rule(where: str, rule: Any) -> Rule:
 
 def _protocol(where: str, value) -> str:
     text = str(value if value is not None else "").strip().lower()
-    if text in PROTOCOL_NAMES:
-        return PROTOCOL_NAMES[text]
+    if text in PROTOCOL_CODES:
+        return PROTOCOL_CODES[text]
     if text.isdigit() and 0 <= int(text) <= 255:
         return str(int(text))
     raise BadInput(
