@@ -128,19 +128,23 @@ def _build(settings: dict, create: Callable[[dict], Any] | None = None) -> Any:
         ) from None
 
 
+def _core_session() -> botocore.session.Session:
+    """A botocore session that reads the service data from the shared loader."""
+    session = botocore.session.Session()
+    session.register_component("data_loader", _DATA_LOADER)
+    return session
+
+
 @functools.cache
 def ec2_service_model() -> Any:
     """The EC2 API description, from the loader every client shares."""
-    session = botocore.session.Session()
-    session.register_component("data_loader", _DATA_LOADER)
-    return session.get_service_model("ec2")
+    return _core_session().get_service_model("ec2")
 
 
 @functools.cache
 def known_regions() -> frozenset[str]:
     """Every region botocore's partition data knows for EC2."""
-    session = botocore.session.Session()
-    session.register_component("data_loader", _DATA_LOADER)
+    session = _core_session()
     return frozenset(
         region
         for partition in session.get_available_partitions()
@@ -149,7 +153,21 @@ def known_regions() -> frozenset[str]:
 
 
 def client_settings(aws_config: Any) -> dict:
-    """Normalises ``aws_config`` into plain boto3 session and client settings."""
+    """Normalises ``aws_config`` into plain boto3 session and client settings:
+    each step reads the given keys and returns its part, none changes another's."""
+    config = _given(aws_config)
+    settings = _credentials_and_region(config)
+    settings.update(_endpoint(config, settings))
+    _check_region(settings)
+    settings.update(_retries(config))
+    settings.update(_timeouts(config))
+    settings.update(_proxy_settings(config))
+    settings.update(_role_settings(config))
+    return settings
+
+
+def _given(aws_config: Any) -> dict:
+    """The keys given a value, once the dictionary and its key names are known to be acceptable."""
     if not isinstance(aws_config, dict):
         raise BadInput(
             "aws_config", f"is a {type(aws_config).__name__}", "give a dictionary with keys such as region_name"
@@ -160,46 +178,52 @@ def client_settings(aws_config: Any) -> dict:
         raise BadInput(
             "aws_config", f"has unknown key(s) {unknown}", f"use only the accepted keys: {', '.join(ACCEPTED_KEYS)}"
         )
-    config = {key: value for key, value in aws_config.items() if value not in (None, "")}
+    return {key: value for key, value in aws_config.items() if value not in (None, "")}
 
-    settings: dict[str, Any] = {key: config[key] for key in BOTO3_KEYS if key in config}
-    if "validate_certs" in config:
-        config["validate_certs"] = as_bool(config["validate_certs"], "aws_config.validate_certs")
+
+def _credentials_and_region(config: dict) -> dict:
+    """The boto3 session keys, with the classic names read as their boto3 twins."""
+    settings = {key: config[key] for key in BOTO3_KEYS if key in config}
+    classic = {key: config[key] for key in BOTO2_ALIASES if key in config}
+    if "validate_certs" in classic:
+        classic["validate_certs"] = as_bool(classic["validate_certs"], "aws_config.validate_certs")
     if "verify" in settings and is_boolean_text(settings["verify"]):
         settings["verify"] = as_bool(settings["verify"], "aws_config.verify")
-    settings.update(_with_twins(settings, config, BOTO2_ALIASES, "classic"))
+    return _with_twins(settings, classic, BOTO2_ALIASES, "classic")
+
+
+def _endpoint(config: dict, settings: dict) -> dict:
+    """endpoint_url from the classic ec2_region_endpoint/port/is_secure, unless given."""
+    is_secure = as_bool(config.get("is_secure", True), "aws_config.is_secure")
+    endpoint: dict[str, Any] = {} if is_secure else {"use_ssl": False}
+    if "endpoint_url" in settings or not ("ec2_region_endpoint" in config or "port" in config):
+        return endpoint
+    host = str(config.get("ec2_region_endpoint") or "").rstrip("/") or (
+        f"ec2.{settings.get('region_name', constants.DEFAULT_REGION)}.amazonaws.com"
+    )
+    if "://" not in host:
+        host = f"{'https' if is_secure else 'http'}://{host}"
+    port = f":{as_int(config['port'], 'aws_config.port')}" if "port" in config else ""
+    return {**endpoint, "endpoint_url": f"{host}{port}"}
+
+
+def _retries(config: dict) -> dict:
+    mode = config.get("retry_mode", constants.DEFAULT_RETRY_MODE)
+    if mode not in RETRY_MODES:
+        raise BadInput("aws_config", f"has retry_mode {mode!r}", f"use one of {', '.join(RETRY_MODES)}")
+    attempts = as_int(config.get("max_attempts", constants.DEFAULT_MAX_ATTEMPTS), "aws_config.max_attempts")
+    return {"retry_mode": mode, "max_attempts": attempts}
+
+
+def _timeouts(config: dict) -> dict:
+    return {key: as_int(config[key], f"aws_config.{key}") for key in TIMEOUT_KEYS if key in config}
+
+
+def _proxy_settings(config: dict) -> dict:
     for key in ("proxy_port", "proxy_user", "proxy_pass"):
         if key in config and "proxy" not in config:
             raise BadInput("aws_config", f"sets '{key}' without 'proxy'", "add the proxy host")
-
-    is_secure = as_bool(config.get("is_secure", True), "aws_config.is_secure")
-    if "endpoint_url" not in settings and ("ec2_region_endpoint" in config or "port" in config):
-        host = str(config.get("ec2_region_endpoint") or "").rstrip("/") or (
-            f"ec2.{settings.get('region_name', constants.DEFAULT_REGION)}.amazonaws.com"
-        )
-        if "://" not in host:
-            host = f"{'https' if is_secure else 'http'}://{host}"
-        port = f":{as_int(config['port'], 'aws_config.port')}" if "port" in config else ""
-        settings["endpoint_url"] = f"{host}{port}"
-    if not is_secure:
-        settings["use_ssl"] = False
-    _check_region(settings)
-
-    settings["retry_mode"] = config.get("retry_mode", constants.DEFAULT_RETRY_MODE)
-    if settings["retry_mode"] not in RETRY_MODES:
-        raise BadInput(
-            "aws_config", f"has retry_mode {settings['retry_mode']!r}", f"use one of {', '.join(RETRY_MODES)}"
-        )
-    settings["max_attempts"] = as_int(
-        config.get("max_attempts", constants.DEFAULT_MAX_ATTEMPTS), "aws_config.max_attempts"
-    )
-    for key in TIMEOUT_KEYS:
-        if key in config:
-            settings[key] = as_int(config[key], f"aws_config.{key}")
-    if "proxy" in config:
-        settings["proxies"] = _proxies(config)
-    settings.update(_role_settings(config))
-    return settings
+    return {"proxies": _proxies(config)} if "proxy" in config else {}
 
 
 def propagation_timeout(aws_config: dict) -> float:
@@ -270,10 +294,8 @@ def _create_client(settings: dict) -> Any:
 def _source_session(settings: dict) -> boto3.session.Session:
     """A session with the credentials aws_config gives (keys, session token or
     profile), else boto3's chain: the environment, the shared files, the instance role."""
-    core_session = botocore.session.Session()
-    core_session.register_component("data_loader", _DATA_LOADER)
     return boto3.session.Session(
-        botocore_session=core_session,
+        botocore_session=_core_session(),
         aws_access_key_id=settings.get("aws_access_key_id"),
         aws_secret_access_key=settings.get("aws_secret_access_key"),
         aws_session_token=settings.get("aws_session_token"),
@@ -288,8 +310,7 @@ def _session(settings: dict) -> boto3.session.Session:
     source = _source_session(settings)
     if not settings.get("role_arn"):
         return source
-    core_session = botocore.session.Session()
-    core_session.register_component("data_loader", _DATA_LOADER)
+    core_session = _core_session()
     core_session.register_component(
         "credential_provider", CredentialResolver([_AssumedRole(_credentials_of_role(settings))])
     )
@@ -500,10 +521,8 @@ def _assume_role(settings: dict) -> RoleCredentials:
 def _create_sts_client(settings: dict, **credentials: Any) -> Any:
     """The STS client that calls AssumeRole, signed with ``credentials`` (the source's)."""
     secrets.install_log_filter(settings)
-    core_session = botocore.session.Session()
-    core_session.register_component("data_loader", _DATA_LOADER)
     region = _source_session(settings).region_name
-    session = boto3.session.Session(botocore_session=core_session, region_name=region, **credentials)
+    session = boto3.session.Session(botocore_session=_core_session(), region_name=region, **credentials)
     return _sts_client_of(session, settings)
 
 
