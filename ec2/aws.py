@@ -639,6 +639,39 @@ def wait_for_instance(
         state = None
 
 
+# The named waits: the states each one wants, and the states it waits through.
+# After StartInstances a describe may still say "stopped" for a moment.
+INSTANCE_WAITS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "running": (("running",), ("pending",)),
+    "started": (("running",), ("pending", "stopped")),
+    "stopped": (("stopped",), ("pending", "running", "stopping")),
+    "terminated": (("terminated", NOT_FOUND), LIVE_STATES + GONE_STATES),
+}
+Report = Callable[[str], None]
+
+
+def wait_running(client: Client, instance_id: str, timeout: float, interval: float, report: Report, known=None) -> dict:
+    """A launched instance: waits through pending."""
+    return wait_for_instance(client, instance_id, *INSTANCE_WAITS["running"], timeout, interval, report, known)
+
+
+def wait_started(client: Client, instance_id: str, timeout: float, interval: float, report: Report, known=None) -> dict:
+    """An instance just asked to start: waits through pending, and stopped while EC2 catches up."""
+    return wait_for_instance(client, instance_id, *INSTANCE_WAITS["started"], timeout, interval, report, known)
+
+
+def wait_stopped(client: Client, instance_id: str, timeout: float, interval: float, report: Report, known=None) -> dict:
+    """An instance asked to stop (or already stopping)."""
+    return wait_for_instance(client, instance_id, *INSTANCE_WAITS["stopped"], timeout, interval, report, known)
+
+
+def wait_terminated(
+    client: Client, instance_id: str, timeout: float, interval: float, report: Report, known=None
+) -> dict:
+    """An instance asked to terminate: done when terminated or no longer known."""
+    return wait_for_instance(client, instance_id, *INSTANCE_WAITS["terminated"], timeout, interval, report, known)
+
+
 def dry_run_run_instances(client: Client, request: Mapping[str, Any], fresh_for: float = 0.0) -> ClientError | None:
     """The RunInstances request's dry run, without its ClientToken (a dry run
     creates nothing to deduplicate). ``fresh_for``: how long a key pair or

@@ -79,15 +79,15 @@ def start(ctx, **_):
         return
 
     if state == "stopping":
-        instance = wait_for_state(ctx, client, spec.common, instance_id, ("stopped",), ("stopping",), state)
+        instance = wait_for_state(ctx, aws.wait_stopped, client, spec.common, instance_id, state)
         state = state_of(instance)
     if state == "stopped":
         state = aws.start_instance(client, instance_id) or NOT_FOUND
         ctx.logger.info(f"Starting instance {instance_id}.")
         known = None if state == "running" else state  # the addresses need a describe of the running instance
-        instance = wait_for_state(ctx, client, spec.common, instance_id, ("running",), ("pending", "stopped"), known)
+        instance = wait_for_state(ctx, aws.wait_started, client, spec.common, instance_id, known)
     elif state != "running":
-        instance = wait_for_state(ctx, client, spec.common, instance_id, ("running",), ("pending",), state)
+        instance = wait_for_state(ctx, aws.wait_running, client, spec.common, instance_id, state)
     record_addresses(ctx, instance or {})
 
 
@@ -125,7 +125,7 @@ def stop(ctx, **_):
             ctx.logger.warning(f"Instance {instance_id} is {state}; there is nothing to stop.")
             continue
         ctx.logger.info(f"Stopping instance {instance_id}.")
-        wait_for_state(ctx, client, common, instance_id, ("stopped",), ("pending", "running", "stopping"), state)
+        wait_for_state(ctx, aws.wait_stopped, client, common, instance_id, state)
     utils.forget(ctx.instance, *constants.INSTANCE_NETWORK_PROPERTIES)
 
 
@@ -157,7 +157,7 @@ def terminate(ctx, **_):
         if state is None:
             continue
         ctx.logger.info(f"Terminating instance {instance_id}.")
-        wait_for_state(ctx, client, common, instance_id, ("terminated", NOT_FOUND), LIVE_STATES + GONE_STATES, state)
+        wait_for_state(ctx, aws.wait_terminated, client, common, instance_id, state)
     utils.forget(ctx.instance, *RUNTIME_PROPERTIES)
 
 
@@ -326,20 +326,10 @@ def _find(client, instance_id: str) -> str | None:
     return instance_id if state_of(aws.find_instance(client, instance_id)) in LIVE_STATES else None
 
 
-def wait_for_state(
-    ctx,
-    client,
-    common: utils.Common,
-    instance_id: str,
-    target: tuple[str, ...],
-    pending: tuple[str, ...],
-    known_state: str | None = None,
-) -> dict:
-    """Waits with the node's waiting properties, logging each poll."""
-    wait = common.wait
-    return aws.wait_for_instance(
-        client, instance_id, target, pending, wait.timeout, wait.interval, ctx.logger.info, known_state
-    )
+def wait_for_state(ctx, wait_until, client, common: utils.Common, instance_id: str, known_state=None) -> dict:
+    """One of aws's named waits (``aws.wait_running``, ...), with the node's
+    waiting properties, logging each poll."""
+    return wait_until(client, instance_id, common.wait.timeout, common.wait.interval, ctx.logger.info, known_state)
 
 
 def _recorded_id(ctx) -> str:

@@ -153,17 +153,13 @@ def _resize(ctx, client, common: utils.Common, described: dict, wanted_type: str
             if state != "stopping":
                 aws.stop_instance(client, instance_id)
                 ctx.logger.info(f"Stopping instance {instance_id} to change its type to {wanted_type}.")
-            instance_lifecycle.wait_for_state(
-                ctx, client, common, instance_id, ("stopped",), ("pending", "running", "stopping")
-            )
+            instance_lifecycle.wait_for_state(ctx, aws.wait_stopped, client, common, instance_id)
         aws.modify_instance_type(client, instance_id, wanted_type)
         ctx.logger.info(f"Instance {instance_id} is now of type {wanted_type}.")
     if ctx.instance.runtime_properties.get(RESTART_AFTER_RESIZE):
         if state_of(aws.find_instance(client, instance_id)) == "stopped":
             aws.start_instance(client, instance_id)
             ctx.logger.info(f"Starting instance {instance_id} again.")
-        running = instance_lifecycle.wait_for_state(
-            ctx, client, common, instance_id, ("running",), ("pending", "stopped")
-        )
+        running = instance_lifecycle.wait_for_state(ctx, aws.wait_started, client, common, instance_id)
         instance_lifecycle.record_addresses(ctx, running)
         utils.forget(ctx.instance, RESTART_AFTER_RESIZE, save=True)

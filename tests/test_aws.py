@@ -73,3 +73,26 @@ def test_a_dependency_violation_on_delete_means_not_ready_yet():
     client = stubbed_error("DependencyViolation", 400, "delete_security_group")
     with pytest.raises(errors.NotReady):
         aws.delete_security_group(client, "sg-12345678")
+
+
+@pytest.mark.parametrize(
+    ("wait", "goal"),
+    [(aws.wait_running, "running"), (aws.wait_started, "started"), (aws.wait_stopped, "stopped")],
+)
+def test_each_named_wait_returns_once_its_state_is_reached(monkeypatch, wait, goal):
+    (target,) = aws.INSTANCE_WAITS[goal][0]
+    States(monkeypatch, aws.INSTANCE_WAITS[goal][1][0], target)
+    assert wait(NO_CLIENT, "i-1", 5, 0, lambda _line: None)["State"]["Name"] == target
+
+
+def test_a_launched_instance_that_stops_is_not_waited_for_but_a_started_one_is(monkeypatch):
+    States(monkeypatch, "stopped")
+    with pytest.raises(errors.UnexpectedState, match="stopped"):
+        aws.wait_running(NO_CLIENT, "i-1", 5, 0, lambda _line: None)
+    with pytest.raises(errors.StillWaiting):
+        aws.wait_started(NO_CLIENT, "i-1", 0, 0, lambda _line: None)
+
+
+def test_termination_is_done_when_the_instance_is_no_longer_known(monkeypatch):
+    monkeypatch.setattr(aws, "find_instances", lambda client, ids: {})
+    assert aws.wait_terminated(NO_CLIENT, "i-1", 5, 0, lambda _line: None) == {}
