@@ -392,6 +392,14 @@ def test_the_classic_34_blueprint_migrated_with_rewritten_imports_parses_on_clou
     assert [output_name for output_name in plan["outputs"]] == ["web_host_1_ip"]
 
 
+def test_the_classic_34_blueprint_migrated_keeps_its_imports_and_parses_offline(tmp_path, capsys):
+    """Without --rewrite-imports, for cfy local: the offline rules serve the classic URLs."""
+    output, _ = migrate_classic_34(tmp_path, capsys=capsys)
+    assert yaml.safe_load(output.read_text())["tosca_definitions_version"] == "cloudify_dsl_1_1"
+    plan = parse_from_path(str(output), resolver=offline.import_resolver())
+    assert {node["id"] for node in plan["nodes"]} == {"keypair", "web_group", "web_host_1", "web_host_2"}
+
+
 def test_the_classic_34_blueprint_as_it_was_does_not_parse_on_cloudify_7(tmp_path):
     """What the migration is for: only its imports rewritten, by hand, it fails."""
     text = (CLASSIC_34 / "blueprint.yaml").read_text()
@@ -402,7 +410,7 @@ def test_the_classic_34_blueprint_as_it_was_does_not_parse_on_cloudify_7(tmp_pat
         text = text.replace(old, new)
     (tmp_path / "types").mkdir()
     (tmp_path / "types" / "hosts.yaml").write_text((CLASSIC_34 / "types" / "hosts.yaml").read_text())
-    with pytest.raises(DSLParsingLogicException):
+    with pytest.raises(DSLParsingLogicException, match="An import uses a different tosca_definitions_version"):
         parse(tmp_path, text, manager_resolver())
 
 
@@ -618,3 +626,18 @@ node_types:
         "image_id": {"default": "ami-12c6146b"},
     }
     assert result.warnings == []
+
+
+@pytest.mark.parametrize(
+    "name", ["CLASSIC_BLUEPRINT", "MANAGER_BLUEPRINT", "TWO_HOST_BLUEPRINT", "FROM_INPUTS_BLUEPRINT", "CLASSIC"]
+)
+def test_the_project_classic_blueprints_raised_to_1_5_parse_with_the_official_types(tmp_path, name):
+    """Raising cloudify_dsl_1_0/1_1 to 1_5 breaks nothing else these
+    classic-era blueprints hold (outputs, functions, relationships, rules)."""
+    from tests import support, test_classic_blueprints_cfy
+
+    text = getattr(support, name, None) or getattr(test_classic_blueprints_cfy, name, None) or globals()[name]
+    result = migrate.migrate(text, {"use_existing_group": True}, rewrite_imports=True)
+    assert yaml.safe_load(result.text)["tosca_definitions_version"] == "cloudify_dsl_1_5"
+    plan = parse(tmp_path, result.text, manager_resolver())
+    assert {node["id"] for node in plan["nodes"]} == set(yaml.safe_load(text)["node_templates"])
