@@ -67,6 +67,7 @@ from cloudify_aws_ec2_tools.offline import (
 TYPES_URL = "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml"
 PLUGIN_PACKAGE = "cloudify-aws-ec2-plugin"
 PLUGIN_IMPORT = f"plugin:{PLUGIN_PACKAGE}"
+OFFICIAL_PLUGIN_IMPORT = "plugin:cloudify-aws-plugin"
 # What a Cloudify 7 manager serves for TYPES_URL declares cloudify_dsl_1_4 (which
 # dsl_parser refuses to import into an earlier version) and uses 1_5 features.
 REWRITTEN_IMPORTS_VERSION = "cloudify_dsl_1_5"
@@ -416,6 +417,12 @@ class _Migration:
                 self.main.expected["imports"][index] = new
                 rewritten = True
                 continue
+            if url == OFFICIAL_PLUGIN_IMPORT or url.startswith(f"{OFFICIAL_PLUGIN_IMPORT}?"):
+                self.notes.append(
+                    f"import {url} names the official AWS plugin's package on a Cloudify 7 manager, not this one: "
+                    f"if the blueprint is meant for this plugin (earlier versions of this command wrote that form), "
+                    f"import {PLUGIN_IMPORT} instead"
+                )
             if new and url not in known:
                 self.notes.append(
                     f"import {url} looks classic, but the offline import rules do not list it: "

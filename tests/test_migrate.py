@@ -641,3 +641,27 @@ def test_the_project_classic_blueprints_raised_to_1_5_parse_with_the_official_ty
     assert yaml.safe_load(result.text)["tosca_definitions_version"] == "cloudify_dsl_1_5"
     plan = parse(tmp_path, result.text, manager_resolver())
     assert {node["id"] for node in plan["nodes"]} == set(yaml.safe_load(text)["node_templates"])
+
+
+@pytest.mark.parametrize("form", ["plugin:cloudify-aws-plugin", "plugin:cloudify-aws-plugin?version=2.1.0"])
+def test_an_import_of_the_official_package_name_gets_a_note_and_stays(form):
+    blueprint = CLASSIC.replace("'http://www.getcloudify.org/spec/aws-plugin/1.2/plugin.yaml'", form)
+    result = migrate.migrate(blueprint, {"use_existing_group": True}, rewrite_imports=True)
+    assert yaml.safe_load(result.text)["imports"][1] == form
+    (note,) = [note for note in result.notes if note.startswith(f"import {form} ")]
+    assert "names the official AWS plugin's package" in note and "import plugin:cloudify-aws-ec2-plugin" in note
+
+
+def test_a_templates_agent_config_keeps_the_cloudify_agent_default_of_its_type():
+    types = (
+        "node_types:\n  my.Host:\n    derived_from: cloudify.aws.nodes.Instance\n"
+        "    properties:\n      cloudify_agent: {default: {user: ubuntu}}\n"
+    )
+    blueprint = host("agent_config: {install_method: none}\n", types).replace(
+        "type: cloudify.aws.nodes.Instance", "type: my.Host"
+    )
+    result = migrate.migrate(blueprint)
+    assert host_properties(result) == {"agent_config": {"install_method": "none", "user": "ubuntu"}}
+    assert yaml.safe_load(result.text)["node_types"]["my.Host"]["properties"] == {
+        "agent_config": {"default": {"user": "ubuntu"}}
+    }
