@@ -17,9 +17,10 @@ values in the text (so comments, order and layout stay as they are):
 - ``cloudify_agent`` (Cloudify 3.3's key, in node templates and in the
   property defaults of node types, in the blueprint and in the local files it
   imports) becomes ``agent_config``, the only key Cloudify 7's engine reads
-  (with ``install_agent``, which stays as it is). Where both are set, they are
-  merged into ``agent_config`` and its keys win over cloudify_agent's, as the
-  classic agent installer read them; ``name`` becomes ``service_name``.
+  (with ``install_agent``, which stays as it is). Where both apply to a node
+  (set on it, or its type's default), they are merged into ``agent_config``
+  and its keys win over cloudify_agent's, as the manager's code that reads
+  both (its snapshot restore) merges them; ``name`` becomes ``service_name``.
   Changed imported files are written beside OUT, at the same relative path.
 - With ``--rewrite-imports``: the classic types URL becomes the Cloudify 7
   types URL and the classic AWS plugin URL becomes
