@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
-# mypy checks the plugin and the support code beside it (the folders that exist).
-MYPY_PATHS := $(wildcard ec2 tools bench)
+# mypy checks the plugin, its installed tools and the support code beside it (the folders that exist).
+MYPY_PATHS := $(wildcard ec2 cloudify_aws_ec2_tools tools bench)
 # `make wagon` writes the wagon and wagon validate's report here;
 # tests/test_wagon.py inspects both and builds nothing itself.
 WAGON_REPORT := dist/wagon-validate.txt
-WAGON_SOURCES := setup.py plugin.yaml $(wildcard ec2/*.py)
+WAGON_SOURCES := setup.py MANIFEST.in plugin.yaml $(wildcard ec2/*.py cloudify_aws_ec2_tools/*.py offline/*.yaml)
 # make demo TARGET=aws INPUTS=examples/inputs-aws.yaml runs on real AWS (costs money).
 TARGET ?= emulator
 INPUTS ?=

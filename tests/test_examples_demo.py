@@ -69,8 +69,10 @@ def test_demo_runs_end_to_end_and_stops_its_emulator(tmp_path):
     assert stat.S_IMODE((tmp_path / "work" / "inputs.yaml").stat().st_mode) == 0o600
     config = yaml.safe_load((tmp_path / "work" / ".cloudify" / "config.yaml").read_text())
     # one step serves the standard URL and every classic one (tools.offline)
-    assert config["import_resolver"]["parameters"]["rules"] == offline.rules()
-    assert {TYPES_URL: offline.file_url(ROOT / "offline" / "types.yaml")} in offline.rules()
+    # (served from copies in the workdir, so the clone may move)
+    workdir_rules = offline.rules(*offline.workdir_files(tmp_path / "work"))
+    assert config["import_resolver"]["parameters"]["rules"] == workdir_rules
+    assert {TYPES_URL: offline.file_url(tmp_path / "work" / ".cloudify" / "offline" / "types.yaml")} in workdir_rules
 
 
 def test_demo_fails_clearly_and_still_stops_its_emulator(tmp_path):
@@ -310,4 +312,4 @@ def test_demo_workdir_can_be_prepared_again(tmp_path, monkeypatch):
     demo.prepare_workdir(tmp_path / "work")
     config = yaml.safe_load((tmp_path / "work" / ".cloudify" / "config.yaml").read_text())
     assert "logging" in config
-    assert config["import_resolver"]["parameters"]["rules"] == offline.rules()
+    assert config["import_resolver"]["parameters"]["rules"] == offline.rules(*offline.workdir_files(tmp_path / "work"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
 from dsl_parser.parser import parse_from_path
 from dsl_parser.version import SUPPORTED_VERSIONS
 
@@ -154,11 +155,45 @@ def config_text(workdir: Path) -> str:
     return offline.cfy_config_path(workdir).read_text()
 
 
+def workdir_rules(workdir: Path) -> list[dict[str, str]]:
+    """The rules write-cfy-config writes: they serve its copies in the workdir."""
+    return offline.rules(*offline.workdir_files(workdir))
+
+
 def test_the_cfy_config_is_created_with_what_cfy_needs_to_read_it(tmp_path):
     offline.write_cfy_config(tmp_path)
     settings = yaml.safe_load(config_text(tmp_path))
     assert settings["logging"]["filename"] == str(tmp_path.resolve() / ".cloudify" / "logs" / "cli.log")
-    assert settings["import_resolver"] == {"parameters": {"rules": offline.rules()}}
+    assert settings["import_resolver"] == {"parameters": {"rules": workdir_rules(tmp_path)}}
+
+
+def test_the_cfy_config_rules_serve_copies_in_the_workdir(tmp_path):
+    offline.write_cfy_config(tmp_path)
+    types_copy, plugin_copy = (
+        tmp_path / ".cloudify" / "offline" / "types.yaml",
+        tmp_path / ".cloudify" / "offline" / "plugin-classic-dsl.yaml",
+    )
+    assert types_copy.read_bytes() == offline.TYPES_FILE.read_bytes()
+    assert plugin_copy.read_bytes() == offline.CLASSIC_PLUGIN_FILE.read_bytes()
+    targets = {target for rule in workdir_rules(tmp_path) for target in rule.values()}
+    assert targets == {offline.file_url(types_copy), offline.file_url(plugin_copy)}
+
+
+def test_the_cfy_config_survives_a_moved_clone(tmp_path, monkeypatch):
+    """The files of a clone (here copies of them) are gone after
+    write-cfy-config: a classic blueprint still parses with its rules."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("TYPES_FILE", "CLASSIC_PLUGIN_FILE"):
+        copy = clone / getattr(offline, name).name
+        copy.write_bytes(getattr(offline, name).read_bytes())
+        monkeypatch.setattr(offline, name, copy)
+    offline.write_cfy_config(tmp_path / "cfy")
+    clone.rename(tmp_path / "moved")
+    rules = yaml.safe_load(config_text(tmp_path / "cfy"))["import_resolver"]["parameters"]["rules"]
+    resolver = DefaultImportResolver(rules=rules)
+    plan = parse_from_path(str(write_classic_blueprint(tmp_path / "blueprint")), resolver=resolver)
+    assert {node["id"] for node in plan["nodes"]} == {"key", "group", "address", "server"}
 
 
 def test_the_cfy_config_holds_the_rules_in_the_import_resolver_parameters_form(tmp_path):
@@ -179,7 +214,7 @@ def test_the_cfy_config_keeps_what_cfy_init_wrote_and_appends_the_rules(tmp_path
     offline.write_cfy_config(tmp_path)
     text = config_text(tmp_path)
     assert text.startswith(original)
-    assert yaml.safe_load(text)["import_resolver"]["parameters"]["rules"] == offline.rules()
+    assert yaml.safe_load(text)["import_resolver"]["parameters"]["rules"] == workdir_rules(tmp_path)
 
 
 def test_the_cfy_config_merge_keeps_other_rules_and_settings_and_replaces_its_own(tmp_path):
@@ -205,7 +240,7 @@ def test_the_cfy_config_merge_keeps_other_rules_and_settings_and_replaces_its_ow
     resolver = settings["import_resolver"]
     assert resolver["implementation"].endswith(":DefaultImportResolver")
     assert resolver["parameters"]["fallback"] is True
-    assert resolver["parameters"]["rules"] == [mirror, *offline.rules()]
+    assert resolver["parameters"]["rules"] == [mirror, *workdir_rules(tmp_path)]
     assert settings["validate_definitions_version"] is False
     assert "# kept: the comment of the next setting\nvalidate_definitions_version: false\n" in text
     assert text.startswith(CFY_INIT_CONFIG.format(workdir=tmp_path))
@@ -218,10 +253,13 @@ def test_writing_the_cfy_config_twice_changes_nothing(tmp_path):
     assert config_text(tmp_path) == once
 
 
-def test_the_command_writes_the_cfy_config(tmp_path, capsys):
+def test_the_command_writes_the_cfy_config_and_says_where_its_files_are(tmp_path, capsys):
     assert offline.main(["write-cfy-config", str(tmp_path)]) == 0
-    assert f"wrote {len(offline.rules())} import rules" in capsys.readouterr().out
-    assert yaml.safe_load(config_text(tmp_path))["import_resolver"]["parameters"]["rules"] == offline.rules()
+    out = capsys.readouterr().out
+    assert f"wrote {len(offline.rules())} import rules" in out
+    assert f"made in {tmp_path / '.cloudify' / 'offline'}: moving this plugin or its clone does not break them" in out
+    assert "after moving the workdir or upgrading the plugin, run this again" in out
+    assert yaml.safe_load(config_text(tmp_path))["import_resolver"]["parameters"]["rules"] == workdir_rules(tmp_path)
 
 
 # -- end to end ---------------------------------------------------------------
