@@ -17,6 +17,7 @@ README = ROOT / "README.md"
 REFERENCE = ROOT / "docs" / "reference.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples" / "README.md"]
 README_LIMIT = 10 * 1024
+TABLE_CELL_WORD_LIMIT = 45
 
 OPERATION_PATH = re.compile(r"\baws\.ec2\.[A-Za-z_]+\.[A-Za-z_]+")
 CLOUDIFY_AWS_NAME = re.compile(r"\bcloudify\.aws\.[A-Za-z_]+\.[A-Za-z_]+")
@@ -131,6 +132,29 @@ def test_every_relative_link_points_at_an_existing_file(doc: Path):
     targets = [target for target in MARKDOWN_LINK.findall(text) if ":" not in target and not target.startswith("#")]
     broken = [target for target in targets if not (doc.parent / target.split("#", 1)[0]).exists()]
     assert not broken, f"{doc.relative_to(ROOT)} links to files that do not exist: {broken}"
+
+
+def table_cells(text: str) -> list[str]:
+    """The cells of every markdown table row outside fenced blocks."""
+    rows = [line.strip() for line in FENCED_BLOCK.sub("", text).splitlines() if line.strip().startswith("|")]
+    return [cell.strip() for row in rows for cell in row.strip("|").split(" | ")]
+
+
+def test_table_cells_are_counted_per_row_and_column():
+    assert table_cells("| a b | c |\n| --- | --- |\n| d | e f g |\n```\n| x y z w |\n```\n") == [
+        "a b",
+        "c",
+        "---",
+        "---",
+        "d",
+        "e f g",
+    ]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_no_table_cell_is_longer_than_45_words(doc: Path):
+    long_cells = [cell[:60] for cell in table_cells(doc.read_text()) if len(cell.split()) > TABLE_CELL_WORD_LIMIT]
+    assert not long_cells, f"{doc.relative_to(ROOT)} has table cells over {TABLE_CELL_WORD_LIMIT} words: {long_cells}"
 
 
 def test_the_readme_blueprint_installs_and_uninstalls(deploy, ec2, tmp_path):
