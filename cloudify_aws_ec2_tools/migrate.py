@@ -61,13 +61,13 @@ from dsl_parser.version import SUPPORTED_VERSIONS
 from cloudify_aws_ec2_tools.offline import (
     CLASSIC_PLUGIN_URL,
     CLASSIC_TYPES_URL,
+    MANAGER_PLUGIN_IMPORT,
     classic_plugin_urls,
     classic_types_urls,
 )
 
 TYPES_URL = "http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml"
-PLUGIN_PACKAGE = "cloudify-aws-ec2-plugin"
-PLUGIN_IMPORT = f"plugin:{PLUGIN_PACKAGE}"
+PLUGIN_IMPORT = MANAGER_PLUGIN_IMPORT
 OFFICIAL_PLUGIN_IMPORT = "plugin:cloudify-aws-plugin"
 # What a Cloudify 7 manager serves for TYPES_URL declares cloudify_dsl_1_4 (which
 # dsl_parser refuses to import into an earlier version) and uses 1_5 features.

@@ -147,12 +147,20 @@ def file_url(path: Path) -> str:
     return f"file://{path.resolve()}"
 
 
+# How a blueprint on a manager imports this plugin; served locally too, so that
+# such a blueprint also runs with cfy. (A rule is a prefix: "?version=..." after
+# it would be appended to the file's path, so only the bare form is served.)
+MANAGER_PLUGIN_IMPORT = "plugin:cloudify-aws-ec2-plugin"
+
+
 def rules(types_file: Path = TYPES_FILE, plugin_file: Path = CLASSIC_PLUGIN_FILE) -> list[dict[str, str]]:
     """The import-resolver rules, one whole URL each, in DefaultImportResolver's form."""
     types_target, plugin_target = file_url(types_file), file_url(plugin_file)
-    return [{url: types_target} for url in classic_types_urls()] + [
-        {url: plugin_target} for url in classic_plugin_urls()
-    ]
+    return (
+        [{url: types_target} for url in classic_types_urls()]
+        + [{url: plugin_target} for url in classic_plugin_urls()]
+        + [{MANAGER_PLUGIN_IMPORT: plugin_target}]
+    )
 
 
 def import_resolver() -> DefaultImportResolver:

@@ -83,7 +83,28 @@ def test_every_rule_target_exists():
 def test_every_rule_is_one_whole_url_so_nothing_is_appended_to_its_target():
     urls = [url for rule in offline.rules() for url in rule]
     assert len(urls) == len(set(urls))
-    assert all(url.endswith(("/types.yaml", "/plugin.yaml")) for url in urls)
+    assert all(url.endswith(("/types.yaml", "/plugin.yaml")) for url in urls if url != offline.MANAGER_PLUGIN_IMPORT)
+
+
+def test_the_manager_form_of_the_plugin_import_is_served_locally_too(tmp_path, ec2):
+    blueprint = tmp_path / "blueprint.yaml"
+    blueprint.write_text(
+        "tosca_definitions_version: cloudify_dsl_1_5\n"
+        "imports:\n"
+        "  - http://www.getcloudify.org/spec/cloudify/7.0.0/types.yaml\n"
+        "  - plugin:cloudify-aws-ec2-plugin\n"
+        "node_templates:\n"
+        "  key: {type: cloudify.aws.nodes.KeyPair, properties: {private_key_path: KEY}}\n".replace(
+            "KEY", str(tmp_path / "k.pem")
+        )
+    )
+    deployment = LocalDeployment(blueprint, resolver=offline.import_resolver())
+    deployment.install()
+    assert [key["KeyName"] for key in ec2.describe_key_pairs()["KeyPairs"]] == [
+        deployment.runtime("key")["aws_resource_id"]
+    ]
+    deployment.uninstall()
+    assert_nothing_left(ec2)
 
 
 def resolve(url: str) -> str:
@@ -104,7 +125,8 @@ def test_a_classic_plugin_url_resolves_to_the_old_dsl_plugin_file(url):
 
 
 def test_every_listed_url_looks_classic():
-    assert all(offline.is_classic_url(url) for rule in offline.rules() for url in rule)
+    listed = [url for rule in offline.rules() for url in rule if url != offline.MANAGER_PLUGIN_IMPORT]
+    assert all(offline.is_classic_url(url) for url in listed)
 
 
 def test_a_target_path_with_a_space_is_written_as_dsl_parser_opens_it(tmp_path):
