@@ -34,14 +34,10 @@ from cloudify.decorators import workflow
 from cloudify.exceptions import NonRecoverableError
 
 from ec2 import aws, connection, constants, errors, instance_request, quotas, secrets, utils
+from ec2.constants import ELASTIC_IP, INSTANCE, KEY_PAIR, NODE_TYPES, SECURITY_GROUP
 from ec2.errors import BadInput, PluginError
 from ec2.properties import as_text
 
-INSTANCE = "cloudify.aws.nodes.Instance"
-KEY_PAIR = "cloudify.aws.nodes.KeyPair"
-SECURITY_GROUP = "cloudify.aws.nodes.SecurityGroup"
-ELASTIC_IP = "cloudify.aws.nodes.ElasticIP"
-NODE_TYPES = (INSTANCE, KEY_PAIR, SECURITY_GROUP, ELASTIC_IP)
 RELATIONSHIP_TYPES = (instance_request.KEYPAIR_RELATIONSHIP, instance_request.SECURITY_GROUP_RELATIONSHIP)
 
 # What a dry run sends instead of the agent's init script: generating the real
@@ -257,7 +253,14 @@ def _preflight(ctx):
                 continue
             text = str(error) if isinstance(error, PluginError) else errors.describe(error)[1]
             problems.append(secrets.redact(f"- node '{view.node.id}' (instance {view.instance.id}): {text}"))
-    report = deployment_quotas([_member(view) for view in views if view.instance.id not in unusable], ctx.deployment.id)
+    try:
+        report = deployment_quotas(
+            [_member(view) for view in views if view.instance.id not in unusable], ctx.deployment.id
+        )
+    except (PluginError, ClientError, BotoCoreError) as error:  # throttled or unreachable after botocore's retries
+        text = str(error) if isinstance(error, PluginError) else errors.describe(error)[1]
+        report = quotas.Report()
+        problems.append(secrets.redact(f"- quotas: could not be checked: {text}"))
     for line in report.unchecked:
         ctx.logger.warning(f"aws_preflight: quota not checked: {line}")
     problems += [secrets.redact(f"- quota: {line}") for line in report.shortfalls]

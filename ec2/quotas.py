@@ -24,7 +24,8 @@ The answer is two lists of lines: shortfalls (what is needed, what is left,
 the fix, naming the nodes), which refuse the deployment, and quotas that
 could not be checked (no permission, or an emulator without the call), which
 are warnings: a quota nobody could read is no proof of a shortfall.
-Nothing here knows Cloudify.
+Throttling, 5xx answers and lost connections are raised, to be retried.
+Nothing here needs an operation's ctx: ec2.preflight gathers the node instances.
 """
 
 from __future__ import annotations
@@ -38,14 +39,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ec2 import constants, errors
+from ec2 import connection, constants, errors, instance_request, utils
+from ec2.constants import ELASTIC_IP, KEY_PAIR, NODE_TYPES, SECURITY_GROUP
 from ec2.errors import PluginError
-
-INSTANCE = "cloudify.aws.nodes.Instance"
-KEY_PAIR = "cloudify.aws.nodes.KeyPair"
-SECURITY_GROUP = "cloudify.aws.nodes.SecurityGroup"
-ELASTIC_IP = "cloudify.aws.nodes.ElasticIP"
-SECURITY_GROUP_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_security_group"
 
 ELASTIC_IP_ATTRIBUTE = "vpc-max-elastic-ips"
 ELASTIC_IP_QUOTA = "L-0263D0A3"  # EC2-VPC Elastic IPs: where to ask for more
@@ -107,13 +103,11 @@ class Report:
 def plan_of(members: Iterable[Member]) -> dict[str, Plan]:
     """The plans of a deployment's node instances, by client configuration. A
     node whose properties do not parse is left out: its own check reports it."""
-    from ec2 import connection, instance_request, securitygroup, utils
+    from ec2 import securitygroup  # it imports ec2.preflight, which imports this module
 
     plans: dict[str, Plan] = {}
     for member in members:
-        kind = next(
-            (name for name in (INSTANCE, KEY_PAIR, SECURITY_GROUP, ELASTIC_IP) if name in member.type_hierarchy), None
-        )
+        kind = next((name for name in NODE_TYPES if name in member.type_hierarchy), None)
         if kind is None:
             continue
         try:
@@ -148,7 +142,8 @@ def _groups_per_interface(member: Member, fields: Mapping[str, Any]) -> int:
     connected = {
         relationship.get("target_id")
         for relationship in member.relationships
-        if SECURITY_GROUP_RELATIONSHIP in (relationship.get("type_hierarchy") or [relationship.get("type")])
+        if instance_request.SECURITY_GROUP_RELATIONSHIP
+        in (relationship.get("type_hierarchy") or [relationship.get("type")])
     }
     named = {*(fields.get("SecurityGroupIds") or []), *(fields.get("SecurityGroups") or [])}
     return len(connected) + len(named)
@@ -390,6 +385,10 @@ def _nodes(where: Iterable[tuple[str, str]]) -> str:
 
 
 def _why(error: BaseException, permission: str) -> str:
+    """Why a quota could not be read. Throttling, 5xx and lost connections are
+    raised instead: worth another try (the engine retries validation), not a warning."""
+    if isinstance(error, (ClientError, BotoCoreError)) and errors.describe(error)[0]:
+        raise error
     if isinstance(error, ClientError):
         code = errors.error_code(error) or f"HTTP {error.response.get('ResponseMetadata', {}).get('HTTPStatusCode')}"
         if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):

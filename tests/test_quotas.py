@@ -171,6 +171,16 @@ def test_elastic_ips_that_cannot_be_read_are_a_warning_not_a_pass_or_a_refusal(m
     assert "1 quota(s) not checked (warned above)" in out
 
 
+def test_throttling_while_reading_a_quota_is_a_problem_not_a_warning(moto_server, deploy):
+    refusal = Refusal("DescribeAddresses", code="RequestLimitExceeded", status=503, message="Request limit exceeded.")
+    with Ec2Proxy(moto_server.url, ProxyConfig(refusals=(refusal,))) as proxy:
+        aws_config = {"endpoint_url": proxy.url, "max_attempts": 1}
+        nodes = {"ip": {"type": ELASTIC_IP, "properties": {"aws_config": aws_config}}}
+        with pytest.raises(NonRecoverableError) as raised:
+            deploy(nodes).execute("aws_preflight")
+    assert "- quotas: could not be checked: EC2 DescribeAddresses failed: RequestLimitExceeded" in str(raised.value)
+
+
 # --- vCPUs ------------------------------------------------------------------------------
 
 
@@ -302,11 +312,11 @@ def test_the_plan_leaves_out_external_resources_and_spot_instances():
     members = [
         quotas.Member("ip", "ip_1", (ELASTIC_IP,), {}),
         quotas.Member("old", "old_1", (ELASTIC_IP,), {"use_external_resource": True, "resource_id": "1.2.3.4"}),
-        quotas.Member("vm", "vm_1", (quotas.INSTANCE,), {"image_id": IMAGE_ID, "instance_type": "t3.micro"}),
+        quotas.Member("vm", "vm_1", (constants.INSTANCE,), {"image_id": IMAGE_ID, "instance_type": "t3.micro"}),
         quotas.Member(
             "spot",
             "spot_1",
-            (quotas.INSTANCE,),
+            (constants.INSTANCE,),
             {
                 "image_id": IMAGE_ID,
                 "instance_type": "t3.micro",
@@ -352,6 +362,30 @@ def test_a_family_without_a_known_quota_is_reported_as_not_checked(ec2):
         "vCPUs of mac1.metal could not be checked (no known On-Demand quota for its family); "
         "node 'mac' (1 instance) launch 1"
     ]
+
+
+class _KeyPairs:
+    """An EC2 client stub that lists ``count`` key pairs, none of them the deployment's."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def describe_key_pairs(self):
+        return {"KeyPairs": [{"KeyName": f"k{n}"} for n in range(self.count)]}
+
+
+def test_key_pairs_past_the_5000_of_a_region_are_a_shortfall():
+    plan = quotas.Plan(key_pairs=[("key", "key_1"), ("key", "key_2")])
+    assert quotas.check(plan, _KeyPairs(4998), _no_quotas_client, "dep") == quotas.Report()
+    (line,) = quotas.check(plan, _KeyPairs(4999), _no_quotas_client, "dep").shortfalls
+    assert line.startswith(
+        "key pairs: node 'key' (2 instances) create 2; 1 left (a region holds 5000, 4999 in use). Fix: "
+    )
+
+
+def test_a_deployment_of_one_group_makes_no_quota_call(deploy, calls):
+    deploy({"group": {"type": SECURITY_GROUP, "properties": {"description": "one", "rules": rules(2)}}}).install()
+    assert not {"DescribeAccountAttributes", "DescribeAddresses", "DescribeKeyPairs"} & set(calls.operations)
 
 
 def test_validation_checks_the_deployment_once_per_execution(make_ctx, monkeypatch):
