@@ -13,8 +13,13 @@ from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
 from ec2 import connection, constants, preflight, quotas
+from tests import test_manager_mode
 from tests.support import IMAGE_ID, assert_nothing_left, instance_node, live_instances
 from tools.ec2proxy import Ec2Proxy, ProxyConfig, Refusal
+
+# Manager mode's fixtures (each operation in a process of its own; they skip without `make wagon`).
+plugin = test_manager_mode.plugin
+managed = test_manager_mode.managed
 
 ELASTIC_IP = "cloudify.aws.nodes.ElasticIP"
 SECURITY_GROUP = "cloudify.aws.nodes.SecurityGroup"
@@ -179,6 +184,21 @@ def test_throttling_while_reading_a_quota_is_a_problem_not_a_warning(moto_server
         with pytest.raises(NonRecoverableError) as raised:
             deploy(nodes).execute("aws_preflight")
     assert "- quotas: could not be checked: EC2 DescribeAddresses failed: RequestLimitExceeded" in str(raised.value)
+
+
+@pytest.mark.manager_mode
+def test_on_a_manager_each_validation_process_checks_the_whole_deployment(moto_server, managed, ec2, capsys):
+    # Nothing is shared between operation processes: each validation adds up the deployment from the storage.
+    with Ec2Proxy(moto_server.url) as proxy:
+        aws_config = {"endpoint_url": proxy.url}
+        deployment = managed({"ip": {**SIX_ADDRESSES["ip"], "properties": {"aws_config": aws_config}}})
+        with pytest.raises(WorkflowFailed):
+            deployment.install()
+        counts = proxy.counts()
+    assert counts["DescribeAddresses"] == counts["DescribeAccountAttributes"] == len(deployment.processes) >= 1
+    assert proxy.mutating == []
+    assert ELASTIC_IP_SHORTFALL in capsys.readouterr().out
+    assert_nothing_left(ec2)
 
 
 # --- vCPUs ------------------------------------------------------------------------------
