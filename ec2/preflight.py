@@ -282,6 +282,7 @@ def _preflight(ctx):
 _quota_reports: dict[tuple[str, str], quotas.Report] = {}
 _quota_lock = threading.Lock()
 QUOTA_REPORTS_KEPT = 32
+REST_PAGE_SIZE = 1000
 
 
 def deployment_quotas(members: Iterable[quotas.Member], deployment_id: str | None) -> quotas.Report:
@@ -329,8 +330,8 @@ def _deployment_members(ctx) -> tuple[list[quotas.Member], str]:
             nodes, instances = storage.get_nodes(), storage.get_node_instances()
         else:
             client = endpoint.rest_client  # type: ignore[union-attr]
-            nodes = client.nodes.list(deployment_id=ctx.deployment.id, _get_all_results=True)
-            instances = client.node_instances.list(deployment_id=ctx.deployment.id, _get_all_results=True)
+            nodes = _every(client.nodes.list, deployment_id=ctx.deployment.id, evaluate_functions=True)
+            instances = _every(client.node_instances.list, deployment_id=ctx.deployment.id)
     except Exception as error:  # no storage and no manager to ask
         node = ctx.node
         alone = quotas.Member(
@@ -349,6 +350,16 @@ def _deployment_members(ctx) -> tuple[list[quotas.Member], str]:
         for instance in instances
         if instance["node_id"] in by_id
     ], ""
+
+
+def _every(list_call, **filters) -> list:
+    """Every item of a REST listing, page by page (``_offset``, ``_size``)."""
+    found: list = []
+    while True:
+        page = list_call(_offset=len(found), _size=REST_PAGE_SIZE, **filters)
+        found += list(page)
+        if not len(page) or len(found) >= page.metadata.pagination.total:
+            return found
 
 
 def _member(view: SimpleNamespace) -> quotas.Member:

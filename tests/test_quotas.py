@@ -7,6 +7,7 @@ group, 5 groups per interface) but no EC2 vCPU quota."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError
@@ -415,6 +416,37 @@ def test_validation_checks_the_deployment_once_per_execution(make_ctx, monkeypat
         ctx = make_ctx({}, node_id="ip", execution_id="run-1")
         preflight.check_deployment_quotas(ctx)
     assert checked == ["x"]
+
+
+class _Page(list):
+    """A page of a REST listing, with the total the service reports."""
+
+    def __init__(self, items: list, total: int) -> None:
+        super().__init__(items)
+        self.metadata = SimpleNamespace(pagination=SimpleNamespace(total=total))
+
+
+class _Listing:
+    def __init__(self, items: list) -> None:
+        self.items = items
+        self.asked: list[dict] = []
+
+    def list(self, _offset: int, _size: int, **filters):
+        self.asked.append({"_offset": _offset, **filters})
+        return _Page(self.items[_offset : _offset + _size], len(self.items))
+
+
+def test_on_a_manager_the_deployment_is_read_from_the_rest_service_page_by_page(make_ctx, monkeypatch):
+    monkeypatch.setattr(preflight, "REST_PAGE_SIZE", 2)
+    nodes = _Listing([{"id": "ip", "type": ELASTIC_IP, "type_hierarchy": [ELASTIC_IP], "properties": {}}])
+    instances = _Listing([{"id": f"ip_{n}", "node_id": "ip"} for n in range(3)])
+    ctx = make_ctx({}, node_id="ip")
+    ctx._endpoint = SimpleNamespace(rest_client=SimpleNamespace(nodes=nodes, node_instances=instances))
+    members, partial = preflight._deployment_members(ctx)
+    assert partial == ""
+    assert [member.instance_id for member in members] == ["ip_0", "ip_1", "ip_2"]
+    assert nodes.asked == [{"_offset": 0, "deployment_id": "dep", "evaluate_functions": True}]
+    assert [asked["_offset"] for asked in instances.asked] == [0, 2]
 
 
 def _no_quotas_client():
