@@ -91,11 +91,24 @@ for _data in ("endpoints", "partitions", "_retry", "sdk-default-configuration"):
 
 def ec2_client(aws_config: dict | None) -> Any:
     """The EC2 client for a node's ``aws_config`` (boto3 or boto 2 keys)."""
-    key = json.dumps(client_settings(aws_config or {}), sort_keys=True)
+    return _cached_client(aws_config, "")
+
+
+def service_quotas_client(aws_config: dict | None) -> Any:
+    """The Service Quotas client with the EC2 client's credentials, region and
+    endpoint_url (an emulator serves both; a real account has no endpoint_url)."""
+    return _cached_client(aws_config, "service-quotas")
+
+
+def _cached_client(aws_config: dict | None, service: str) -> Any:
+    """One client per service and settings (``service`` "" is EC2)."""
+    settings = json.dumps(client_settings(aws_config or {}), sort_keys=True)
+    key = f"{service}:{settings}" if service else settings
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = _build(json.loads(key))
+            create = _create_quotas_client if service else None
+            client = _clients[key] = _build(json.loads(settings), create)
             while len(_clients) > CACHE_SIZE:
                 _clients.popitem(last=False)
         return client
@@ -278,17 +291,27 @@ def _proxies(config: dict) -> dict:
 def _create_client(settings: dict) -> Any:
     secrets.install_log_filter(settings)
     session = _session(settings)
-    client = session.client(
-        "ec2",
-        region_name=session.region_name or constants.DEFAULT_REGION,
-        endpoint_url=settings.get("endpoint_url"),
-        verify=settings.get("verify"),
-        use_ssl=settings.get("use_ssl", True),
-        config=_client_config(settings),
-    )
+    client = session.client("ec2", **_client_arguments(session, settings))
     # Tells the propagation retries which NotFound may follow a lost answer (ec2.aws.while_propagating).
     client.meta.events.register("needs-retry.ec2", aws.note_attempt)
     return client
+
+
+def _create_quotas_client(settings: dict) -> Any:
+    secrets.install_log_filter(settings)
+    session = _session(settings)
+    return session.client("service-quotas", **_client_arguments(session, settings))
+
+
+def _client_arguments(session: boto3.session.Session, settings: dict) -> dict[str, Any]:
+    """What every client of these settings is made with."""
+    return {
+        "region_name": session.region_name or constants.DEFAULT_REGION,
+        "endpoint_url": settings.get("endpoint_url"),
+        "verify": settings.get("verify"),
+        "use_ssl": settings.get("use_ssl", True),
+        "config": _client_config(settings),
+    }
 
 
 def _source_session(settings: dict) -> boto3.session.Session:

@@ -1,5 +1,12 @@
 """Names and defaults shared by the resource modules."""
 
+# The plugin's node types.
+INSTANCE = "cloudify.aws.nodes.Instance"
+KEY_PAIR = "cloudify.aws.nodes.KeyPair"
+SECURITY_GROUP = "cloudify.aws.nodes.SecurityGroup"
+ELASTIC_IP = "cloudify.aws.nodes.ElasticIP"
+NODE_TYPES = (INSTANCE, KEY_PAIR, SECURITY_GROUP, ELASTIC_IP)
+
 # Runtime properties written by every resource type.
 AWS_RESOURCE_ID = "aws_resource_id"
 EXTERNAL_RESOURCE = "external_resource"

@@ -108,6 +108,7 @@ def release(ctx, **_):
 @utils.ec2_operation
 def creation_validation(ctx, **_):
     check(ctx)
+    preflight.check_deployment_quotas(ctx)
 
 
 def check(ctx) -> None:

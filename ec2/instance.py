@@ -164,6 +164,7 @@ def terminate(ctx, **_):
 @utils.ec2_operation
 def creation_validation(ctx, **_):
     check(ctx)
+    preflight.check_deployment_quotas(ctx)
 
 
 def check(ctx) -> None:

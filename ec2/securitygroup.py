@@ -100,6 +100,7 @@ def delete(ctx, **_):
 @utils.ec2_operation
 def creation_validation(ctx, **_):
     check(ctx)
+    preflight.check_deployment_quotas(ctx)
 
 
 def check(ctx) -> None:
