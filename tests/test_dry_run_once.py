@@ -80,7 +80,7 @@ def test_launch_dry_run_false_leaves_the_dry_run_out_of_install(moto_server, dep
     assert proxy.counts()["DescribeImages"] == 1  # the image check stays
 
 
-def test_launch_dry_run_false_still_lets_aws_refuse_the_launch_itself(moto_server, deploy, tmp_path, ec2):
+def test_launch_dry_run_false_still_lets_aws_refuse_the_launch_itself(moto_server, deploy, tmp_path, ec2, capsys):
     refuse_launches = ProxyConfig(refusals=(Refusal("RunInstances"),))
     with Ec2Proxy(moto_server.url, refuse_launches) as proxy:
         deployment = deploy(fleet(proxy, tmp_path, count=1, launch_dry_run=False))
@@ -88,6 +88,8 @@ def test_launch_dry_run_false_still_lets_aws_refuse_the_launch_itself(moto_serve
             deployment.install(task_retries=0)
     assert run_instances(proxy) == (1, 0)
     assert live_instances(ec2) == []
+    out = capsys.readouterr().out
+    assert "run_instances' -> " in out and "UnauthorizedOperation" in out
 
 
 def test_the_preflight_workflow_dry_runs_even_with_launch_dry_run_false(moto_server, deploy, tmp_path):
@@ -143,8 +145,9 @@ def test_a_different_request_shape_node_or_endpoint_gets_its_own_dry_run(dry_run
     send()
     send(instance_type="t3.small")  # another shape
     send(node_id="other")  # another node
-    send(aws_config={"endpoint_url": proxy.url, "region_name": "us-west-2"})  # another client
-    assert dry_runs(proxy) == 4
+    send(aws_config={"endpoint_url": proxy.url, "region_name": "us-west-2"})  # another region
+    send(aws_config={"endpoint_url": proxy.url, "aws_access_key_id": "AKIAOTHER", "aws_secret_access_key": "x"})
+    assert dry_runs(proxy) == 5
 
 
 def test_refused_dry_runs_are_each_sent_and_the_first_that_passes_is_kept(dry_run):
