@@ -21,7 +21,8 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -693,25 +694,87 @@ def modify_instance_type(client: Client, instance_id: str, instance_type: str) -
 # --- images, subnets ------------------------------------------------------------
 
 
+class RecentAnswers:
+    """Answers of one kind that held a moment ago in this process, kept per
+    client (one client is one region, endpoint and set of credentials: see
+    ``ec2.connection``) and key, to share them between the operations this
+    process runs. Only answers ``keep`` accepts are kept (a refusal is asked
+    again), for at most ``seconds`` (a difference of two ``time.monotonic()``
+    readings), at most ``size`` per client, the oldest forgotten first.
+    Threads asking for one key at the same moment ask AWS once: the others
+    wait for that answer. Nothing depends on it being kept: a new process
+    simply asks again."""
+
+    def __init__(self, seconds: float, size: int) -> None:
+        self.seconds, self.size = seconds, size
+        self._lock = threading.Lock()
+        self._kept: weakref.WeakKeyDictionary[Client, OrderedDict[Hashable, tuple[float, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._asking: dict[tuple[int, Hashable], list] = {}  # (client, key) -> [lock, threads using it]
+
+    def answer(self, client: Client, key: Hashable, ask: Callable[[], Any], keep: Callable[[Any], bool]) -> Any:
+        """The kept answer for ``key``, if recent; else ``ask()``'s, kept if ``keep`` accepts it."""
+        asking_key = (id(client), key)  # only while the caller holds the client
+        with self._lock:
+            asking = self._asking.setdefault(asking_key, [threading.Lock(), 0])
+            asking[1] += 1
+        try:
+            with asking[0]:
+                found, answer = self.recent(client, key)
+                if found:
+                    return answer
+                answer = ask()
+                if keep(answer):
+                    with self._lock:
+                        kept = self._kept.setdefault(client, OrderedDict())
+                        kept[key] = (time.monotonic(), answer)
+                        kept.move_to_end(key)
+                        while len(kept) > self.size:
+                            kept.popitem(last=False)
+                return answer
+        finally:
+            with self._lock:
+                asking[1] -= 1
+                if not asking[1]:
+                    del self._asking[asking_key]
+
+    def recent(self, client: Client, key: Hashable) -> tuple[bool, Any]:
+        """(True, the answer) when one for ``key`` was kept less than ``seconds`` ago; else (False, None)."""
+        with self._lock:
+            answers = self._kept.get(client)
+            kept = answers.get(key) if answers is not None else None
+        if kept is not None and time.monotonic() - kept[0] < self.seconds:
+            return True, kept[1]
+        return False, None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+
+# Images found available, per client and image id.
 IMAGE_CACHE_SECONDS = 300
-# (region, endpoint, image id) -> (time.monotonic() when described, the image or None)
-_images: dict[tuple[str, str, str], tuple[float, dict | None]] = {}
-_images_lock = threading.Lock()
+IMAGE_CACHE_SIZE = 64
+_images = RecentAnswers(IMAGE_CACHE_SECONDS, IMAGE_CACHE_SIZE)
 
 
 def find_image(client: Client, image_id: str) -> dict | None:
-    """An image, described at most once per region and endpoint every few
-    minutes: the instances of one install that share an AMI share the answer.
-    An image never described is described, however long the machine has been up."""
-    key = (client.meta.region_name, client.meta.endpoint_url, image_id)
-    with _images_lock:
-        cached = _images.get(key)
-        if cached is not None and time.monotonic() - cached[0] < IMAGE_CACHE_SECONDS:
-            return cached[1]
+    """An image. One found available is kept for a few minutes per client
+    (region, endpoint and credentials): the instances of one install that share
+    an AMI share one DescribeImages. An image not found, or not available, is
+    described again next time; one never described is described, however long
+    the machine has been up."""
+
+    def describe() -> dict | None:
         found = _found(IMAGE_NOT_FOUND, client.describe_images, "Images", ImageIds=[image_id])
-        image = found[0] if found else None
-        _images[key] = (time.monotonic(), image)
-        return image
+        return found[0] if found else None
+
+    return _images.answer(client, image_id, describe, lambda image: bool(image) and _available(image))
+
+
+def _available(image: Mapping[str, Any]) -> bool:
+    return image.get("State", "available") == "available"
 
 
 def subnet_exists(client: Client, subnet_id: str) -> bool:

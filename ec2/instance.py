@@ -163,13 +163,15 @@ def terminate(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
-    check(ctx)
+    check(ctx, honour_launch_dry_run=True)
     preflight.check_deployment_quotas(ctx)
 
 
-def check(ctx) -> None:
+def check(ctx, honour_launch_dry_run: bool = False) -> None:
     """validation.create's checks (the image, the type, any key pair, subnet or security group named in
-    parameters, AWS's dry run), plain: the aws_preflight workflow runs them too."""
+    parameters, AWS's dry run), plain: the aws_preflight workflow runs them too. The dry run is left out
+    when ``honour_launch_dry_run`` (validation.create) and the node's launch_dry_run is false; the
+    aws_preflight workflow always makes it."""
     instance_request.check_external_relationships(ctx)
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
@@ -207,7 +209,14 @@ def check(ctx) -> None:
             f"names subnet '{fields['SubnetId']}', which does not exist",
             "give the id of an existing subnet, or leave it out for the default VPC",
         )
-    preflight.dry_run_instance(ctx, client, instance_request.resolve_security_groups(client, spec))
+    resolved = instance_request.resolve_security_groups(client, spec)
+    if honour_launch_dry_run and not spec.launch_dry_run:
+        ctx.logger.info(
+            f"{utils.node_label(ctx)}: launch_dry_run is false, so no RunInstances dry run; create's own "
+            "request is AWS's check."
+        )
+    else:
+        preflight.dry_run_instance(ctx, client, resolved)
     ctx.logger.info(f"Instance of {fields['InstanceType']} from {fields['ImageId']} is valid.")
 
 

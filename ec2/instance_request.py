@@ -74,14 +74,16 @@ LIST_FIELDS = ("SecurityGroups", "SecurityGroupIds")
 class InstanceSpec:
     common: utils.Common
     fields: dict[str, Any]  # RunInstances fields from image_id, instance_type and parameters; empty if external
+    launch_dry_run: bool = True  # validation.create dry-runs the RunInstances request
 
 
 def parse(properties: Mapping[str, Any]) -> InstanceSpec:
     """The Instance properties, checked without calling AWS."""
     common = utils.parse_common(properties)
+    launch_dry_run = as_bool(properties.get("launch_dry_run", True), "launch_dry_run")
     if common.external:
         check_instance_id(common.resource_id, "resource_id")
-        return InstanceSpec(common, {})
+        return InstanceSpec(common, {}, launch_dry_run)
     request = translate_parameters(properties.get("parameters"))
     for prop, field, fix in (
         ("image_id", "ImageId", "give the AMI id to launch, such as ami-0abc1234"),
@@ -102,7 +104,7 @@ def parse(properties: Mapping[str, Any]) -> InstanceSpec:
             f"is {request['InstanceType']!r}, not an EC2 instance type",
             "give a family and a size that EC2 offers, such as t3.micro or m5.large",
         )
-    return InstanceSpec(common, request)
+    return InstanceSpec(common, request, launch_dry_run)
 
 
 def check_instance_id(instance_id: str, prop: str) -> None:
@@ -339,6 +341,62 @@ def client_token(ctx, request: dict[str, Any]) -> str:
 def token_from(seed: str) -> str:
     """A ClientToken (at most 64 ASCII characters) derived from a seed."""
     return f"cloudify-{hashlib.sha256(seed.encode()).hexdigest()}"[:CLIENT_TOKEN_LIMIT]
+
+
+# --- the launch's dry run, once per node and request shape ---------------------
+
+# Dry runs of RunInstances that passed, per client (region, endpoint and
+# credentials) and (deployment, node, request shape): the instances of a node
+# whose validations run in one process (the local engine) share one dry run.
+LAUNCH_DRY_RUN_SECONDS = 300
+LAUNCH_DRY_RUN_MEMO_SIZE = 256
+_passed_launch_dry_runs = aws.RecentAnswers(LAUNCH_DRY_RUN_SECONDS, LAUNCH_DRY_RUN_MEMO_SIZE)
+INSTANCE_ID_STAND_IN = "{node instance}"
+
+
+def dry_run_launch(ctx, client, request: dict[str, Any], fresh_for: float = 0.0):
+    """``aws.dry_run_run_instances`` for this node instance's request, unless
+    the same request shape of the same node passed its dry run in this process
+    less than ``LAUNCH_DRY_RUN_SECONDS`` ago. A refusal is never kept: the
+    next node instance asks AWS again."""
+    key = (str(ctx.deployment.id), str(ctx.node.id), request_shape(ctx, request))
+    asked = []
+
+    def ask():
+        asked.append(True)
+        return aws.dry_run_run_instances(client, request, fresh_for)
+
+    refusal = _passed_launch_dry_runs.answer(client, key, ask, lambda refused: refused is None)
+    if not asked:
+        ctx.logger.info(
+            f"{utils.node_label(ctx)}: this RunInstances request (but for the node instance id) passed its dry "
+            "run a moment ago in this process; not sent again."
+        )
+    return refusal
+
+
+def request_shape(ctx, request: Mapping[str, Any]) -> str:
+    """The request as text, without what differs between the node instances of
+    one node: the ClientToken, and the node instance id in tag values (the
+    Name tag and the ownership tag)."""
+    shaped = {key: value for key, value in request.items() if key != "ClientToken"}
+    specifications = []
+    for specification in shaped.get("TagSpecifications", []):
+        tags = specification.get("Tags", []) if isinstance(specification, dict) else []
+        specifications.append(
+            {
+                **specification,
+                "Tags": [
+                    {**tag, "Value": INSTANCE_ID_STAND_IN} if tag.get("Value") == ctx.instance.id else tag
+                    for tag in tags
+                ],
+            }
+            if tags
+            else specification
+        )
+    if specifications:
+        shaped["TagSpecifications"] = specifications
+    return json.dumps(shaped, sort_keys=True, default=str)
 
 
 # --- relationships and the provider context -------------------------------

@@ -123,7 +123,10 @@ def dry_run_instance(ctx, client, spec) -> None:
     if groups:
         request["SecurityGroupIds"] = groups
     # A key pair or group this deployment made a moment ago may be unknown to EC2 for a while.
-    refusal = aws.dry_run_run_instances(client, request, utils.targets_fresh_for(ctx, spec.common.propagation))
+    # Once per node and request shape in this process (instance_request.dry_run_launch).
+    refusal = instance_request.dry_run_launch(
+        ctx, client, request, utils.targets_fresh_for(ctx, spec.common.propagation)
+    )
     if refusal is not None:
         prop, fix = RUN_INSTANCES_PROPERTIES.get(
             errors.error_code(refusal), ("parameters", "correct the value AWS names")

@@ -21,7 +21,7 @@ def booted(monkeypatch):
         real = time.monotonic
         offset = real() - seconds
         monkeypatch.setattr(time, "monotonic", lambda: real() - offset)
-        monkeypatch.setattr(aws, "_images", {})
+        monkeypatch.setattr(aws, "_images", aws.RecentAnswers(aws.IMAGE_CACHE_SECONDS, aws.IMAGE_CACHE_SIZE))
 
     return boot
 
