@@ -49,9 +49,11 @@ from typing import Any
 import boto3
 
 from bench import worker
+from ec2 import constants
+from ec2.connection import RETRY_MODES
 from tools import manager as manager_mode
 from tools import topology
-from tools.ec2proxy import Ec2Proxy, ProxyConfig, is_mutating
+from tools.ec2proxy import Call, Ec2Proxy, ProxyConfig, is_mutating
 from tools.emulator import MotoServer
 from tools.local import IMAGE_ID, ROOT
 
@@ -102,14 +104,26 @@ class Bench:
         self.emulator.reset()
         self.direct.describe_images(ImageIds=[IMAGE_ID])
 
-    def job(self, name: str, proxy: Ec2Proxy, topology_name: str, instances: int = 1, cycles: int = 1) -> dict:
+    def job(
+        self,
+        name: str,
+        proxy: Ec2Proxy,
+        topology_name: str,
+        instances: int = 1,
+        cycles: int = 1,
+        retry_mode: str | None = None,
+    ) -> dict:
+        """A deployment for a child process; ``retry_mode`` goes into aws_config (None: the plugin's default)."""
+        aws_config = {"endpoint_url": proxy.url, "region_name": REGION}
+        if retry_mode:
+            aws_config["retry_mode"] = retry_mode
         return {
             "name": name,
             "topology": topology_name,
             "instances": instances,
             "cycles": cycles,
             "folder": str(self.folder / name),
-            "aws_config": {"endpoint_url": proxy.url, "region_name": REGION},
+            "aws_config": aws_config,
             "task_retries": self.args.task_retries,
             "task_retry_interval": self.args.task_retry_interval,
         }
@@ -298,70 +312,104 @@ class Bench:
         return {"runs": runs}
 
     def throttle(self) -> dict:
+        """The 10 x 10 token-bucket run once per retry mode compared, and the
+        un-throttled reference topology in each mode (what a mode costs when nothing throttles)."""
         deployments = 4 if self.args.quick else 10
         count = 10
-        say(
-            f"throttling: {deployments} deployments x {count} instances, concurrently in separate processes, "
-            "against EC2's default token buckets"
-        )
-        self.fresh_emulator()
-        with Ec2Proxy(self.emulator.url, ProxyConfig(token_bucket=True)) as proxy:
-            jobs = [self.job(f"throttle-{i}", proxy, "fleet", instances=count) for i in range(deployments)]
-            started = time.monotonic()
-            results = self.run_jobs(jobs, timeout=900)
-            wall = time.monotonic() - started
-            outcomes = proxy.outcomes()
-            throttled_by_action = dict(proxy.throttled)
-            calls = len(proxy.calls())
-        failed = [
-            r["name"] for r in results if r.get("error") or not r["phases"] or not all(p["ok"] for p in r["phases"])
-        ]
-        errors = sorted(
-            {
-                r.get("error") or p["error"]
-                for r in results
-                for p in r["phases"] or [{}]
-                if (r.get("error") or p.get("error"))
-            }
-        )
-        retries = sum(p["rescheduled"] for r in results for p in r["phases"])
-        failed_tasks = sum(p["failed_tasks"] for r in results for p in r["phases"])
-        left = self.leftovers()
+        modes = self.args.retry_modes
+        runs = [self.throttled_fleets(mode, deployments, count) for mode in modes]
+        ordinary = [self.ordinary_path(mode) for mode in modes]
         table(
-            ["throttling", "value"],
+            ["throttling", *(f"retry_mode {run['retry_mode']}" for run in runs)],
             [
-                ["deployments x instances", f"{deployments} x {count}"],
-                ["wall s (all, install + uninstall)", wall],
-                ["EC2 calls", calls],
-                ["RequestLimitExceeded answers", outcomes.get("throttled", 0)],
-                ["  by action", ", ".join(f"{a} {n}" for a, n in sorted(throttled_by_action.items())) or "-"],
-                ["workflow retries (rescheduled tasks)", retries],
-                ["failed tasks (retried or not)", failed_tasks],
-                ["failed deployments", len(failed)],
-                ["leftovers in EC2", _leftover_text(left)],
+                ["deployments x instances", *(f"{deployments} x {count}" for _ in runs)],
+                ["wall s (all, install + uninstall)", *(run["wall_seconds"] for run in runs)],
+                ["install wall s (slowest deployment)", *(run["install_seconds_max"] for run in runs)],
+                ["requests (dry runs and throttled included)", *(run["requests"] for run in runs)],
+                ["RequestLimitExceeded answers", *(run["request_limit_exceeded"] for run in runs)],
+                ["throttled share of requests", *(_percent(run["throttled_share"]) for run in runs)],
+                ["  of which in the first 10 s", *(run["throttled_first_10s"] for run in runs)],
+                ["RunInstances requests (dry runs included)", *(run["run_instances_requests"] for run in runs)],
+                ["workflow retries (rescheduled tasks)", *(run["workflow_retries"] for run in runs)],
+                ["failed tasks (retried or not)", *(run["failed_tasks"] for run in runs)],
+                ["failed deployments", *(len(run["failed_deployments"]) for run in runs)],
+                ["leftovers in EC2", *(_leftover_text(run["leftovers"]) for run in runs)],
             ],
         )
-        for error in errors[:5]:
-            say(f"  error: {error}")
+        for run in runs:
+            by_action = ", ".join(f"{a} {n}" for a, n in sorted(run["throttled_by_action"].items())) or "none"
+            say(f"  {run['retry_mode']}: throttled by action: {by_action}")
+            for error in run["errors"][:5]:
+                say(f"  {run['retry_mode']} error: {error}")
+        table(
+            ["reference topology, no throttling", *(f"retry_mode {o['retry_mode']}" for o in ordinary)],
+            [
+                ["install calls (cycle 1)", *(o["install_calls"] for o in ordinary)],
+                ["uninstall calls (cycle 1)", *(o["uninstall_calls"] for o in ordinary)],
+                ["install wall s (median of cycles)", *(o["install_seconds"] for o in ordinary)],
+                ["uninstall wall s (median of cycles)", *(o["uninstall_seconds"] for o in ordinary)],
+                ["all cycles ok", *(o["ok"] for o in ordinary)],
+            ],
+        )
         return {
             "deployments": deployments,
             "instances_each": count,
+            "default_retry_mode": constants.DEFAULT_RETRY_MODE,
+            "runs": runs,
+            "ordinary_path": ordinary,
+        }
+
+    def throttled_fleets(self, retry_mode: str, deployments: int, count: int) -> dict:
+        """``deployments`` fleets of ``count`` instances at once, each in its own process, through EC2's default
+        token buckets, with the plugin's clients in ``retry_mode``."""
+        say(
+            f"throttling: {deployments} deployments x {count} instances, concurrently in separate processes, "
+            f"against EC2's default token buckets; retry_mode {retry_mode}"
+        )
+        self.fresh_emulator()
+        with Ec2Proxy(self.emulator.url, ProxyConfig(token_bucket=True)) as proxy:
+            jobs = [
+                self.job(f"throttle-{retry_mode}-{i}", proxy, "fleet", instances=count, retry_mode=retry_mode)
+                for i in range(deployments)
+            ]
+            started = time.monotonic()
+            results = self.run_jobs(jobs, timeout=900)
+            wall = time.monotonic() - started
+            seen = proxy.seen()
+            throttled_by_action = dict(proxy.throttled)
+        figures = fleet_figures(results, seen)
+        throttled_early = sum(c.outcome == "throttled" and c.started < started + 10 for c in seen)
+        return {
+            "retry_mode": retry_mode,
             "wall_seconds": wall,
-            "calls": calls,
-            "request_limit_exceeded": outcomes.get("throttled", 0),
+            **figures,
+            "throttled_first_10s": throttled_early,
+            "run_instances_requests": sum(c.action == "RunInstances" for c in seen),
             "throttled_by_action": throttled_by_action,
-            "workflow_retries": retries,
-            "failed_tasks": failed_tasks,
-            "failed_deployments": failed,
-            "errors": errors[:20],
-            "leftovers": left,
-            "per_deployment": [
-                {
-                    "name": r["name"],
-                    "phases": [{k: p[k] for k in ("phase", "seconds", "ok", "rescheduled")} for p in r["phases"]],
-                }
-                for r in results
-            ],
+            "leftovers": self.leftovers(),
+        }
+
+    def ordinary_path(self, retry_mode: str) -> dict:
+        """The reference topology through the plain counting proxy (nothing throttles) in ``retry_mode``."""
+        cycles = 2 if self.args.quick else 3
+        say(f"ordinary path: the reference topology, {cycles} cycles, no throttling; retry_mode {retry_mode}")
+        self.fresh_emulator()
+        with Ec2Proxy(self.emulator.url) as proxy:
+            job = self.job(f"ordinary-{retry_mode}", proxy, "reference", cycles=cycles, retry_mode=retry_mode)
+            (result,) = self.run_jobs([job], timeout=600)
+            phases = [self.phase_figures(proxy, phase) for phase in result["phases"]]
+        first = {p["phase"]: p for p in phases if p["cycle"] == 0}
+        seconds = {w: [p["seconds"] for p in phases if p["phase"] == w] for w in ("install", "uninstall")}
+        return {
+            "retry_mode": retry_mode,
+            "cycles": cycles,
+            "ok": bool(phases) and all(p["ok"] for p in phases) and not result.get("error"),
+            "install_calls": first.get("install", {}).get("calls"),
+            "uninstall_calls": first.get("uninstall", {}).get("calls"),
+            "install_seconds": statistics.median(seconds["install"]) if seconds["install"] else None,
+            "uninstall_seconds": statistics.median(seconds["uninstall"]) if seconds["uninstall"] else None,
+            "phases": phases,
+            "leftovers": self.leftovers(),
         }
 
     def manager(self) -> dict:
@@ -454,6 +502,46 @@ class Bench:
             [[f"{r['mode']} {r['topology']}", _leftover_text(r["leftovers"])] for r in runs],
         )
         return {"wagon": wagon.name, "plugin_venv": str(plugin.path), "stale_sources": newer, "runs": runs}
+
+
+def fleet_figures(results: list[dict], seen: list[Call]) -> dict:
+    """Outcome and cost of deployments run at once: every request the proxy saw
+    (dry runs and throttled answers included), the throttled share of them,
+    failures, retries, and each deployment's phases."""
+    failed = [r["name"] for r in results if r.get("error") or not r["phases"] or not all(p["ok"] for p in r["phases"])]
+    errors = sorted(
+        {r.get("error") or p["error"] for r in results for p in r["phases"] or [{}] if r.get("error") or p.get("error")}
+    )
+    throttled = sum(c.outcome == "throttled" for c in seen)
+    seconds = {
+        workflow: [p["seconds"] for r in results for p in r["phases"] if p["phase"] == workflow]
+        for workflow in ("install", "uninstall")
+    }
+    return {
+        "requests": len(seen),
+        "calls": sum(not c.dry_run for c in seen),
+        "dry_runs": sum(c.dry_run for c in seen),
+        "request_limit_exceeded": throttled,
+        "throttled_share": throttled / len(seen) if seen else None,
+        "workflow_retries": sum(p["rescheduled"] for r in results for p in r["phases"]),
+        "failed_tasks": sum(p["failed_tasks"] for r in results for p in r["phases"]),
+        "failed_deployments": failed,
+        "errors": errors[:20],
+        "install_seconds_max": max(seconds["install"], default=None),
+        "uninstall_seconds_max": max(seconds["uninstall"], default=None),
+        "per_deployment": [
+            {
+                "name": r["name"],
+                "peak_rss_mib": r.get("peak_rss_mib"),
+                "phases": [{k: p[k] for k in ("phase", "seconds", "ok", "rescheduled")} for p in r["phases"]],
+            }
+            for r in results
+        ],
+    }
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
 
 
 def _ratio(phase: dict) -> float | None:
@@ -622,10 +710,11 @@ def summary(results: dict) -> None:
             if phase:
                 rows.append([f"latency T = {run['T']} s: {workflow} wall - T", phase["minus_T"], "<= 1"])
     throttle = sections.get("throttle")
-    if throttle:
-        label = f"throttling {throttle['deployments']} x {throttle['instances_each']}"
-        rows.append([f"{label}: failed deployments", len(throttle["failed_deployments"]), 0])
-        rows.append([f"{label}: leftovers", _leftover_text(throttle["leftovers"]), "none"])
+    for run in throttle.get("runs", []) if throttle else []:
+        label = f"throttling {throttle['deployments']} x {throttle['instances_each']}, {run['retry_mode']}"
+        rows.append([f"{label}: throttled share", _percent(run["throttled_share"]), "<= 5%"])
+        rows.append([f"{label}: failed deployments", len(run["failed_deployments"]), 0])
+        rows.append([f"{label}: leftovers", _leftover_text(run["leftovers"]), "none"])
     for run in sections.get("manager", {}).get("runs", []):
         if run["mode"] != "manager":
             continue
@@ -650,12 +739,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench", help="folder for results.json, bench.png")
     parser.add_argument("--task-retries", type=int, default=100, help="workflow task retries (default 100)")
+    parser.add_argument(
+        "--retry-modes",
+        default="standard,adaptive",
+        help="aws_config retry_mode(s) the throttle section compares (comma-separated)",
+    )
     parser.add_argument("--task-retry-interval", type=float, default=1.0, help="seconds between task retries")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    args.retry_modes = [m.strip() for m in args.retry_modes.split(",") if m.strip()]
+    if not args.retry_modes or set(args.retry_modes) - set(RETRY_MODES):
+        parser.error(f"--retry-modes takes some of {', '.join(RETRY_MODES)}")
 
     # Fake credentials for the emulator, inherited by every child; nothing from the home folder.
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):

@@ -357,3 +357,31 @@ def test_a_group_cannot_be_deleted_for_the_window_after_a_terminate(proxy):
         "not caught up",
         "forwarded",
     ]
+
+
+def account_attribute(client, name: str) -> list[str]:
+    attributes = client.describe_account_attributes(AttributeNames=[name])["AccountAttributes"]
+    return [value["AttributeValue"] for a in attributes if a["AttributeName"] == name for value in a["AttributeValues"]]
+
+
+def test_the_elastic_ip_limit_refuses_an_allocation_past_it(proxy):
+    limited = proxy(elastic_ip_limit=2)
+    client = client_for(limited)
+    for _ in range(2):
+        client.allocate_address(Domain="vpc")
+    error = error_of(lambda: client.allocate_address(Domain="vpc"))
+    assert error.response["Error"]["Code"] == "AddressLimitExceeded"
+    assert len(client.describe_addresses()["Addresses"]) == 2
+
+
+def test_a_released_address_makes_room_under_the_elastic_ip_limit(proxy):
+    limited = proxy(elastic_ip_limit=1)
+    client = client_for(limited)
+    first = client.allocate_address(Domain="vpc")["AllocationId"]
+    client.release_address(AllocationId=first)
+    assert client.allocate_address(Domain="vpc")["AllocationId"] != first
+
+
+def test_the_account_attributes_answer_the_elastic_ip_limit(proxy):
+    limited = proxy(elastic_ip_limit=3)
+    assert account_attribute(client_for(limited), "vpc-max-elastic-ips") == ["3"]

@@ -26,6 +26,9 @@ Start it with the emulator's URL and give its ``url`` to boto3 as
    TerminateInstances, DeleteSecurityGroup answers ``DependencyViolation``.
    Only requests that name a resource are affected: listings by filter see
    new resources at once.
+10. **elastic-IP limit**: once that many addresses allocated through the
+    proxy are held, AllocateAddress answers ``AddressLimitExceeded``;
+    DescribeAccountAttributes answers that limit as ``vpc-max-elastic-ips``.
 
 Random choices are seeded: one ``random.Random`` per Action, seeded from the
 config's seed and the Action's name, so a run is repeatable whatever order
@@ -229,6 +232,9 @@ class ProxyConfig:
     # DeleteSecurityGroup answers DependencyViolation after a terminate (0: off).
     consistency_window: float = 0.0
     refusals: tuple[Refusal, ...] = ()
+    # Addresses the account may hold (EC2's default is 5), counted from the
+    # allocations and releases that pass through the proxy (None: moto's own, unenforced).
+    elastic_ip_limit: int | None = None
 
 
 @dataclass
@@ -272,6 +278,8 @@ class Ec2Proxy:
         self._states: dict[str, tuple[str, float]] = {}
         self._unseen: dict[str, tuple[str, float]] = {}  # name or id -> (its NotFound code, until)
         self._terminated_until = float("-inf")
+        self._addresses: set[str] = set()  # allocation ids held, under the elastic-IP limit
+        self._allocating = 0  # AllocateAddress calls forwarded and not yet answered
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -397,13 +405,35 @@ class Ec2Proxy:
                 handler.reply(*lagging)
                 return
         token = params.get("ClientToken") if config.client_token_dedup and action == "RunInstances" else None
+        limited = config.elastic_ip_limit is not None and action == "AllocateAddress" and not call.dry_run
+        if limited and not self._reserve_address():
+            call.outcome, call.status = "refused", 400
+            handler.reply(
+                *self._error(action, 400, "AddressLimitExceeded", "The maximum number of addresses has been reached.")
+            )
+            return
         if token and not call.dry_run:
             status, headers, answer = self._run_once(handler, body, token, params, call)
+        elif limited:
+            try:
+                status, headers, answer = self._forward(handler, body)
+            finally:
+                with self._lock:
+                    self._allocating -= 1
+            call.outcome = "forwarded"
+            if status == 200:
+                self._note_allocated(answer)
         else:
             status, headers, answer = self._forward(handler, body)
             call.outcome = "forwarded"
         if config.consistency_window and status == 200 and call.outcome == "forwarded" and not call.dry_run:
             self._note_created(action, params, answer)
+        if config.elastic_ip_limit is not None and status == 200 and not call.dry_run:
+            if action == "ReleaseAddress":
+                with self._lock:
+                    self._addresses.discard(params.get("AllocationId", ""))
+            elif action == "DescribeAccountAttributes":
+                answer = _with_attribute(answer, "vpc-max-elastic-ips", str(config.elastic_ip_limit))
         if config.latency and action in LATENCY_ACTIONS and status == 200:
             answer = self._apply_latency(action, answer, starts=call.outcome == "forwarded" and not call.dry_run)
         call.status = status
@@ -464,6 +494,24 @@ class Ec2Proxy:
             for bucket, cost in buckets:
                 bucket.tokens -= cost
             return True
+
+    def _reserve_address(self) -> bool:
+        """Counts an AllocateAddress in flight if the addresses held and in flight are under the limit."""
+        with self._lock:
+            if len(self._addresses) + self._allocating >= (self.config.elastic_ip_limit or 0):
+                return False
+            self._allocating += 1
+            return True
+
+    def _note_allocated(self, answer: bytes) -> None:
+        """Records the allocation id an AllocateAddress answer names as held."""
+        try:
+            root = ET.fromstring(answer)
+        except ET.ParseError:
+            return
+        ids = [e.text.strip() for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "allocationId" and e.text]
+        with self._lock:
+            self._addresses.update(ids)
 
     def _not_caught_up(self, action: str, params: dict) -> tuple[int, list[tuple[str, str]], bytes] | None:
         """EC2's answer while it has not caught up with a create or a terminate
@@ -604,6 +652,29 @@ def signed_by(authorization: str) -> str:
 
 def _default_limit(action: str, klass: str) -> tuple[float, float]:
     return ACTION_LIMITS.get(action) or CLASS_LIMITS[klass]
+
+
+def _with_attribute(answer: bytes, name: str, value: str) -> bytes:
+    """A DescribeAccountAttributes answer with attribute ``name``'s value(s) replaced by ``value``."""
+    try:
+        root = ET.fromstring(answer)
+    except ET.ParseError:
+        return answer
+    namespace = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
+    prefix = f"{{{namespace}}}" if namespace else ""
+    changed = False
+    for item in root.iter(f"{prefix}item"):
+        if item.findtext(f"{prefix}attributeName") != name:
+            continue
+        for element in item.iter(f"{prefix}attributeValue"):
+            element.text = value
+            changed = True
+    if not changed:
+        return answer
+    try:
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=namespace or None)
+    except ValueError:  # elements outside the namespace: leave the answer as it was
+        return answer
 
 
 def _escape(text: str) -> str:
