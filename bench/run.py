@@ -176,6 +176,7 @@ class Bench:
             "by_action": dict(sorted(counts.items())),
             "aws_seconds": proxy.busy_seconds(since, until),
             "throttled": proxy.outcomes(since, until).get("throttled", 0),
+            "run_instances_requests": sum(c.action == "RunInstances" for c in proxy.seen(since, until)),
         }
 
     # -- sections ----------------------------------------------------------
@@ -497,6 +498,14 @@ class Bench:
                 ],
                 action_rows,
             )
+        for run in runs:
+            install: dict = run["phases"].get("install", {})  # type: ignore[attr-defined]
+            if "run_instances_requests" in install:
+                per_instance = install["run_instances_requests"] / run["instances"]
+                say(
+                    f"  {run['mode']} {run['topology']}: RunInstances requests per instance, dry runs included: "
+                    f"{per_instance:.2f}"
+                )
         table(
             ["manager mode run", "leftovers"],
             [[f"{r['mode']} {r['topology']}", _leftover_text(r["leftovers"])] for r in runs],
@@ -704,6 +713,15 @@ def summary(results: dict) -> None:
                 rows.append(
                     [f"calls per instance, {workflow}, N = {largest['instances']}", phase["per_instance"], "<= 2"]
                 )
+        install = largest["phases"].get("install")
+        if install and "run_instances_requests" in install:
+            rows.append(
+                [
+                    f"RunInstances requests (dry runs included) per instance, install, N = {largest['instances']}",
+                    install["run_instances_requests"] / largest["instances"],
+                    "<= 1.1",
+                ]
+            )
     for run in sections.get("latency", {}).get("runs", []):
         for workflow in ("install", "uninstall"):
             phase = run["phases"].get(workflow)
