@@ -1,5 +1,7 @@
 """Names and defaults shared by the resource modules."""
 
+import re
+
 # The plugin's node types.
 INSTANCE = "cloudify.aws.nodes.Instance"
 KEY_PAIR = "cloudify.aws.nodes.KeyPair"
@@ -66,3 +68,11 @@ PROTOCOL_BY_NUMBER = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6"}
 PORT_RANGE_PROTOCOLS = frozenset({"tcp", "udp", "6", "17"})
 # Protocols whose FromPort and ToPort are an ICMP type and code (-1: any).
 ICMP_PROTOCOLS = frozenset({"icmp", "icmpv6", "1", "58"})
+
+# The shapes of AWS resource ids (and of a key pair name).
+GROUP_ID_PATTERN = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
+VPC_ID_PATTERN = re.compile(r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
+IMAGE_ID_PATTERN = re.compile(r"^ami-[0-9a-f]{8,17}$")
+INSTANCE_ID_PATTERN = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+ALLOCATION_ID_PATTERN = re.compile(r"^eipalloc-([0-9a-f]{8}|[0-9a-f]{17})$")
+KEY_NAME_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}$")

@@ -16,16 +16,15 @@ address recorded by the classic plugin (its public IP only) is found by that IP.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ec2 import aws, connection, constants, preflight, utils
+from ec2.constants import ALLOCATION_ID_PATTERN
 from ec2.errors import BadInput, PluginError
 
 KIND = "elastic IP"
-ALLOCATION_ID_PATTERN = re.compile(r"^eipalloc-([0-9a-f]{8}|[0-9a-f]{17})$")
 ADDRESS_PROPERTIES = (
     constants.ALLOCATION_ID,
     constants.ASSOCIATION_ID,

@@ -35,6 +35,23 @@ RETRYABLE_CODES = frozenset(
     }
 )
 
+# Dry-run refusals about the credentials, not the request.
+PERMISSION_CODES = frozenset(
+    {"UnauthorizedOperation", "AuthFailure", "AccessDenied", "OptInRequired", "Blocked", "PendingVerification"}
+)
+# Dry-run refusals that say an account quota or the capacity is used up.
+QUOTA_CODES = frozenset(
+    {
+        "InstanceLimitExceeded",
+        "VcpuLimitExceeded",
+        "InsufficientInstanceCapacity",
+        "AddressLimitExceeded",
+        "ResourceLimitExceeded",
+        "SecurityGroupLimitExceeded",
+        "KeyPairLimitExceeded",
+    }
+)
+
 # The STS calls the plugin makes (an assumed role's, and preflight's), beside EC2's.
 STS_OPERATIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
 

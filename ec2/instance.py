@@ -181,7 +181,7 @@ def check(ctx, honour_launch_dry_run: bool = False) -> None:
         return
 
     named = spec.common.resource_id
-    if instance_request.INSTANCE_ID_PATTERN.match(named) and _find(client, named):
+    if constants.INSTANCE_ID_PATTERN.match(named) and _find(client, named):
         raise BadInput(
             "resource_id",
             f"names instance '{named}', which already exists, while use_external_resource is false",

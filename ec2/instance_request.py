@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from email.mime.multipart import MIMEMultipart
@@ -24,14 +23,13 @@ from cloudify import constants as cloudify_constants
 from cloudify.utils import internal as cloudify_internal
 
 from ec2 import aws, connection, constants, utils
+from ec2.constants import GROUP_ID_PATTERN, IMAGE_ID_PATTERN, INSTANCE_ID_PATTERN
 from ec2.errors import BadInput, PluginError
 from ec2.properties import as_bool, as_text, string_list
 
 KEYPAIR_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_keypair"
 SECURITY_GROUP_RELATIONSHIP = "cloudify.aws.relationships.instance_connected_to_security_group"
 
-IMAGE_ID_PATTERN = re.compile(r"^ami-[0-9a-f]{8,17}$")
-INSTANCE_ID_PATTERN = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 CLIENT_TOKEN_LIMIT = 64
 
 # The classic plugin's boto 2 run_instances names: flat RunInstances fields ...
@@ -140,13 +138,11 @@ def resolve_security_groups(client, spec: InstanceSpec) -> InstanceSpec:
     names) moved into SecurityGroupIds: each name is looked up in the
     instance's own VPC (its subnet's, else the default VPC); ids pass through.
     EC2 takes names only for the default VPC, so ids are always sent."""
-    from ec2 import securitygroup  # it imports ec2.preflight, which imports this module
-
     wanted = spec.fields.get("SecurityGroups")
     if not wanted:
         return spec
     fields = {key: value for key, value in spec.fields.items() if key != "SecurityGroups"}
-    names = [group for group in wanted if not securitygroup.GROUP_ID_PATTERN.match(group)]
+    names = [group for group in wanted if not GROUP_ID_PATTERN.match(group)]
     resolved: dict[str, str] = {}
     if names:
         vpc_id, where = _own_vpc(client, fields.get("SubnetId"), names)

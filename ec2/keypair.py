@@ -10,19 +10,18 @@ An external key is only checked and recorded.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ec2 import aws, connection, constants, preflight, utils
+from ec2.constants import KEY_NAME_PATTERN
 from ec2.errors import AlreadyExists, BadInput, PluginError
 from ec2.properties import as_text
 
 KIND = "key pair"
 KEY_FINGERPRINT = "key_fingerprint"  # runtime property: what AWS answered at create, for check_drift
-KEY_NAME_PATTERN = re.compile(r"^[\x20-\x7e]{1,255}$")
 PUBLIC_KEY_PREFIXES = ("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-")
 
 

@@ -46,22 +46,6 @@ AGENT_SCRIPT_STAND_IN = "#!/bin/sh\n# stands in for the Cloudify agent's init sc
 PLACEHOLDER = "preflight-placeholder:{node}"
 SOURCE_GROUP_PROP = re.compile(r"^(rules|egress_rules)\[(\d+)\]\.src_group_id$")
 
-# Refusals about the credentials, not the request.
-PERMISSION_CODES = frozenset(
-    {"UnauthorizedOperation", "AuthFailure", "AccessDenied", "OptInRequired", "Blocked", "PendingVerification"}
-)
-# Refusals that say an account quota or the capacity is used up.
-QUOTA_CODES = frozenset(
-    {
-        "InstanceLimitExceeded",
-        "VcpuLimitExceeded",
-        "InsufficientInstanceCapacity",
-        "AddressLimitExceeded",
-        "ResourceLimitExceeded",
-        "SecurityGroupLimitExceeded",
-        "KeyPairLimitExceeded",
-    }
-)
 # RunInstances refusals by the property they are about, with the fix.
 RUN_INSTANCES_PROPERTIES = {
     "InvalidAMIID.NotFound": ("image_id", "give an available AMI id of this region"),
@@ -182,7 +166,7 @@ def _stand_in(ctx, target) -> tuple[str, bool] | None:
     """(id, is a placeholder) for a key pair or security group not created yet:
     an external one's resource_id, else the name a new key pair will get or a
     placeholder for a new group."""
-    from ec2 import keypair, securitygroup  # they import this module
+    from ec2 import keypair  # they import this module
 
     node_type, properties = _our_type(target.node), target.node.properties
     external = bool(node_type) and utils.use_external(target.node)
@@ -196,7 +180,7 @@ def _stand_in(ctx, target) -> tuple[str, bool] | None:
             name = PLACEHOLDER.format(node=target.node.id)
         return name, True
     if node_type == SECURITY_GROUP:
-        if external and securitygroup.GROUP_ID_PATTERN.match(wanted):
+        if external and constants.GROUP_ID_PATTERN.match(wanted):
             return wanted, False
         return PLACEHOLDER.format(node=target.node.id), True
     return None
@@ -211,13 +195,13 @@ def _require(operation: str, refusal: ClientError | None, prop: str, fix: str) -
     if code in ("InvalidKeyPair.Duplicate", "InvalidGroup.Duplicate"):
         return
     said = f"AWS refuses a dry run of {operation} ({code}: {refusal.response.get('Error', {}).get('Message', '')})"
-    if code in PERMISSION_CODES:
+    if code in errors.PERMISSION_CODES:
         raise BadInput(
             "aws_config",
             f"gives credentials that may not call {operation}: {said}",
             f"allow ec2:{operation} to these credentials (IAM policy), or give other credentials in aws_config",
         )
-    if code in QUOTA_CODES:
+    if code in errors.QUOTA_CODES:
         raise PluginError(
             f"{said}: a quota or the capacity is used up. Fix: free some, ask AWS for a higher quota "
             "(Service Quotas), or choose another instance type or zone"

@@ -10,18 +10,16 @@ group, retrying while instances that use it are still being torn down.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ec2 import aws, connection, constants, preflight, utils
+from ec2.constants import GROUP_ID_PATTERN, VPC_ID_PATTERN
 from ec2.errors import AlreadyExists, BadInput
 from ec2.properties import as_text
 
 KIND = "security group"
-GROUP_ID_PATTERN = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
-VPC_ID_PATTERN = re.compile(r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
 RULE_KEYS = ("ip_protocol", "from_port", "to_port", "cidr_ip", "src_group_id")
 # What a rule's ip_protocol may say, and the code EC2 wants for it (numbers pass through).
 PROTOCOL_CODES = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmpv6", "all": "-1", "-1": "-1"}
