@@ -28,7 +28,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ec2 import aws, connection, constants, instance_request, keypair, preflight, securitygroup, utils
+from ec2 import aws, connection, constants, instance_request, keypair, securitygroup, utils
 from ec2.aws import GONE_STATES, NOT_FOUND, state_of
 
 # One rule as EC2 describes it, comparable: (protocol, from port, to port, kind of source, source).
@@ -149,7 +149,7 @@ def elastic_ip_association(ctx, **_):
 
 def expected_request(ctx, spec) -> dict:
     """The RunInstances request the blueprint and the relationships make now."""
-    return instance_request.build_request(preflight.WithAgentScriptStandIn(ctx), spec)
+    return instance_request.build_request(instance_request.WithAgentScriptStandIn(ctx), spec)
 
 
 def wanted_instance_tags(request: Mapping[str, Any], tags: Mapping[str, str]) -> dict[str, str]:

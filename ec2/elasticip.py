@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, preflight, utils
+from ec2 import aws, connection, constants, errors, preflight, utils
 from ec2.constants import ALLOCATION_ID_PATTERN
 from ec2.errors import BadInput, PluginError
 
@@ -115,7 +115,7 @@ def check(ctx) -> None:
     spec = parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
     utils.check_existence(spec.common, KIND, lambda wanted: _public_ip(client, wanted), spec.common.resource_id)
-    preflight.dry_run_elastic_ip(ctx, client, spec)
+    dry_run_elastic_ip(ctx, client, spec)
     ctx.logger.info(f"Elastic IP {spec.common.resource_id or '(new)'} is valid.")
 
 
@@ -190,6 +190,14 @@ def disassociate(ctx, **_):
     )
     if ctx.source.instance.runtime_properties.get("public_ip_address") == public_ip:
         utils.forget(ctx.source.instance, "public_ip_address")
+
+
+def dry_run_elastic_ip(ctx, client, spec) -> None:
+    """AllocateAddress with DryRun, for a new address."""
+    if spec.common.external:
+        return
+    refusal = aws.dry_run_allocate_address(client, utils.creation_tags(ctx, spec.common.tags))
+    errors.check_dry_run("AllocateAddress", refusal, "tags", "correct the tags")
 
 
 # --- properties -------------------------------------------------------------

@@ -126,3 +126,26 @@ def role_refused(role_arn: str, error: ClientError) -> BadInput:
 
 class AlreadyExists(PluginError):
     """A create answered Duplicate: the name is taken (perhaps by this node instance's own earlier call)."""
+
+
+def check_dry_run(operation: str, refusal: ClientError | None, prop: str, fix: str) -> None:
+    """Raises the error for a dry run AWS refused. The resource's own Duplicate
+    code passes: whether the name may be taken is validation's existence check."""
+    if refusal is None:
+        return
+    code = error_code(refusal)
+    if code in ("InvalidKeyPair.Duplicate", "InvalidGroup.Duplicate"):
+        return
+    said = f"AWS refuses a dry run of {operation} ({code}: {refusal.response.get('Error', {}).get('Message', '')})"
+    if code in PERMISSION_CODES:
+        raise BadInput(
+            "aws_config",
+            f"gives credentials that may not call {operation}: {said}",
+            f"allow ec2:{operation} to these credentials (IAM policy), or give other credentials in aws_config",
+        )
+    if code in QUOTA_CODES:
+        raise PluginError(
+            f"{said}: a quota or the capacity is used up. Fix: free some, ask AWS for a higher quota "
+            "(Service Quotas), or choose another instance type or zone"
+        )
+    raise BadInput(prop, f"makes a {operation} request that {said}", fix)

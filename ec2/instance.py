@@ -10,9 +10,13 @@ it, wait, forget everything. An external instance is only checked and recorded.
 
 from __future__ import annotations
 
-from ec2 import agent, aws, connection, constants, instance_request, preflight, utils
+from types import SimpleNamespace
+
+from ec2 import agent, aws, connection, constants, errors, instance_request, keypair, preflight, utils
 from ec2.aws import GONE_STATES, LIVE_STATES, NOT_FOUND, state_of
+from ec2.constants import KEY_PAIR, SECURITY_GROUP
 from ec2.errors import BadInput, NotReady, PluginError
+from ec2.properties import as_text
 
 KIND = "instance"
 
@@ -216,7 +220,7 @@ def check(ctx, honour_launch_dry_run: bool = False) -> None:
             "request is AWS's check."
         )
     else:
-        preflight.dry_run_instance(ctx, client, resolved)
+        dry_run_instance(ctx, client, resolved)
     ctx.logger.info(f"Instance of {fields['InstanceType']} from {fields['ImageId']} is valid.")
 
 
@@ -259,6 +263,102 @@ def check_status(ctx, **_):
         )
         raise PluginError(f"instance {instance_id} is {state}, not running. Fix: {fix}")
     ctx.logger.info(f"Instance {instance_id} is running.")
+
+
+# --- the dry run ------------------------------------------------------------------
+
+# Stands in for a key pair or group not created yet; left out of the dry run's request.
+PLACEHOLDER = "preflight-placeholder:{node}"
+# RunInstances refusals by the property they are about, with the fix.
+RUN_INSTANCES_PROPERTIES = {
+    "InvalidAMIID.NotFound": ("image_id", "give an available AMI id of this region"),
+    "InvalidAMIID.Malformed": ("image_id", "give an available AMI id of this region"),
+    "InvalidAMIID.Unavailable": ("image_id", "give an available AMI id of this region"),
+    "InvalidKeyPair.NotFound": ("parameters.key_name", "name an existing key pair, or connect a KeyPair node"),
+    "InvalidSubnetID.NotFound": ("parameters.subnet_id", "give an existing subnet's id"),
+    "InvalidGroup.NotFound": ("parameters.security_group_ids", "give existing security groups of the subnet's VPC"),
+    "Unsupported": ("instance_type", "choose a type that this zone offers, or another placement"),
+}
+
+
+def dry_run_instance(ctx, client, spec) -> None:
+    """RunInstances with DryRun: the request create would send, without the
+    ClientToken, and without a connected key pair or group that does not exist
+    yet (validation run before install: the preflight, or the classic hook)."""
+    if spec.common.external:
+        return
+    relationships, placeholders = _with_stand_ins(ctx)
+    request = instance_request.build_request(_WithStandIns(ctx, relationships), spec)
+    if request.get("KeyName") in placeholders:
+        del request["KeyName"]
+    groups = [group for group in request.get("SecurityGroupIds", []) if group not in placeholders]
+    request.pop("SecurityGroupIds", None)
+    if groups:
+        request["SecurityGroupIds"] = groups
+    # A key pair or group this deployment made a moment ago may be unknown to EC2 for a while.
+    # Once per node and request shape in this process (instance_request.dry_run_launch).
+    refusal = instance_request.dry_run_launch(
+        ctx, client, request, utils.targets_fresh_for(ctx, spec.common.propagation)
+    )
+    if refusal is not None:
+        prop, fix = RUN_INSTANCES_PROPERTIES.get(
+            errors.error_code(refusal), ("parameters", "correct the value AWS names")
+        )
+        errors.check_dry_run("RunInstances", refusal, prop, fix)
+
+
+class _WithStandIns(instance_request.WithAgentScriptStandIn):
+    """The operation's ctx, also with stand-ins for relationship targets not created yet."""
+
+    def __init__(self, ctx, relationships: list) -> None:
+        super().__init__(ctx)
+        self.instance = SimpleNamespace(
+            id=ctx.instance.id, runtime_properties=ctx.instance.runtime_properties, relationships=relationships
+        )
+
+
+def _with_stand_ins(ctx) -> tuple[list, frozenset[str]]:
+    """The instance's relationships, a target without an AWS id given a stand-in
+    id (see ``_stand_in``), and the stand-ins that are placeholders."""
+    relationships, placeholders = [], set()
+    for relationship in ctx.instance.relationships:
+        target = relationship.target
+        stand_in = None if target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID) else _stand_in(ctx, target)
+        if stand_in:
+            runtime = {**target.instance.runtime_properties, constants.AWS_RESOURCE_ID: stand_in[0]}
+            if stand_in[1]:
+                placeholders.add(stand_in[0])
+            relationship = SimpleNamespace(
+                type=relationship.type,
+                type_hierarchy=getattr(relationship, "type_hierarchy", None) or [relationship.type],
+                target=SimpleNamespace(
+                    node=target.node, instance=SimpleNamespace(id=target.instance.id, runtime_properties=runtime)
+                ),
+            )
+        relationships.append(relationship)
+    return relationships, frozenset(placeholders)
+
+
+def _stand_in(ctx, target) -> tuple[str, bool] | None:
+    """(id, is a placeholder) for a key pair or security group not created yet:
+    an external one's resource_id, else the name a new key pair will get or a
+    placeholder for a new group."""
+    node_type, properties = utils.plugin_node_type(target.node), target.node.properties
+    external = bool(node_type) and utils.use_external(target.node)
+    wanted = as_text(properties.get("resource_id"))
+    if node_type == KEY_PAIR:
+        if external and wanted:
+            return wanted, False
+        try:
+            name = keypair.parse(properties, f"{ctx.deployment.id}-{target.instance.id}").key_name
+        except PluginError:  # reported by the key pair's own validation
+            name = PLACEHOLDER.format(node=target.node.id)
+        return name, True
+    if node_type == SECURITY_GROUP:
+        if external and constants.GROUP_ID_PATTERN.match(wanted):
+            return wanted, False
+        return PLACEHOLDER.format(node=target.node.id), True
+    return None
 
 
 # --- AWS ------------------------------------------------------------------------

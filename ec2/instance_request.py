@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from types import SimpleNamespace
 from typing import Any
 
 from botocore.validate import ParamValidator
@@ -348,6 +349,21 @@ LAUNCH_DRY_RUN_SECONDS = 300
 LAUNCH_DRY_RUN_MEMO_SIZE = 256
 _passed_launch_dry_runs = aws.RecentAnswers(LAUNCH_DRY_RUN_SECONDS, LAUNCH_DRY_RUN_MEMO_SIZE)
 INSTANCE_ID_STAND_IN = "{node instance}"
+# What a dry run sends instead of the agent's init script: generating the real
+# one has effects, and only its presence matters to AWS.
+AGENT_SCRIPT_STAND_IN = "#!/bin/sh\n# stands in for the Cloudify agent's init script in a dry run\n"
+
+
+class WithAgentScriptStandIn:
+    """The operation's ctx, with a stand-in for the agent's init script."""
+
+    agent = SimpleNamespace(init_script=lambda *_args, **_kwargs: AGENT_SCRIPT_STAND_IN)
+
+    def __init__(self, ctx) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
 
 
 def dry_run_launch(ctx, client, request: dict[str, Any], fresh_for: float = 0.0):

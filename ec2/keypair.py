@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, preflight, utils
+from ec2 import aws, connection, constants, errors, preflight, utils
 from ec2.constants import KEY_NAME_PATTERN
 from ec2.errors import AlreadyExists, BadInput, PluginError
 from ec2.properties import as_text
@@ -132,8 +132,23 @@ def check(ctx) -> None:
         spec.key_name,
         lambda: utils.may_exist(ctx) and bool(aws.find_owned_key_pairs(client, utils.ownership(ctx))),
     )
-    preflight.dry_run_key_pair(ctx, client, spec)
+    dry_run_key_pair(ctx, client, spec)
     ctx.logger.info(f"Key pair {spec.key_name} at {spec.key_path} is valid.")
+
+
+def dry_run_key_pair(ctx, client, spec) -> None:
+    """CreateKeyPair (ImportKeyPair for a given public key) with DryRun, for a new key pair."""
+    if spec.common.external:
+        return
+    tags = utils.creation_tags(ctx, spec.common.tags)
+    if spec.public_key:
+        refusal = aws.dry_run_import_key_pair(client, spec.key_name, spec.public_key, tags)
+        errors.check_dry_run(
+            "ImportKeyPair", refusal, "public_key_material", "give an OpenSSH RSA or ED25519 public key"
+        )
+    else:
+        refusal = aws.dry_run_create_key_pair(client, spec.key_name, tags)
+        errors.check_dry_run("CreateKeyPair", refusal, "resource_id", "give a key pair name AWS accepts")
 
 
 # --- properties ---------------------------------------------------------------

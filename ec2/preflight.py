@@ -1,14 +1,9 @@
-"""Proving a deployment before anything exists: AWS's own dry runs, and the
-``aws_preflight`` workflow.
+"""The ``aws_preflight`` workflow: proving a deployment before anything exists.
 
-``dry_run_*``: the create call a node would make (RunInstances, CreateKeyPair
-or ImportKeyPair, CreateSecurityGroup, AllocateAddress), sent with
-``DryRun=True``. AWS checks the permissions, the AMI, the instance type, the
-subnet and the quotas, and creates nothing. A refusal becomes an error that
-names the property and the fix. Each type's validation.create ends with one.
-A validation run before install (this workflow, or the classic
-validation.creation hook) finds the instance's key pair and groups not yet
-created: they are left out of its RunInstances dry run, unless external.
+Each resource module makes its own dry run (``dry_run_*`` in ec2.keypair,
+ec2.securitygroup, ec2.elasticip and ec2.instance): the create call the node
+would make, sent with ``DryRun=True``; ``errors.check_dry_run`` turns a
+refusal into an error that names the property and the fix.
 
 ``run`` (the ``aws_preflight`` workflow): who the credentials of each distinct
 ``aws_config`` are (STS GetCallerIdentity, logged), every check of
@@ -33,180 +28,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cloudify.decorators import workflow
 from cloudify.exceptions import NonRecoverableError
 
-from ec2 import aws, connection, constants, errors, instance_request, quotas, secrets, utils
-from ec2.constants import ELASTIC_IP, INSTANCE, KEY_PAIR, NODE_TYPES, SECURITY_GROUP
+from ec2 import connection, errors, instance_request, quotas, secrets, utils
+from ec2.constants import ELASTIC_IP, INSTANCE, KEY_PAIR, SECURITY_GROUP
 from ec2.errors import BadInput, PluginError
 from ec2.properties import as_text
 
 RELATIONSHIP_TYPES = (instance_request.KEYPAIR_RELATIONSHIP, instance_request.SECURITY_GROUP_RELATIONSHIP)
 
-# What a dry run sends instead of the agent's init script: generating the real
-# one has effects, and only its presence matters to AWS.
-AGENT_SCRIPT_STAND_IN = "#!/bin/sh\n# stands in for the Cloudify agent's init script in a dry run\n"
-PLACEHOLDER = "preflight-placeholder:{node}"
 SOURCE_GROUP_PROP = re.compile(r"^(rules|egress_rules)\[(\d+)\]\.src_group_id$")
-
-# RunInstances refusals by the property they are about, with the fix.
-RUN_INSTANCES_PROPERTIES = {
-    "InvalidAMIID.NotFound": ("image_id", "give an available AMI id of this region"),
-    "InvalidAMIID.Malformed": ("image_id", "give an available AMI id of this region"),
-    "InvalidAMIID.Unavailable": ("image_id", "give an available AMI id of this region"),
-    "InvalidKeyPair.NotFound": ("parameters.key_name", "name an existing key pair, or connect a KeyPair node"),
-    "InvalidSubnetID.NotFound": ("parameters.subnet_id", "give an existing subnet's id"),
-    "InvalidGroup.NotFound": ("parameters.security_group_ids", "give existing security groups of the subnet's VPC"),
-    "Unsupported": ("instance_type", "choose a type that this zone offers, or another placement"),
-}
-
-
-# --- the dry runs validation.create makes --------------------------------------
-
-
-def dry_run_key_pair(ctx, client, spec) -> None:
-    """CreateKeyPair (ImportKeyPair for a given public key) with DryRun, for a new key pair."""
-    if spec.common.external:
-        return
-    tags = utils.creation_tags(ctx, spec.common.tags)
-    if spec.public_key:
-        refusal = aws.dry_run_import_key_pair(client, spec.key_name, spec.public_key, tags)
-        _require("ImportKeyPair", refusal, "public_key_material", "give an OpenSSH RSA or ED25519 public key")
-    else:
-        refusal = aws.dry_run_create_key_pair(client, spec.key_name, tags)
-        _require("CreateKeyPair", refusal, "resource_id", "give a key pair name AWS accepts")
-
-
-def dry_run_security_group(ctx, client, spec) -> None:
-    """CreateSecurityGroup with DryRun, for a new group (its rules need its id: they are checked by parsing)."""
-    if spec.common.external:
-        return
-    tags = utils.creation_tags(ctx, spec.common.tags, spec.name)
-    refusal = aws.dry_run_create_security_group(client, spec.name, spec.description, spec.vpc_id, tags)
-    prop = "vpc_id" if refusal is not None and errors.error_code(refusal) == "InvalidVpcID.NotFound" else "resource_id"
-    _require("CreateSecurityGroup", refusal, prop, "correct the group's name, description or vpc_id")
-
-
-def dry_run_elastic_ip(ctx, client, spec) -> None:
-    """AllocateAddress with DryRun, for a new address."""
-    if spec.common.external:
-        return
-    refusal = aws.dry_run_allocate_address(client, utils.creation_tags(ctx, spec.common.tags))
-    _require("AllocateAddress", refusal, "tags", "correct the tags")
-
-
-def dry_run_instance(ctx, client, spec) -> None:
-    """RunInstances with DryRun: the request create would send, without the
-    ClientToken, and without a connected key pair or group that does not exist
-    yet (validation run before install: the preflight, or the classic hook)."""
-    if spec.common.external:
-        return
-    relationships, placeholders = _with_stand_ins(ctx)
-    request = instance_request.build_request(_WithStandIns(ctx, relationships), spec)
-    if request.get("KeyName") in placeholders:
-        del request["KeyName"]
-    groups = [group for group in request.get("SecurityGroupIds", []) if group not in placeholders]
-    request.pop("SecurityGroupIds", None)
-    if groups:
-        request["SecurityGroupIds"] = groups
-    # A key pair or group this deployment made a moment ago may be unknown to EC2 for a while.
-    # Once per node and request shape in this process (instance_request.dry_run_launch).
-    refusal = instance_request.dry_run_launch(
-        ctx, client, request, utils.targets_fresh_for(ctx, spec.common.propagation)
-    )
-    if refusal is not None:
-        prop, fix = RUN_INSTANCES_PROPERTIES.get(
-            errors.error_code(refusal), ("parameters", "correct the value AWS names")
-        )
-        _require("RunInstances", refusal, prop, fix)
-
-
-class WithAgentScriptStandIn:
-    """The operation's ctx, with a stand-in for the agent's init script."""
-
-    agent = SimpleNamespace(init_script=lambda *_args, **_kwargs: AGENT_SCRIPT_STAND_IN)
-
-    def __init__(self, ctx) -> None:
-        self._ctx = ctx
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ctx, name)
-
-
-class _WithStandIns(WithAgentScriptStandIn):
-    """The operation's ctx, also with stand-ins for relationship targets not created yet."""
-
-    def __init__(self, ctx, relationships: list) -> None:
-        super().__init__(ctx)
-        self.instance = SimpleNamespace(
-            id=ctx.instance.id, runtime_properties=ctx.instance.runtime_properties, relationships=relationships
-        )
-
-
-def _with_stand_ins(ctx) -> tuple[list, frozenset[str]]:
-    """The instance's relationships, a target without an AWS id given a stand-in
-    id (see ``_stand_in``), and the stand-ins that are placeholders."""
-    relationships, placeholders = [], set()
-    for relationship in ctx.instance.relationships:
-        target = relationship.target
-        stand_in = None if target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID) else _stand_in(ctx, target)
-        if stand_in:
-            runtime = {**target.instance.runtime_properties, constants.AWS_RESOURCE_ID: stand_in[0]}
-            if stand_in[1]:
-                placeholders.add(stand_in[0])
-            relationship = SimpleNamespace(
-                type=relationship.type,
-                type_hierarchy=getattr(relationship, "type_hierarchy", None) or [relationship.type],
-                target=SimpleNamespace(
-                    node=target.node, instance=SimpleNamespace(id=target.instance.id, runtime_properties=runtime)
-                ),
-            )
-        relationships.append(relationship)
-    return relationships, frozenset(placeholders)
-
-
-def _stand_in(ctx, target) -> tuple[str, bool] | None:
-    """(id, is a placeholder) for a key pair or security group not created yet:
-    an external one's resource_id, else the name a new key pair will get or a
-    placeholder for a new group."""
-    from ec2 import keypair  # they import this module
-
-    node_type, properties = _our_type(target.node), target.node.properties
-    external = bool(node_type) and utils.use_external(target.node)
-    wanted = as_text(properties.get("resource_id"))
-    if node_type == KEY_PAIR:
-        if external and wanted:
-            return wanted, False
-        try:
-            name = keypair.parse(properties, f"{ctx.deployment.id}-{target.instance.id}").key_name
-        except PluginError:  # reported by the key pair's own validation
-            name = PLACEHOLDER.format(node=target.node.id)
-        return name, True
-    if node_type == SECURITY_GROUP:
-        if external and constants.GROUP_ID_PATTERN.match(wanted):
-            return wanted, False
-        return PLACEHOLDER.format(node=target.node.id), True
-    return None
-
-
-def _require(operation: str, refusal: ClientError | None, prop: str, fix: str) -> None:
-    """Raises the error for a dry run AWS refused. The resource's own Duplicate
-    code passes: whether the name may be taken is validation's existence check."""
-    if refusal is None:
-        return
-    code = errors.error_code(refusal)
-    if code in ("InvalidKeyPair.Duplicate", "InvalidGroup.Duplicate"):
-        return
-    said = f"AWS refuses a dry run of {operation} ({code}: {refusal.response.get('Error', {}).get('Message', '')})"
-    if code in errors.PERMISSION_CODES:
-        raise BadInput(
-            "aws_config",
-            f"gives credentials that may not call {operation}: {said}",
-            f"allow ec2:{operation} to these credentials (IAM policy), or give other credentials in aws_config",
-        )
-    if code in errors.QUOTA_CODES:
-        raise PluginError(
-            f"{said}: a quota or the capacity is used up. Fix: free some, ask AWS for a higher quota "
-            "(Service Quotas), or choose another instance type or zone"
-        )
-    raise BadInput(prop, f"makes a {operation} request that {said}", fix)
 
 
 # --- the aws_preflight workflow --------------------------------------------------
@@ -225,7 +54,7 @@ def _preflight(ctx):
     views = [
         _view(ctx, instance, provider_context)
         for instance in sorted(ctx.node_instances, key=lambda instance: (instance.node_id, instance.id))
-        if _our_type(instance.node)
+        if utils.plugin_node_type(instance.node)
     ]
     pending = _names_install_creates(views)
     problems, unusable = _check_identities(ctx, views)
@@ -402,11 +231,6 @@ def _check_of(node_type: str):
     }[node_type]
 
 
-def _our_type(node) -> str | None:
-    hierarchy = list(getattr(node, "type_hierarchy", None) or [node.type])
-    return next((name for name in NODE_TYPES if name in hierarchy), None)
-
-
 def _provider_context(ctx) -> dict:
     """The manager's provider context (agents key pair and group); none locally."""
     if getattr(ctx, "local", True):
@@ -440,7 +264,7 @@ def _view(ctx, instance, provider_context: dict) -> SimpleNamespace:
     ]
     return SimpleNamespace(
         type="node-instance",
-        node_type=_our_type(instance.node),
+        node_type=utils.plugin_node_type(instance.node),
         node=_node(instance.node),
         instance=SimpleNamespace(
             id=instance.id,
@@ -449,7 +273,7 @@ def _view(ctx, instance, provider_context: dict) -> SimpleNamespace:
         ),
         deployment=SimpleNamespace(id=ctx.deployment.id),
         logger=ctx.logger,
-        agent=SimpleNamespace(init_script=lambda *_args, **_kwargs: AGENT_SCRIPT_STAND_IN),
+        agent=SimpleNamespace(init_script=lambda *_args, **_kwargs: instance_request.AGENT_SCRIPT_STAND_IN),
         provider_context=provider_context,
         # What the install workflow will meet: the engine, and the operations the node maps.
         local=bool(getattr(ctx, "local", False)),

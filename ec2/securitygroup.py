@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, preflight, utils
+from ec2 import aws, connection, constants, errors, preflight, utils
 from ec2.constants import GROUP_ID_PATTERN, VPC_ID_PATTERN
 from ec2.errors import AlreadyExists, BadInput
 from ec2.properties import as_text
@@ -116,10 +116,20 @@ def check(ctx) -> None:
         spec.common.resource_id,
         lambda: utils.may_exist(ctx) and bool(aws.find_owned_security_groups(client, utils.ownership(ctx))),
     )
-    preflight.dry_run_security_group(ctx, client, spec)
+    dry_run_security_group(ctx, client, spec)
     if not spec.common.external:
         resolve_rules(client, spec)
     ctx.logger.info(f"Security group {spec.name} is valid.")
+
+
+def dry_run_security_group(ctx, client, spec) -> None:
+    """CreateSecurityGroup with DryRun, for a new group (its rules need its id: they are checked by parsing)."""
+    if spec.common.external:
+        return
+    tags = utils.creation_tags(ctx, spec.common.tags, spec.name)
+    refusal = aws.dry_run_create_security_group(client, spec.name, spec.description, spec.vpc_id, tags)
+    prop = "vpc_id" if refusal is not None and errors.error_code(refusal) == "InvalidVpcID.NotFound" else "resource_id"
+    errors.check_dry_run("CreateSecurityGroup", refusal, prop, "correct the group's name, description or vpc_id")
 
 
 # --- properties -------------------------------------------------------------

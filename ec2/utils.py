@@ -138,6 +138,12 @@ def parse_common(properties: Mapping[str, Any]) -> Common:
     )
 
 
+def plugin_node_type(node) -> str | None:
+    """Which of this plugin's node types a node is (or derives from); None for any other."""
+    hierarchy = list(getattr(node, "type_hierarchy", None) or [node.type])
+    return next((name for name in constants.NODE_TYPES if name in hierarchy), None)
+
+
 def use_external(node) -> bool:
     """use_external_resource of another node (a relationship's other end)."""
     return as_bool(node.properties.get("use_external_resource", False), "use_external_resource")

@@ -10,7 +10,7 @@ import yaml
 from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
-from ec2 import aws, preflight
+from ec2 import aws, errors
 from ec2.errors import PluginError
 from tests.support import IMAGE_ID, PLUGIN_YAML, ROOT, CallRecorder, hook_clients
 
@@ -272,12 +272,12 @@ def test_a_refused_run_instances_dry_run_names_the_property(deploy, tmp_path, mo
 def test_a_used_up_quota_says_to_ask_for_more():
     refusal = ClientError({"Error": {"Code": "AddressLimitExceeded", "Message": "too many"}}, "AllocateAddress")
     with pytest.raises(PluginError, match="ask AWS for a higher quota"):
-        preflight._require("AllocateAddress", refusal, "tags", "correct the tags")
+        errors.check_dry_run("AllocateAddress", refusal, "tags", "correct the tags")
 
 
 def test_a_duplicate_name_in_a_dry_run_is_left_to_the_existence_check():
     refusal = ClientError({"Error": {"Code": "InvalidKeyPair.Duplicate", "Message": "exists"}}, "CreateKeyPair")
-    assert preflight._require("CreateKeyPair", refusal, "resource_id", "rename it") is None
+    assert errors.check_dry_run("CreateKeyPair", refusal, "resource_id", "rename it") is None
 
 
 def test_an_endpoint_that_carries_out_a_dry_run_is_an_error():
