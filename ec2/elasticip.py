@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, errors, preflight, utils
+from ec2 import aws, connection, constants, deployment, errors, utils
 from ec2.constants import ALLOCATION_ID_PATTERN
 from ec2.errors import BadInput, PluginError
 
@@ -107,7 +107,7 @@ def release(ctx, **_):
 @utils.ec2_operation
 def creation_validation(ctx, **_):
     check(ctx)
-    preflight.check_deployment_quotas(ctx)
+    deployment.check_deployment_quotas(ctx)
 
 
 def check(ctx) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ec2 import agent, aws, connection, constants, errors, instance_request, keypair, preflight, utils
+from ec2 import agent, aws, connection, constants, deployment, errors, instance_request, keypair, utils
 from ec2.aws import GONE_STATES, LIVE_STATES, NOT_FOUND, state_of
 from ec2.constants import KEY_PAIR, SECURITY_GROUP
 from ec2.errors import BadInput, NotReady, PluginError
@@ -168,7 +168,7 @@ def terminate(ctx, **_):
 @utils.ec2_operation
 def creation_validation(ctx, **_):
     check(ctx, honour_launch_dry_run=True)
-    preflight.check_deployment_quotas(ctx)
+    deployment.check_deployment_quotas(ctx)
 
 
 def check(ctx, honour_launch_dry_run: bool = False) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, errors, preflight, utils
+from ec2 import aws, connection, constants, deployment, errors, utils
 from ec2.constants import KEY_NAME_PATTERN
 from ec2.errors import AlreadyExists, BadInput, PluginError
 from ec2.properties import as_text
@@ -117,7 +117,7 @@ def delete(ctx, **_):
 @utils.ec2_operation
 def creation_validation(ctx, **_):
     check(ctx)
-    preflight.check_deployment_quotas(ctx)
+    deployment.check_deployment_quotas(ctx)
 
 
 def check(ctx) -> None:

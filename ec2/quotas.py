@@ -25,7 +25,7 @@ the fix, naming the nodes), which refuse the deployment, and quotas that
 could not be checked (no permission, or an emulator without the call), which
 are warnings: a quota nobody could read is no proof of a shortfall.
 Throttling, 5xx answers and lost connections are raised, to be retried.
-Nothing here needs an operation's ctx: ec2.preflight gathers the node instances.
+Nothing here needs an operation's ctx: ec2.deployment gathers the node instances.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ec2 import connection, constants, errors, instance_request, utils
+from ec2 import connection, constants, errors, instance_request, rules, utils
 from ec2.constants import ELASTIC_IP, KEY_PAIR, NODE_TYPES, SECURITY_GROUP
 from ec2.errors import PluginError
 
@@ -103,8 +103,6 @@ class Report:
 def plan_of(members: Iterable[Member]) -> dict[str, Plan]:
     """The plans of a deployment's node instances, by client configuration. A
     node whose properties do not parse is left out: its own check reports it."""
-    from ec2 import securitygroup  # it imports ec2.preflight, which imports this module
-
     plans: dict[str, Plan] = {}
     for member in members:
         kind = next((name for name in NODE_TYPES if name in member.type_hierarchy), None)
@@ -122,11 +120,10 @@ def plan_of(members: Iterable[Member]) -> dict[str, Plan]:
             elif kind == KEY_PAIR:
                 plan.key_pairs.append(where)
             elif kind == SECURITY_GROUP:
-                rules = (
-                    len(securitygroup.parse_rules(member.properties, "rules")),
-                    len(securitygroup.parse_rules(member.properties, "egress_rules")),
+                plan.rules[member.node_id] = (
+                    len(rules.parse_rules(member.properties, "rules")),
+                    len(rules.parse_rules(member.properties, "egress_rules")),
                 )
-                plan.rules[member.node_id] = rules
             else:
                 fields = instance_request.parse(member.properties).fields
                 market = (fields.get("InstanceMarketOptions") or {}).get("MarketType")

@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, WorkflowFailed
 
-from ec2 import connection, constants, preflight, quotas
+from ec2 import connection, constants, deployment, quotas
 from tests import test_manager_mode
 from tests.support import IMAGE_ID, assert_nothing_left, instance_node, live_instances
 from tools.ec2proxy import Ec2Proxy, ProxyConfig, Refusal
@@ -411,10 +411,10 @@ def test_a_deployment_of_one_group_makes_no_quota_call(deploy, calls):
 
 def test_validation_checks_the_deployment_once_per_execution(make_ctx, monkeypatch):
     checked: list[str] = []
-    monkeypatch.setattr(preflight, "deployment_quotas", lambda members, _id: checked.append("x") or quotas.Report())
+    monkeypatch.setattr(deployment, "deployment_quotas", lambda members, _id: checked.append("x") or quotas.Report())
     for _ in range(3):
         ctx = make_ctx({}, node_id="ip", execution_id="run-1")
-        preflight.check_deployment_quotas(ctx)
+        deployment.check_deployment_quotas(ctx)
     assert checked == ["x"]
 
 
@@ -437,12 +437,12 @@ class _Listing:
 
 
 def test_on_a_manager_the_deployment_is_read_from_the_rest_service_page_by_page(make_ctx, monkeypatch):
-    monkeypatch.setattr(preflight, "REST_PAGE_SIZE", 2)
+    monkeypatch.setattr(deployment, "REST_PAGE_SIZE", 2)
     nodes = _Listing([{"id": "ip", "type": ELASTIC_IP, "type_hierarchy": [ELASTIC_IP], "properties": {}}])
     instances = _Listing([{"id": f"ip_{n}", "node_id": "ip"} for n in range(3)])
     ctx = make_ctx({}, node_id="ip")
     ctx._endpoint = SimpleNamespace(rest_client=SimpleNamespace(nodes=nodes, node_instances=instances))
-    members, partial = preflight._deployment_members(ctx)
+    members, partial = deployment._deployment_members(ctx)
     assert partial == ""
     assert [member.instance_id for member in members] == ["ip_0", "ip_1", "ip_2"]
     assert nodes.asked == [{"_offset": 0, "deployment_id": "dep", "evaluate_functions": True}]
