@@ -25,8 +25,21 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from cloudify.decorators import workflow
 from cloudify.exceptions import NonRecoverableError
+from cloudify.manager import get_provider_context
 
-from ec2 import connection, deployment, errors, instance_request, quotas, secrets, utils
+from ec2 import (
+    connection,
+    deployment,
+    elasticip,
+    errors,
+    instance_request,
+    keypair,
+    quotas,
+    secrets,
+    securitygroup,
+    utils,
+)
+from ec2 import instance as instance_lifecycle
 from ec2.constants import ELASTIC_IP, INSTANCE, KEY_PAIR, SECURITY_GROUP
 from ec2.errors import BadInput, PluginError
 from ec2.properties import as_text
@@ -118,10 +131,8 @@ def _check_identities(ctx, views: list[SimpleNamespace]) -> tuple[list[str], set
 
 def _check_of(node_type: str):
     """The plugin's validation.create checks for a node type, as a plain function."""
-    from ec2 import elasticip, instance, keypair, securitygroup  # they import this module
-
     return {
-        INSTANCE: instance.check,
+        INSTANCE: instance_lifecycle.check,
         KEY_PAIR: keypair.check,
         SECURITY_GROUP: securitygroup.check,
         ELASTIC_IP: elasticip.check,
@@ -133,8 +144,6 @@ def _provider_context(ctx) -> dict:
     if getattr(ctx, "local", True):
         return {}
     try:
-        from cloudify.manager import get_provider_context
-
         return get_provider_context() or {}
     except Exception:  # a manager without one
         return {}
@@ -190,8 +199,6 @@ def _node(node) -> SimpleNamespace:
 
 def _names_install_creates(views: Iterable[SimpleNamespace]) -> frozenset[str]:
     """The key pair and security group names that install will create."""
-    from ec2 import keypair, securitygroup
-
     names = set()
     for view in views:
         try:
