@@ -99,7 +99,7 @@ def _every(list_call, **filters) -> list:
 
 
 def member(view: SimpleNamespace) -> quotas.Member:
-    """An operation's ctx, or the aws_preflight workflow's view of a node instance, as ec2.quotas wants it."""
+    """The aws_preflight workflow's view of a node instance, as ec2.quotas wants it."""
     relationships = tuple(
         {
             "type": relationship.type,
