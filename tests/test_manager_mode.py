@@ -198,11 +198,12 @@ def test_an_operation_error_keeps_its_meaning_and_its_message_reaches_the_tally(
 
 
 def test_an_operation_retry_from_a_process_reschedules_the_task(moto_server, managed):
-    # The proxy keeps the instance pending for 2 s, and the plugin waits for none: it asks for a retry.
-    with Ec2Proxy(moto_server.url, ProxyConfig(latency=2)) as proxy:
+    # The proxy keeps the instance pending for 15 s, longer than start's process takes to begin even on a
+    # loaded machine, and the plugin waits for none: it asks for a retry.
+    with Ec2Proxy(moto_server.url, ProxyConfig(latency=15)) as proxy:
         vm = instance_node(wait_timeout=0, retry_after=1, aws_config={"endpoint_url": proxy.url})
         deployment = managed({"vm": vm})
-        deployment.install(task_retries=10)
+        deployment.install(task_retries=60)
     assert deployment.state("vm") == "started"
     assert deployment.tally.events["rescheduled"] >= 1 and deployment.tally.events["failed"] == 0
     retried = [p for p in deployment.processes if p.outcome == "error"]
