@@ -201,16 +201,22 @@ def _elastic_ips(plan: Plan, ec2, deployment_id: str) -> Report:
     in_use = sum(
         1 for address in addresses if address.get("Domain", "vpc") == "vpc" and not _ours(address, deployment_id)
     )
-    left = max(limit - in_use, 0)
-    if needed <= left:
-        return Report()
-    return Report(
-        shortfalls=[
+    return _against(
+        needed,
+        limit,
+        in_use,
+        lambda left: (
             f"elastic IPs: {_nodes(plan.addresses)} need {needed}; {left} left "
             f"({ELASTIC_IP_ATTRIBUTE} {limit} minus {in_use} in use). Fix: release addresses nobody uses, "
             f"ask AWS for more (Service Quotas, EC2-VPC Elastic IPs, {ELASTIC_IP_QUOTA}), or allocate fewer"
-        ]
+        ),
     )
+
+
+def _against(needed: int, limit: int, in_use: int, shortfall: Callable[[int], str]) -> Report:
+    """Nothing when ``needed`` fits in what ``in_use`` leaves of ``limit``; else ``shortfall``(what is left)."""
+    left = max(limit - in_use, 0)
+    return Report() if needed <= left else Report(shortfalls=[shortfall(left)])
 
 
 def _vcpus(plan: Plan, ec2, service_quotas: _QuotaReader, deployment_id: str) -> Report:
@@ -305,15 +311,15 @@ def _key_pairs(plan: Plan, ec2, deployment_id: str) -> Report:
             ]
         )
     in_use = sum(1 for key_pair in existing if not _ours(key_pair, deployment_id))
-    left = max(KEY_PAIRS_PER_REGION - in_use, 0)
-    if needed <= left:
-        return Report()
-    return Report(
-        shortfalls=[
+    return _against(
+        needed,
+        KEY_PAIRS_PER_REGION,
+        in_use,
+        lambda left: (
             f"key pairs: {_nodes(plan.key_pairs)} create {needed}; {left} left (a region holds "
             f"{KEY_PAIRS_PER_REGION}, {in_use} in use). Fix: delete key pairs nobody uses, or use an existing "
             "key pair (use_external_resource)"
-        ]
+        ),
     )
 
 

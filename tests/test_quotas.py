@@ -37,6 +37,18 @@ def rules(count: int) -> list[dict]:
     return [{"ip_protocol": "tcp", "from_port": port, "to_port": port, "cidr_ip": "0.0.0.0/0"} for port in range(count)]
 
 
+def group_with_rules(count: int, key: str = "rules") -> dict:
+    """A SecurityGroup node ``group`` with ``count`` rules under ``key``."""
+    return {"group": {"type": SECURITY_GROUP, "properties": {"description": "many", key: rules(count)}}}
+
+
+def preflight_refusal(deployment) -> str:
+    """What aws_preflight's refusal says (it must refuse)."""
+    with pytest.raises(NonRecoverableError) as raised:
+        deployment.execute("aws_preflight")
+    return str(raised.value)
+
+
 def servers(count: int, instance_type: str = "m5.large", **properties) -> dict:
     node = instance_node(instance_type=instance_type, **properties)
     node["instances"] = {"deploy": count}
@@ -269,30 +281,25 @@ def test_external_instances_launch_nothing_and_are_not_counted(deploy, ec2, monk
 
 
 def test_a_group_with_61_rules_is_refused_by_the_accounts_quota(deploy, ec2):
-    nodes = {"group": {"type": SECURITY_GROUP, "properties": {"description": "many", "rules": rules(61)}}}
-    with pytest.raises(NonRecoverableError) as raised:
-        deploy(nodes).execute("aws_preflight")
+    refusal = preflight_refusal(deploy(group_with_rules(61)))
     assert (
         "- quota: rules per security group: node 'group' needs 61 inbound rules ('rules'); a group takes 60 "
         "(the account's quota L-0EA8095F). Fix: split the rules over more groups, or ask AWS for more "
         "(Service Quotas, L-0EA8095F)\n"
-    ) in str(raised.value) + "\n"
+    ) in refusal + "\n"
     assert_nothing_left(ec2)
 
 
 def test_install_refuses_61_egress_rules_before_creating_the_group(deploy, ec2, capsys):
-    nodes = {"group": {"type": SECURITY_GROUP, "properties": {"description": "many", "egress_rules": rules(61)}}}
     with pytest.raises(WorkflowFailed):
-        deploy(nodes).install()
+        deploy(group_with_rules(61, "egress_rules")).install()
     assert "node 'group' needs 61 outbound rules ('egress_rules')" in capsys.readouterr().out
     assert_nothing_left(ec2)
 
 
 def test_sixty_rules_need_no_quota_call(deploy, monkeypatch):
     sent = hook_quotas_client(monkeypatch, refused)
-    deploy({"group": {"type": SECURITY_GROUP, "properties": {"description": "full", "rules": rules(60)}}}).execute(
-        "aws_preflight"
-    )
+    deploy(group_with_rules(60)).execute("aws_preflight")
     assert sent == []
 
 
@@ -300,14 +307,12 @@ def test_rules_whose_quota_cannot_be_read_are_compared_with_the_documented_defau
     deploy, monkeypatch, capsys
 ):
     hook_quotas_client(monkeypatch, refused)
-    nodes = {"group": {"type": SECURITY_GROUP, "properties": {"description": "many", "rules": rules(61)}}}
-    with pytest.raises(NonRecoverableError) as raised:
-        deploy(nodes).execute("aws_preflight")
+    refusal = preflight_refusal(deploy(group_with_rules(61)))
     assert (
         "a group takes 60 (the documented default; the account's quota L-0EA8095F could not be read). Fix: split "
         "the rules over more groups, or ask AWS for more (Service Quotas, L-0EA8095F), or allow "
         "servicequotas:GetServiceQuota if the account has more"
-    ) in str(raised.value)
+    ) in refusal
     assert (
         "quota not checked: inbound or outbound rules per group (L-0EA8095F) could not be read "
         "(AccessDeniedException: allow servicequotas:GetServiceQuota to these credentials); compared with the "

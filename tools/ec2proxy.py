@@ -47,6 +47,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -582,36 +583,29 @@ class Ec2Proxy:
 
     def _apply_latency(self, action: str, answer: bytes, starts: bool) -> bytes:
         """Records the transitional state a forwarded action ``starts``, and shows it for ``latency`` seconds."""
-        try:
-            root = ET.fromstring(answer)
-        except ET.ParseError:
-            return answer
-        namespace = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
-        prefix = f"{{{namespace}}}" if namespace else ""
         now = time.monotonic()
         state_tag = "instanceState" if action in ("DescribeInstances", "RunInstances") else "currentState"
-        changed = False
-        for item in root.iter(f"{prefix}item"):
-            instance_id = item.findtext(f"{prefix}instanceId")
-            state = item.find(f"{prefix}{state_tag}")
-            if not instance_id or state is None:
-                continue
-            with self._lock:
-                if action in TRANSITIONS and starts:
-                    self._states[instance_id] = (TRANSITIONS[action], now + self.config.latency)
-                shown = self._states.get(instance_id)
-            if shown is None or now >= shown[1]:
-                continue
-            code, name = state.find(f"{prefix}code"), state.find(f"{prefix}name")
-            if code is not None and name is not None:
-                code.text, name.text = str(STATE_CODES[shown[0]]), shown[0]
-                changed = True
-        if not changed:
-            return answer
-        try:
-            return ET.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=namespace or None)
-        except ValueError:  # elements outside the namespace: leave the answer as it was
-            return answer
+
+        def show_states(root: ET.Element, prefix: str) -> bool:
+            changed = False
+            for item in root.iter(f"{prefix}item"):
+                instance_id = item.findtext(f"{prefix}instanceId")
+                state = item.find(f"{prefix}{state_tag}")
+                if not instance_id or state is None:
+                    continue
+                with self._lock:
+                    if action in TRANSITIONS and starts:
+                        self._states[instance_id] = (TRANSITIONS[action], now + self.config.latency)
+                    shown = self._states.get(instance_id)
+                if shown is None or now >= shown[1]:
+                    continue
+                code, name = state.find(f"{prefix}code"), state.find(f"{prefix}name")
+                if code is not None and name is not None:
+                    code.text, name.text = str(STATE_CODES[shown[0]]), shown[0]
+                    changed = True
+            return changed
+
+        return _edited(answer, show_states)
 
     def _forward(self, handler: _Handler, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         """Sends the request on to the emulator; one fresh-connection retry if a kept one went stale."""
@@ -656,20 +650,30 @@ def _default_limit(action: str, klass: str) -> tuple[float, float]:
 
 def _with_attribute(answer: bytes, name: str, value: str) -> bytes:
     """A DescribeAccountAttributes answer with attribute ``name``'s value(s) replaced by ``value``."""
+
+    def replace(root: ET.Element, prefix: str) -> bool:
+        changed = False
+        for item in root.iter(f"{prefix}item"):
+            if item.findtext(f"{prefix}attributeName") != name:
+                continue
+            for element in item.iter(f"{prefix}attributeValue"):
+                element.text = value
+                changed = True
+        return changed
+
+    return _edited(answer, replace)
+
+
+def _edited(answer: bytes, edit: Callable[[ET.Element, str], bool]) -> bytes:
+    """The XML ``answer`` after ``edit(root, tag prefix)``, which says whether it changed anything; the
+    answer as it was when it does not parse, nothing changed, or it cannot be written again."""
     try:
         root = ET.fromstring(answer)
     except ET.ParseError:
         return answer
     namespace = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
     prefix = f"{{{namespace}}}" if namespace else ""
-    changed = False
-    for item in root.iter(f"{prefix}item"):
-        if item.findtext(f"{prefix}attributeName") != name:
-            continue
-        for element in item.iter(f"{prefix}attributeValue"):
-            element.text = value
-            changed = True
-    if not changed:
+    if not edit(root, prefix):
         return answer
     try:
         return ET.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=namespace or None)
