@@ -20,6 +20,15 @@ Figures only; nothing here asserts on them. Sections (``--only`` picks some):
   10 deployments of 10 instances each install and uninstall concurrently in
   separate processes: RequestLimitExceeded answers, workflow retries,
   failed deployments, and what is left in EC2 afterwards.
+  Run once per retry mode of ``--retry-modes`` (default: standard and
+  adaptive), each with ``pace_after_throttle`` off and on (ec2/pacing.py),
+  with the throttled share of all requests (dry runs and throttled answers
+  included), and the un-throttled reference topology in each setting.
+- ``soak``: through the same token buckets, and an elastic-IP limit of 5
+  enforced by the proxy: one deployment of N = 50 and 200 instances, and 20
+  deployments of 10 instances in parallel processes (``--quick``: N = 50, and
+  5 x 10): requests and calls per instance, throttled answers, wall time,
+  failures and leftovers.
 - ``manager``: manager mode (tools/manager.py), each operation in a new
   process of the plugin venv made from dist/*.wgn (`make wagon`), as a
   Cloudify manager runs it: the reference topology and 10 instances installed
@@ -43,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +60,19 @@ import boto3
 
 from bench import worker
 from ec2 import constants
-from ec2.connection import RETRY_MODES
+from ec2.connection import RETRY_MODES, client_settings
 from tools import manager as manager_mode
 from tools import topology
 from tools.ec2proxy import Call, Ec2Proxy, ProxyConfig, is_mutating
 from tools.emulator import MotoServer
 from tools.local import IMAGE_ID, ROOT
 
-SECTIONS = ("client", "reference", "scale", "latency", "throttle", "manager")
+SECTIONS = ("client", "reference", "scale", "latency", "throttle", "soak", "manager")
+# The soak's account: EC2's default elastic-IP limit, enforced by the proxy.
+SOAK_ELASTIC_IPS = 5
+SOAK_TIMEOUT = 2400
+# The plugin's own client settings (no retry_mode or pace_after_throttle in aws_config).
+DEFAULT_CLIENT = {key: client_settings({})[key] for key in ("retry_mode", "pace_after_throttle")}
 MANAGER_FLEET = 10
 PLUGIN_SOURCES = ("setup.py", "plugin.yaml", "ec2/*.py")
 REGION = "us-east-1"
@@ -111,12 +126,11 @@ class Bench:
         topology_name: str,
         instances: int = 1,
         cycles: int = 1,
-        retry_mode: str | None = None,
+        client: dict | None = None,
     ) -> dict:
-        """A deployment for a child process; ``retry_mode`` goes into aws_config (None: the plugin's default)."""
-        aws_config = {"endpoint_url": proxy.url, "region_name": REGION}
-        if retry_mode:
-            aws_config["retry_mode"] = retry_mode
+        """A deployment for a child process; ``client`` settings (retry_mode, pace_after_throttle) go
+        into its aws_config (None: the plugin's defaults)."""
+        aws_config: dict[str, Any] = {"endpoint_url": proxy.url, "region_name": REGION, **(client or {})}
         return {
             "name": name,
             "topology": topology_name,
@@ -313,15 +327,19 @@ class Bench:
         return {"runs": runs}
 
     def throttle(self) -> dict:
-        """The 10 x 10 token-bucket run once per retry mode compared, and the
-        un-throttled reference topology in each mode (what a mode costs when nothing throttles)."""
+        """The 10 x 10 token-bucket run once per retry mode compared, unpaced and paced, and the
+        un-throttled reference topology in each (what a setting costs when nothing throttles)."""
         deployments = 4 if self.args.quick else 10
         count = 10
-        modes = self.args.retry_modes
-        runs = [self.throttled_fleets(mode, deployments, count) for mode in modes]
-        ordinary = [self.ordinary_path(mode) for mode in modes]
+        variants = [
+            {"retry_mode": mode, "pace_after_throttle": paced}
+            for paced in (False, True)
+            for mode in self.args.retry_modes
+        ]
+        runs = [self.throttled_fleets(variant, deployments, count) for variant in variants]
+        ordinary = [self.ordinary_path(variant) for variant in variants]
         table(
-            ["throttling", *(f"retry_mode {run['retry_mode']}" for run in runs)],
+            ["throttling", *(run["client"] for run in runs)],
             [
                 ["deployments x instances", *(f"{deployments} x {count}" for _ in runs)],
                 ["wall s (all, install + uninstall)", *(run["wall_seconds"] for run in runs)],
@@ -329,7 +347,6 @@ class Bench:
                 ["requests (dry runs and throttled included)", *(run["requests"] for run in runs)],
                 ["RequestLimitExceeded answers", *(run["request_limit_exceeded"] for run in runs)],
                 ["throttled share of requests", *(_percent(run["throttled_share"]) for run in runs)],
-                ["  of which in the first 10 s", *(run["throttled_first_10s"] for run in runs)],
                 ["RunInstances requests (dry runs included)", *(run["run_instances_requests"] for run in runs)],
                 ["workflow retries (rescheduled tasks)", *(run["workflow_retries"] for run in runs)],
                 ["failed tasks (retried or not)", *(run["failed_tasks"] for run in runs)],
@@ -339,11 +356,11 @@ class Bench:
         )
         for run in runs:
             by_action = ", ".join(f"{a} {n}" for a, n in sorted(run["throttled_by_action"].items())) or "none"
-            say(f"  {run['retry_mode']}: throttled by action: {by_action}")
+            say(f"  {run['client']}: throttled by action: {by_action}")
             for error in run["errors"][:5]:
-                say(f"  {run['retry_mode']} error: {error}")
+                say(f"  {run['client']} error: {error}")
         table(
-            ["reference topology, no throttling", *(f"retry_mode {o['retry_mode']}" for o in ordinary)],
+            ["reference topology, no throttling", *(o["client"] for o in ordinary)],
             [
                 ["install calls (cycle 1)", *(o["install_calls"] for o in ordinary)],
                 ["uninstall calls (cycle 1)", *(o["uninstall_calls"] for o in ordinary)],
@@ -356,21 +373,23 @@ class Bench:
             "deployments": deployments,
             "instances_each": count,
             "default_retry_mode": constants.DEFAULT_RETRY_MODE,
+            "default_client": _client_label(DEFAULT_CLIENT),
             "runs": runs,
             "ordinary_path": ordinary,
         }
 
-    def throttled_fleets(self, retry_mode: str, deployments: int, count: int) -> dict:
+    def throttled_fleets(self, client: dict, deployments: int, count: int) -> dict:
         """``deployments`` fleets of ``count`` instances at once, each in its own process, through EC2's default
-        token buckets, with the plugin's clients in ``retry_mode``."""
+        token buckets, with the plugin's clients set up as ``client`` says."""
+        label = _client_label(client)
         say(
             f"throttling: {deployments} deployments x {count} instances, concurrently in separate processes, "
-            f"against EC2's default token buckets; retry_mode {retry_mode}"
+            f"against EC2's default token buckets; {label}"
         )
         self.fresh_emulator()
         with Ec2Proxy(self.emulator.url, ProxyConfig(token_bucket=True)) as proxy:
             jobs = [
-                self.job(f"throttle-{retry_mode}-{i}", proxy, "fleet", instances=count, retry_mode=retry_mode)
+                self.job(f"throttle-{_slug(label)}-{i}", proxy, "fleet", instances=count, client=client)
                 for i in range(deployments)
             ]
             started = time.monotonic()
@@ -379,30 +398,31 @@ class Bench:
             seen = proxy.seen()
             throttled_by_action = dict(proxy.throttled)
         figures = fleet_figures(results, seen)
-        throttled_early = sum(c.outcome == "throttled" and c.started < started + 10 for c in seen)
         return {
-            "retry_mode": retry_mode,
+            "client": label,
+            **client,
             "wall_seconds": wall,
             **figures,
-            "throttled_first_10s": throttled_early,
             "run_instances_requests": sum(c.action == "RunInstances" for c in seen),
             "throttled_by_action": throttled_by_action,
             "leftovers": self.leftovers(),
         }
 
-    def ordinary_path(self, retry_mode: str) -> dict:
-        """The reference topology through the plain counting proxy (nothing throttles) in ``retry_mode``."""
+    def ordinary_path(self, client: dict) -> dict:
+        """The reference topology through the plain counting proxy (nothing throttles), clients set up as ``client``."""
         cycles = 2 if self.args.quick else 3
-        say(f"ordinary path: the reference topology, {cycles} cycles, no throttling; retry_mode {retry_mode}")
+        label = _client_label(client)
+        say(f"ordinary path: the reference topology, {cycles} cycles, no throttling; {label}")
         self.fresh_emulator()
         with Ec2Proxy(self.emulator.url) as proxy:
-            job = self.job(f"ordinary-{retry_mode}", proxy, "reference", cycles=cycles, retry_mode=retry_mode)
+            job = self.job(f"ordinary-{_slug(label)}", proxy, "reference", cycles=cycles, client=client)
             (result,) = self.run_jobs([job], timeout=600)
             phases = [self.phase_figures(proxy, phase) for phase in result["phases"]]
         first = {p["phase"]: p for p in phases if p["cycle"] == 0}
         seconds = {w: [p["seconds"] for p in phases if p["phase"] == w] for w in ("install", "uninstall")}
         return {
-            "retry_mode": retry_mode,
+            "client": label,
+            **client,
             "cycles": cycles,
             "ok": bool(phases) and all(p["ok"] for p in phases) and not result.get("error"),
             "install_calls": first.get("install", {}).get("calls"),
@@ -410,6 +430,95 @@ class Bench:
             "install_seconds": statistics.median(seconds["install"]) if seconds["install"] else None,
             "uninstall_seconds": statistics.median(seconds["uninstall"]) if seconds["uninstall"] else None,
             "phases": phases,
+            "leftovers": self.leftovers(),
+        }
+
+    def soak(self) -> dict:
+        """Long runs through EC2's default token buckets and an elastic-IP limit of 5: one deployment
+        of N instances, and deployments of 10 instances each in parallel processes."""
+        single = (50,) if self.args.quick else (50, 200)
+        parallel = 5 if self.args.quick else 20
+        count = 10
+        runs = [self.soak_run(f"soak-single-{n}", [n]) for n in single]
+        runs.append(self.soak_run(f"soak-parallel-{parallel}x{count}", [count] * parallel))
+        rows = []
+        for run in runs:
+            for workflow in ("install", "uninstall"):
+                phase = run["phases"][workflow]
+                rows.append(
+                    [
+                        run["label"],
+                        workflow,
+                        phase["requests"],
+                        phase["requests_per_instance"],
+                        phase["calls_per_instance"],
+                        phase["throttled"],
+                        _percent(phase["throttled_share"]),
+                        phase["seconds"],
+                    ]
+                )
+        table(
+            ["soak run", "phase", "requests", "requests/N", "calls/N", "throttled", "share", "wall s"],
+            rows,
+        )
+        table(
+            ["soak run", "failed deployments", "failed tasks", "workflow retries", "leftovers"],
+            [
+                [
+                    run["label"],
+                    len(run["failed_deployments"]),
+                    run["failed_tasks"],
+                    run["workflow_retries"],
+                    _leftover_text(run["leftovers"]),
+                ]
+                for run in runs
+            ],
+        )
+        for run in runs:
+            for error in run["errors"][:5]:
+                say(f"  {run['label']} error: {error}")
+        return {"elastic_ip_limit": SOAK_ELASTIC_IPS, "client": _client_label(DEFAULT_CLIENT), "runs": runs}
+
+    def soak_run(self, name: str, fleets: list[int]) -> dict:
+        """One fleet deployment per entry of ``fleets`` (its instance count), all at once, each in its own
+        process, through the token buckets; figures per phase (install, uninstall) over all deployments."""
+        instances = sum(fleets)
+        label = f"{len(fleets)} x {fleets[0]}" if len(fleets) > 1 else f"1 x {instances}"
+        say(f"soak: {label} instances through EC2's default token buckets, elastic-IP limit {SOAK_ELASTIC_IPS}")
+        self.fresh_emulator()
+        config = ProxyConfig(token_bucket=True, elastic_ip_limit=SOAK_ELASTIC_IPS)
+        with Ec2Proxy(self.emulator.url, config) as proxy:
+            jobs = [self.job(f"{name}-{i}", proxy, "fleet", instances=n) for i, n in enumerate(fleets)]
+            started = time.monotonic()
+            results = self.run_jobs(jobs, timeout=SOAK_TIMEOUT)
+            wall = time.monotonic() - started
+            seen = proxy.seen()
+        figures = fleet_figures(results, seen)
+        phases = {}
+        for workflow in ("install", "uninstall"):
+            spans = [p for r in results for p in r["phases"] if p["phase"] == workflow]
+            since = min((p["started"] for p in spans), default=0.0)
+            until = max((p["ended"] for p in spans), default=0.0)
+            window = [c for c in seen if since <= c.started <= until]
+            throttled = sum(c.outcome == "throttled" for c in window)
+            phases[workflow] = {
+                "seconds": until - since if spans else None,
+                "requests": len(window),
+                "calls": sum(not c.dry_run for c in window),
+                "requests_per_instance": len(window) / instances,
+                "calls_per_instance": sum(not c.dry_run for c in window) / instances,
+                "run_instances_per_instance": sum(c.action == "RunInstances" for c in window) / instances,
+                "throttled": throttled,
+                "throttled_share": throttled / len(window) if window else None,
+                "throttled_by_action": dict(Counter(c.action for c in window if c.outcome == "throttled")),
+            }
+        return {
+            "label": label,
+            "deployments": len(fleets),
+            "instances": instances,
+            "wall_seconds": wall,
+            "phases": phases,
+            **figures,
             "leftovers": self.leftovers(),
         }
 
@@ -549,6 +658,15 @@ def fleet_figures(results: list[dict], seen: list[Call]) -> dict:
     }
 
 
+def _client_label(client: dict) -> str:
+    client = {**DEFAULT_CLIENT, **client}
+    return f"{client['retry_mode']}, {'paced' if client['pace_after_throttle'] else 'unpaced'}"
+
+
+def _slug(label: str) -> str:
+    return "-".join(label.replace(",", " ").split())
+
+
 def _percent(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.1f}%"
 
@@ -647,33 +765,26 @@ def method(args: argparse.Namespace) -> dict:
 
 
 def plot(results: dict, path: Path) -> bool:
-    """Calls per instance and wall time against N, beside the lower bound."""
+    """Against N: calls per instance and wall time beside the lower bound (scale), and, through
+    EC2's default token buckets, requests per instance, throttled answers and wall time (throttle, soak)."""
     points = results.get("sections", {}).get("scale", {}).get("points", [])
     points = [p for p in points if p["phases"]]
-    if not points:
+    series = token_bucket_series(results.get("sections", {}))
+    if not points and not series:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = [p["instances"] for p in points]
-    figure, (total_axis, calls_axis, time_axis) = plt.subplots(1, 3, figsize=(15, 4.5))
-    for workflow, marker in (("install", "o"), ("uninstall", "s")):
-        phases = [p["phases"].get(workflow, {}) for p in points]
-        total_axis.plot(sizes, [p.get("calls") for p in phases], marker=marker, label=workflow)
-        calls_axis.plot(sizes, [p.get("per_instance") for p in phases], marker=marker, label=f"{workflow}: calls / N")
-        time_axis.plot(sizes, [p.get("seconds") for p in phases], marker=marker, label=workflow)
-    bound = topology.PER_INSTANCE_LOWER_BOUND["install"]
-    total_axis.plot(sizes, [bound * n for n in sizes], color="grey", linestyle="--", label=f"lower bound {bound} N")
-    calls_axis.axhline(bound, color="grey", linestyle="--", label=f"lower bound ({bound} per instance)")
-    total_axis.set(xscale="log", yscale="log", xlabel="instances N", ylabel="EC2 calls", title="Calls")
-    calls_axis.set(xscale="log", xlabel="instances N", ylabel="EC2 calls per instance", title="Calls per instance")
-    time_axis.set(xscale="log", xlabel="instances N", ylabel="seconds", title="Wall time")
-    for axis in (total_axis, calls_axis, time_axis):
-        axis.set_xticks(sizes, [str(n) for n in sizes])
-        axis.grid(True, alpha=0.3)
-        axis.legend()
+    rows = bool(points) + bool(series)
+    figure, axes = plt.subplots(rows, 3, figsize=(15, 4.5 * rows), squeeze=False)
+    row = 0
+    if points:
+        plot_scale(points, axes[row])
+        row += 1
+    if series:
+        plot_token_bucket(series, axes[row])
     info = results["machine"]
     figure.suptitle(
         f"cloudify-aws-ec2-plugin {info['versions'].get('cloudify-aws-ec2-plugin')}"
@@ -685,6 +796,62 @@ def plot(results: dict, path: Path) -> bool:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True
+
+
+def plot_scale(points: list[dict], axes: Any) -> None:
+    total_axis, calls_axis, time_axis = axes
+    sizes = [p["instances"] for p in points]
+    for workflow, marker in (("install", "o"), ("uninstall", "s")):
+        phases = [p["phases"].get(workflow, {}) for p in points]
+        total_axis.plot(sizes, [p.get("calls") for p in phases], marker=marker, label=workflow)
+        calls_axis.plot(sizes, [p.get("per_instance") for p in phases], marker=marker, label=f"{workflow}: calls / N")
+        time_axis.plot(sizes, [p.get("seconds") for p in phases], marker=marker, label=workflow)
+    bound = topology.PER_INSTANCE_LOWER_BOUND["install"]
+    total_axis.plot(sizes, [bound * n for n in sizes], color="grey", linestyle="--", label=f"lower bound {bound} N")
+    calls_axis.axhline(bound, color="grey", linestyle="--", label=f"lower bound ({bound} per instance)")
+    total_axis.set(xscale="log", yscale="log", xlabel="instances N", ylabel="EC2 calls", title="Calls")
+    calls_axis.set(xscale="log", xlabel="instances N", ylabel="EC2 calls per instance", title="Calls per instance")
+    time_axis.set(xscale="log", xlabel="instances N", ylabel="seconds", title="Wall time")
+    for axis in axes:
+        axis.set_xticks(sizes, [str(n) for n in sizes])
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+
+
+def token_bucket_series(sections: dict) -> dict[str, list[dict]]:
+    """The runs through EC2's default token buckets, by series (one deployment; deployments
+    of 10 in parallel, per retry mode), each point with its N and its install + uninstall totals."""
+    series: dict[str, list[dict]] = {}
+    throttle = sections.get("throttle", {})
+    for run in throttle.get("runs", []):
+        instances = throttle["deployments"] * throttle["instances_each"]
+        series.setdefault(f"parallel deployments of 10, {run['client']}", []).append({"instances": instances, **run})
+    soak = sections.get("soak", {})
+    for run in soak.get("runs", []):
+        kind = "one deployment" if run["deployments"] == 1 else "parallel deployments of 10"
+        series.setdefault(f"{kind}, {soak['client']}", []).append(run)
+    return {label: sorted(runs, key=lambda r: r["instances"]) for label, runs in series.items()}
+
+
+def plot_token_bucket(series: dict[str, list[dict]], axes: Any) -> None:
+    requests_axis, throttled_axis, time_axis = axes
+    sizes = sorted({run["instances"] for runs in series.values() for run in runs})
+    for (label, runs), marker in zip(sorted(series.items()), "o^sDv<>", strict=False):
+        n = [run["instances"] for run in runs]
+        requests_axis.plot(n, [run["requests"] / run["instances"] for run in runs], marker=marker, label=label)
+        throttled_axis.plot(n, [run["request_limit_exceeded"] for run in runs], marker=marker, label=label)
+        time_axis.plot(n, [run["wall_seconds"] for run in runs], marker=marker, label=label)
+    requests_axis.set(
+        xlabel="instances N (all deployments)",
+        ylabel="requests per instance",
+        title="Requests / N, install + uninstall, token buckets",
+    )
+    throttled_axis.set(xlabel="instances N (all deployments)", ylabel="answers", title="RequestLimitExceeded")
+    time_axis.set(xlabel="instances N (all deployments)", ylabel="seconds", title="Wall time, install + uninstall")
+    for axis in axes:
+        axis.set_xticks(sizes, [str(n) for n in sizes])
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
 
 
 def summary(results: dict) -> None:
@@ -729,8 +896,17 @@ def summary(results: dict) -> None:
                 rows.append([f"latency T = {run['T']} s: {workflow} wall - T", phase["minus_T"], "<= 1"])
     throttle = sections.get("throttle")
     for run in throttle.get("runs", []) if throttle else []:
-        label = f"throttling {throttle['deployments']} x {throttle['instances_each']}, {run['retry_mode']}"
+        label = f"throttling {throttle['deployments']} x {throttle['instances_each']}, {run['client']}"
         rows.append([f"{label}: throttled share", _percent(run["throttled_share"]), "<= 5%"])
+        rows.append([f"{label}: failed deployments", len(run["failed_deployments"]), 0])
+        rows.append([f"{label}: leftovers", _leftover_text(run["leftovers"]), "none"])
+    for run in sections.get("soak", {}).get("runs", []):
+        label = f"soak {run['label']}"
+        for workflow in ("install", "uninstall"):
+            phase = run["phases"][workflow]
+            rows.append([f"{label}: {workflow} requests / N", phase["requests_per_instance"], None])
+            rows.append([f"{label}: {workflow} throttled", phase["throttled"], None])
+            rows.append([f"{label}: {workflow} wall s", phase["seconds"], None])
         rows.append([f"{label}: failed deployments", len(run["failed_deployments"]), 0])
         rows.append([f"{label}: leftovers", _leftover_text(run["leftovers"]), "none"])
     for run in sections.get("manager", {}).get("runs", []):
@@ -760,7 +936,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--retry-modes",
         default="standard,adaptive",
-        help="aws_config retry_mode(s) the throttle section compares (comma-separated)",
+        help="aws_config retry_mode(s) the throttle section compares, each unpaced and paced (comma-separated)",
     )
     parser.add_argument("--task-retry-interval", type=float, default=1.0, help="seconds between task retries")
     args = parser.parse_args(argv)

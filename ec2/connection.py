@@ -39,7 +39,7 @@ from botocore.credentials import (
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
 from botocore.utils import parse_timestamp
 
-from ec2 import aws, constants, errors, secrets
+from ec2 import aws, constants, errors, pacing, secrets
 from ec2.errors import BadInput
 from ec2.properties import as_bool, as_int, is_boolean_text
 
@@ -52,7 +52,7 @@ BOTO3_KEYS = (
     "profile_name",
     "verify",
 )
-RETRY_KEYS = ("retry_mode", "max_attempts")
+RETRY_KEYS = ("retry_mode", "max_attempts", "pace_after_throttle")
 TIMEOUT_KEYS = ("connect_timeout", "read_timeout")
 BOTO2_KEYS = (
     "ec2_region_name",
@@ -225,7 +225,8 @@ def _retries(config: dict) -> dict:
     if mode not in RETRY_MODES:
         raise BadInput("aws_config", f"has retry_mode {mode!r}", f"use one of {', '.join(RETRY_MODES)}")
     attempts = as_int(config.get("max_attempts", constants.DEFAULT_MAX_ATTEMPTS), "aws_config.max_attempts")
-    return {"retry_mode": mode, "max_attempts": attempts}
+    paced = as_bool(config.get("pace_after_throttle", True), "aws_config.pace_after_throttle")
+    return {"retry_mode": mode, "max_attempts": attempts, "pace_after_throttle": paced}
 
 
 def _timeouts(config: dict) -> dict:
@@ -294,6 +295,8 @@ def _create_client(settings: dict) -> Any:
     client = session.client("ec2", **_client_arguments(session, settings))
     # Tells the propagation retries which NotFound may follow a lost answer (ec2.aws.while_propagating).
     client.meta.events.register("needs-retry.ec2", aws.note_attempt)
+    if settings["pace_after_throttle"]:
+        pacing.register(client, client.meta.endpoint_url)
     return client
 
 

@@ -1,0 +1,131 @@
+"""ec2/pacing.py: after a throttle, the processes of a host take turns at the action's refill rate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ec2 import connection, pacing
+from ec2.errors import BadInput
+from tests.support import IMAGE_ID
+from tools.ec2proxy import Ec2Proxy, ProxyConfig
+
+ENDPOINT = "https://ec2.us-east-1.amazonaws.com"
+
+
+class FakeClock:
+    """A clock that moves only when told to, or when the pacer sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def pacer(folder, clock: FakeClock, endpoint: str = ENDPOINT) -> pacing.Pacer:
+    return pacing.Pacer(endpoint, folder=folder, clock=clock, sleep=clock.sleep)
+
+
+def test_nothing_is_paced_before_a_throttle(tmp_path):
+    clock = FakeClock()
+    assert [pacer(tmp_path, clock).before_send("RunInstances") for _ in range(3)] == [0, 0, 0]
+    assert clock.slept == []
+
+
+def test_after_a_throttle_requests_take_turns_at_the_actions_refill_rate(tmp_path):
+    clock = FakeClock()
+    paced = pacer(tmp_path, clock)
+    paced.throttled("RunInstances")  # EC2's default: 2 per second
+    step = 0.5 + pacing.MARGIN
+    assert [paced.before_send("RunInstances") for _ in range(3)] == pytest.approx([step, 2 * step, 3 * step])
+    assert clock.slept == pytest.approx([step, 2 * step, 3 * step])
+
+
+def test_another_process_takes_the_next_turn(tmp_path):
+    clock = FakeClock()
+    first, second = pacer(tmp_path, clock), pacer(tmp_path, clock)  # two processes: only the folder is shared
+    first.throttled("CreateSecurityGroup")  # a mutating action: 5 per second
+    step = 0.2 + pacing.MARGIN
+    assert second.before_send("CreateSecurityGroup") == pytest.approx(step)
+    assert first.before_send("CreateSecurityGroup") == pytest.approx(2 * step)
+
+
+def test_other_actions_and_endpoints_are_not_paced(tmp_path):
+    clock = FakeClock()
+    pacer(tmp_path, clock).throttled("RunInstances")
+    assert pacer(tmp_path, clock).before_send("DescribeInstances") == 0
+    assert pacer(tmp_path, clock, "https://ec2.eu-west-1.amazonaws.com").before_send("RunInstances") == 0
+
+
+def test_pacing_ends_after_a_quiet_window(tmp_path):
+    clock = FakeClock()
+    paced = pacer(tmp_path, clock)
+    paced.throttled("RunInstances")
+    clock.now += pacing.WINDOW + 1
+    assert paced.before_send("RunInstances") == 0
+
+
+def test_a_request_after_a_pause_is_not_held_back_for_turns_that_passed(tmp_path):
+    clock = FakeClock()
+    paced = pacer(tmp_path, clock)
+    paced.throttled("RunInstances")
+    clock.now += 10
+    assert paced.before_send("RunInstances") == 0
+
+
+def test_a_damaged_state_file_is_read_as_no_pacing(tmp_path):
+    clock = FakeClock()
+    paced = pacer(tmp_path, clock)
+    paced.throttled("RunInstances")
+    for path in tmp_path.iterdir():
+        path.write_text("not json")
+    assert paced.before_send("RunInstances") == 0
+
+
+@pytest.mark.parametrize(("paced", "most"), [(True, 1), (False, None)])
+def test_a_client_stops_hammering_an_empty_bucket_once_throttled(moto_server, tmp_path, monkeypatch, paced, most):
+    monkeypatch.setattr(pacing, "default_folder", lambda: tmp_path)
+    limits = {"RunInstances": (1, pacing.refill_rate("RunInstances"))}
+    with Ec2Proxy(moto_server.url, ProxyConfig(token_bucket=True, limits=limits)) as proxy:
+        client = connection.ec2_client({"endpoint_url": proxy.url, "pace_after_throttle": paced, "max_attempts": 10})
+        for _ in range(4):
+            client.run_instances(ImageId=IMAGE_ID, MinCount=1, MaxCount=1)
+        throttled = proxy.throttled["RunInstances"]
+    if most is None:
+        assert throttled > 1
+    else:
+        assert 1 <= throttled <= most
+
+
+def test_pace_after_throttle_is_on_by_default():
+    assert connection.client_settings({})["pace_after_throttle"] is True
+
+
+def test_a_pace_after_throttle_that_is_not_a_boolean_is_refused():
+    with pytest.raises(BadInput, match="aws_config.pace_after_throttle"):
+        connection.client_settings({"pace_after_throttle": "perhaps"})
+
+
+def test_nothing_is_paced_in_a_folder_others_may_write_to(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # someone else's doing: they could plant turns or links there
+    clock = FakeClock()
+    pacer(shared, clock).throttled("RunInstances")
+    assert pacer(shared, clock).before_send("RunInstances") == 0
+    assert list(shared.iterdir()) == []
+
+
+def test_a_turn_further_away_than_pacing_makes_is_dropped(tmp_path):
+    clock = FakeClock()
+    paced = pacer(tmp_path, clock)
+    paced.throttled("RunInstances")
+    (state,) = tmp_path.iterdir()
+    state.write_text(json.dumps({"next": clock.now + 10 * pacing.LONGEST_WAIT, "until": clock.now + 1}))
+    assert paced.before_send("RunInstances") == 0
