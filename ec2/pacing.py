@@ -14,8 +14,15 @@ included, are spaced at the action's documented refill rate (and a
 ``WINDOW`` seconds have passed without a throttle. Before the first throttle
 nothing is paced, so an account with raised limits, and the ordinary path,
 pay nothing. The turns are kept in a small file per endpoint and action in
-the system's temporary folder, under an exclusive ``flock``; where that is
-not possible (no ``fcntl``, a read-only folder) nothing is paced.
+a folder of the system's temporary folder that only this user may write to,
+under an exclusive ``flock``; where that is not possible (no ``fcntl``, a
+folder others may write to, a symbolic link) nothing is paced.
+
+The turns are wall-clock times, since they are shared between processes and
+the folder may outlive a reboot (``time.monotonic()`` restarts from a small
+value at boot). A turn or a pacing window further away than pacing ever makes
+(a clock that jumped, a damaged file) is dropped, so a wrong clock costs at
+most one window of pacing, never a stall.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +45,8 @@ except ImportError:  # not POSIX: no pacing
 
 # Seconds without a throttle after which an action is no longer paced.
 WINDOW = 60.0
+# The longest wait for a turn; a turn further away is dropped as a clock jump or damage.
+LONGEST_WAIT = 120.0
 # Seconds added to each interval: a turn is taken here, and the token at
 # EC2 a network trip later, and trips vary; without it a request whose
 # predecessor travelled slower arrives just before its token.
@@ -73,7 +84,20 @@ def interval(action: str) -> float:
 
 
 def default_folder() -> Path:
-    return Path(tempfile.gettempdir()) / "cloudify-aws-plugin-pacing"
+    return Path(tempfile.gettempdir()) / f"cloudify-aws-plugin-pacing-{os.getuid()}"
+
+
+def is_private(folder: Path) -> bool:
+    """True if ``folder`` is a real folder of this user that no one else may write to."""
+    try:
+        status = os.lstat(folder)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(status.st_mode)
+        and status.st_uid == os.getuid()
+        and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
 
 
 class Pacer:
@@ -99,10 +123,10 @@ class Pacer:
             if state is None:
                 return 0.0
             now = self.clock()
-            if now >= state.get("until", 0.0):
-                state.clear()  # quiet for the window: paced no more
+            until, turn = state.get("until", 0.0), max(now, state.get("next", now))
+            if not now < until <= now + WINDOW or turn > now + LONGEST_WAIT:
+                state.clear()  # quiet for the window (paced no more), or a clock jump
                 return 0.0
-            turn = max(now, state.get("next", now))
             state["next"] = turn + interval(action)
         if turn > now:
             self.sleep(turn - now)
@@ -129,9 +153,12 @@ class Pacer:
     def _locked(self, path: Path, create: bool = False) -> Iterator[dict | None]:
         """The file's state, under an exclusive lock, written back; None when the file cannot be opened.
         (An emptied file stays: removing it could strand a process waiting for its lock.)"""
+        flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
         try:
-            handle: IO[str] = open(path, "a+" if create else "r+", encoding="utf-8")  # noqa: SIM115
-        except OSError:
+            if not is_private(self.folder):
+                raise PermissionError(f"{self.folder} is not private to this user")
+            handle: IO[str] = os.fdopen(os.open(path, flags, 0o600), "r+", encoding="utf-8")
+        except (OSError, ValueError):
             yield None
             return
         with handle:
@@ -141,7 +168,7 @@ class Pacer:
                 state = json.loads(handle.read() or "{}")
             except ValueError:
                 state = {}
-            if not isinstance(state, dict):
+            if not isinstance(state, dict) or not all(isinstance(v, (int, float)) for v in state.values()):
                 state = {}
             yield state
             handle.seek(0)
