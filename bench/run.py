@@ -25,7 +25,8 @@ Figures only; nothing here asserts on them. Sections (``--only`` picks some):
   with the throttled share of all requests (dry runs and throttled answers
   included), and the un-throttled reference topology in each setting.
 - ``soak``: through the same token buckets, and an elastic-IP limit of 5
-  enforced by the proxy: one deployment of N = 50 and 200 instances, and 20
+  enforced by the proxy: one deployment of N = 50 and 200 instances with 5
+  elastic IPs (the whole limit, so the quota preflight counts them), and 20
   deployments of 10 instances in parallel processes (``--quick``: N = 50, and
   5 x 10): requests and calls per instance, throttled answers, wall time,
   failures and leftovers.
@@ -127,6 +128,7 @@ class Bench:
         instances: int = 1,
         cycles: int = 1,
         client: dict | None = None,
+        elastic_ips: int = 0,
     ) -> dict:
         """A deployment for a child process; ``client`` settings (retry_mode, pace_after_throttle) go
         into its aws_config (None: the plugin's defaults)."""
@@ -135,6 +137,7 @@ class Bench:
             "name": name,
             "topology": topology_name,
             "instances": instances,
+            "elastic_ips": elastic_ips,
             "cycles": cycles,
             "folder": str(self.folder / name),
             "aws_config": aws_config,
@@ -439,7 +442,7 @@ class Bench:
         single = (50,) if self.args.quick else (50, 200)
         parallel = 5 if self.args.quick else 20
         count = 10
-        runs = [self.soak_run(f"soak-single-{n}", [n]) for n in single]
+        runs = [self.soak_run(f"soak-single-{n}", [n], SOAK_ELASTIC_IPS) for n in single]
         runs.append(self.soak_run(f"soak-parallel-{parallel}x{count}", [count] * parallel))
         rows = []
         for run in runs:
@@ -479,16 +482,21 @@ class Bench:
                 say(f"  {run['label']} error: {error}")
         return {"elastic_ip_limit": SOAK_ELASTIC_IPS, "client": _client_label(DEFAULT_CLIENT), "runs": runs}
 
-    def soak_run(self, name: str, fleets: list[int]) -> dict:
-        """One fleet deployment per entry of ``fleets`` (its instance count), all at once, each in its own
-        process, through the token buckets; figures per phase (install, uninstall) over all deployments."""
+    def soak_run(self, name: str, fleets: list[int], elastic_ips: int = 0) -> dict:
+        """One fleet deployment per entry of ``fleets`` (its instance count; each with ``elastic_ips``
+        addresses), all at once, each in its own process, through the token buckets; figures per phase
+        (install, uninstall) over all deployments."""
         instances = sum(fleets)
         label = f"{len(fleets)} x {fleets[0]}" if len(fleets) > 1 else f"1 x {instances}"
+        label += f", {elastic_ips} elastic IPs each" if elastic_ips else ""
         say(f"soak: {label} instances through EC2's default token buckets, elastic-IP limit {SOAK_ELASTIC_IPS}")
         self.fresh_emulator()
         config = ProxyConfig(token_bucket=True, elastic_ip_limit=SOAK_ELASTIC_IPS)
         with Ec2Proxy(self.emulator.url, config) as proxy:
-            jobs = [self.job(f"{name}-{i}", proxy, "fleet", instances=n) for i, n in enumerate(fleets)]
+            jobs = [
+                self.job(f"{name}-{i}", proxy, "fleet", instances=n, elastic_ips=elastic_ips)
+                for i, n in enumerate(fleets)
+            ]
             started = time.monotonic()
             results = self.run_jobs(jobs, timeout=SOAK_TIMEOUT)
             wall = time.monotonic() - started
@@ -516,6 +524,7 @@ class Bench:
             "label": label,
             "deployments": len(fleets),
             "instances": instances,
+            "elastic_ips_each": elastic_ips,
             "wall_seconds": wall,
             "phases": phases,
             **figures,

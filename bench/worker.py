@@ -95,7 +95,7 @@ def deploy(job: dict) -> dict:
     if job["topology"] == "reference":
         nodes = topology.reference(aws_config)
     else:
-        nodes = topology.fleet(aws_config, job["instances"])
+        nodes = topology.fleet(aws_config, job["instances"], job.get("elastic_ips", 0))
     blueprint = write_blueprint(folder, nodes, inputs=topology.INPUTS)
     phases: list[dict[str, Any]] = []
     for cycle in range(job["cycles"]):

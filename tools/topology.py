@@ -58,9 +58,16 @@ def reference(aws_config: dict) -> dict:
     }
 
 
-def fleet(aws_config: dict, count: int) -> dict:
-    """``count`` Instances sharing one KeyPair and one SecurityGroup."""
-    return {
+def fleet(aws_config: dict, count: int, elastic_ips: int = 0) -> dict:
+    """``count`` Instances sharing one KeyPair and one SecurityGroup, and ``elastic_ips`` unassociated ElasticIPs."""
+    nodes = {
         **_shared(aws_config),
         "vm": _instance(aws_config, [("keypair", "keypair"), ("security_group", "security_group")], count),
     }
+    if elastic_ips:
+        nodes["addresses"] = {
+            "type": "cloudify.aws.nodes.ElasticIP",
+            "properties": {"aws_config": aws_config},
+            "capabilities": {"scalable": {"properties": {"default_instances": elastic_ips}}},
+        }
+    return nodes
