@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -129,3 +131,33 @@ def test_a_turn_further_away_than_pacing_makes_is_dropped(tmp_path):
     (state,) = tmp_path.iterdir()
     state.write_text(json.dumps({"next": clock.now + 10 * pacing.LONGEST_WAIT, "until": clock.now + 1}))
     assert paced.before_send("RunInstances") == 0
+
+
+def test_a_pacing_window_further_away_than_the_window_is_dropped(tmp_path):
+    clock = FakeClock()
+    paced = pacer(tmp_path, clock)
+    paced.throttled("RunInstances")
+    (state,) = tmp_path.iterdir()
+    state.write_text(json.dumps({"next": clock.now, "until": clock.now + 10 * pacing.WINDOW}))  # the clock went back
+    assert paced.before_send("RunInstances") == 0
+
+
+def test_a_state_file_that_is_a_symbolic_link_is_not_followed(tmp_path):
+    folder, elsewhere = tmp_path / "pacing", tmp_path / "elsewhere.txt"
+    folder.mkdir(mode=0o700)
+    elsewhere.write_text("keep me")
+    clock = FakeClock()
+    paced = pacer(folder, clock)
+    paced._path("RunInstances").symlink_to(elsewhere)
+    paced.throttled("RunInstances")
+    assert paced.before_send("RunInstances") == 0
+    assert elsewhere.read_text() == "keep me"
+
+
+def test_the_default_folder_is_this_users_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(pacing.tempfile, "gettempdir", lambda: str(tmp_path))
+    clock = FakeClock()
+    pacing.Pacer(ENDPOINT, clock=clock, sleep=clock.sleep).throttled("RunInstances")
+    folder = pacing.default_folder()
+    assert folder.parent == tmp_path and str(os.getuid()) in folder.name
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
