@@ -38,6 +38,22 @@ def test_nothing_is_paced_before_a_throttle(tmp_path):
     clock = FakeClock()
     assert [pacer(tmp_path, clock).before_send("RunInstances") for _ in range(3)] == [0, 0, 0]
     assert clock.slept == []
+    assert list(tmp_path.iterdir()) == []  # nothing written either
+
+
+@pytest.mark.parametrize(
+    ("action", "per_second"),
+    [
+        ("RunInstances", 2),
+        ("StartInstances", 2),
+        ("TerminateInstances", 5),
+        ("CreateTags", 10),
+        ("AllocateAddress", 5),
+        ("DescribeInstances", 10),
+    ],
+)
+def test_turns_follow_ec2s_documented_default_refill_rates(action, per_second):
+    assert pacing.interval(action) == pytest.approx(1 / per_second + 0.05)
 
 
 def test_after_a_throttle_requests_take_turns_at_the_actions_refill_rate(tmp_path):
