@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -177,3 +179,29 @@ def test_the_default_folder_is_this_users_own(tmp_path, monkeypatch):
     folder = pacing.default_folder()
     assert folder.parent == tmp_path and str(os.getuid()) in folder.name
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+LAUNCHES = """
+import sys
+from ec2 import connection
+client = connection.ec2_client({"endpoint_url": sys.argv[1], "region_name": "us-east-1", "max_attempts": 20})
+for _ in range(int(sys.argv[2])):
+    client.run_instances(ImageId=sys.argv[3], MinCount=1, MaxCount=1)
+"""
+
+
+def test_by_default_the_processes_of_one_host_take_turns_after_a_throttle(moto_server, tmp_path):
+    limits = {"RunInstances": (1, pacing.refill_rate("RunInstances"))}
+    environment = {**os.environ, "TMPDIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    with Ec2Proxy(moto_server.url, ProxyConfig(token_bucket=True, limits=limits)) as proxy:
+        processes = [
+            subprocess.Popen([sys.executable, "-c", LAUNCHES, proxy.url, "5", IMAGE_ID], env=environment)
+            for _ in range(2)
+        ]
+        assert [process.wait(timeout=120) for process in processes] == [0, 0]
+        launched = sum(c.action == "RunInstances" and c.outcome != "throttled" for c in proxy.seen())
+        throttled = proxy.throttled["RunInstances"]
+    assert launched == 10
+    assert (
+        throttled <= 3
+    )  # each process's first throttle, and at most one more (13 or 14 with pace_after_throttle false, measured)
