@@ -28,7 +28,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ec2 import aws, connection, constants, instance_request, keypair, securitygroup, utils
+from ec2 import aws, connection, constants, instance_request, keypair, ownership, securitygroup, utils
 from ec2.aws import GONE_STATES, NOT_FOUND, state_of
 
 # One rule as EC2 describes it, comparable: (protocol, from port, to port, kind of source, source).
@@ -53,7 +53,9 @@ OWNERSHIP_TAGS = (constants.TAG_DEPLOYMENT_ID, constants.TAG_NODE_INSTANCE_ID)
 def instance(ctx, **_):
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
-    instance_id = _recorded(ctx, spec.common)
+    instance_id = ownership.recorded(
+        ctx.instance.runtime_properties, spec.common.resource_id if spec.common.external else None
+    )
     if not instance_id:
         return ["no instance is recorded: it was not installed"]
     described = aws.find_instance(client, instance_id)
@@ -76,7 +78,7 @@ def instance(ctx, **_):
 def security_group(ctx, **_):
     spec = securitygroup.parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
     client = connection.ec2_client(spec.common.aws_config)
-    group_id = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    group_id = ownership.recorded(ctx.instance.runtime_properties)
     if not group_id:
         return ["no security group is recorded: it was not installed"]
     group = aws.find_security_group_by_id(client, group_id)
@@ -95,7 +97,7 @@ def security_group(ctx, **_):
 def key_pair(ctx, **_):
     common = utils.parse_common(ctx.node.properties)
     client = connection.ec2_client(common.aws_config)
-    name = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    name = ownership.recorded(ctx.instance.runtime_properties)
     if not name:
         return ["no key pair is recorded: it was not installed"]
     found = aws.find_key_pair(client, name)
@@ -117,7 +119,7 @@ def key_pair(ctx, **_):
 def elastic_ip(ctx, **_):
     common = utils.parse_common(ctx.node.properties)
     client = connection.ec2_client(common.aws_config)
-    address = _address(client, ctx.instance.runtime_properties)
+    address = ownership.recorded_address(client, ctx.instance.runtime_properties)
     if address is None:
         return ["no elastic IP is recorded: it was not installed"]
     if not address:
@@ -134,9 +136,9 @@ def elastic_ip_association(ctx, **_):
     """Relationship (source: the instance, target: the address): the association still holds."""
     if utils.use_external(ctx.source.node) and utils.use_external(ctx.target.node):
         return None  # both external: the plugin made no association
-    instance_id = ctx.source.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    instance_id = ownership.recorded(ctx.source.instance.runtime_properties)
     client = connection.ec2_client(utils.parse_common(ctx.target.node.properties).aws_config)
-    address = _address(client, ctx.target.instance.runtime_properties)
+    address = ownership.recorded_address(client, ctx.target.instance.runtime_properties)
     if not instance_id or address is None:
         return ["the instance or the elastic IP is not recorded: it was not installed"]
     if not address:
@@ -239,11 +241,6 @@ def rule_drift(direction: str, actual: set[RuleKey], wanted: set[RuleKey]) -> li
 # --- helpers ------------------------------------------------------------------
 
 
-def _recorded(ctx, common: utils.Common) -> str | None:
-    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    return recorded or (common.resource_id if common.external else None)
-
-
 def _group_drift(groups: list[dict], request: Mapping[str, Any]) -> list[str]:
     wanted_ids, wanted_names = request.get("SecurityGroupIds") or [], request.get("SecurityGroups") or []
     ids, names = {group["GroupId"] for group in groups}, {group.get("GroupName") for group in groups}
@@ -259,14 +256,6 @@ def _group_drift(groups: list[dict], request: Mapping[str, Any]) -> list[str]:
     if not wanted_ids and not wanted_names:  # AWS put it in its VPC's default group
         extra = [group for group in extra if group.get("GroupName") != "default"]
     return differences + [f"security group {group['GroupId']} was added to the instance" for group in extra]
-
-
-def _address(client, runtime: Mapping[str, Any]) -> dict | None:
-    """The recorded address; ``{}`` when it is gone, None when nothing is recorded."""
-    allocation_id, public_ip = runtime.get(constants.ALLOCATION_ID), runtime.get(constants.AWS_RESOURCE_ID)
-    if not allocation_id and not public_ip:
-        return None
-    return aws.find_address(client, allocation_id=allocation_id, public_ip=None if allocation_id else public_ip) or {}
 
 
 def _association_drift(address: Mapping[str, Any], instance_id: str | None) -> list[str]:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, deployment, errors, utils
+from ec2 import aws, connection, constants, deployment, errors, ownership, utils
 from ec2.constants import ALLOCATION_ID_PATTERN
 from ec2.errors import BadInput, PluginError
 
@@ -51,7 +51,8 @@ def allocate(ctx, **_):
         utils.record(ctx.instance, **{constants.ALLOCATION_ID: address["AllocationId"]})
         return
 
-    owned = aws.find_owned_addresses(client, utils.ownership(ctx)) if utils.may_exist(ctx) else []
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    owned = ownership.left_behind(ctx.instance.runtime_properties, lambda: aws.find_owned_addresses(client, owner))
     if owned:
         address = owned[0]
         ctx.logger.warning(
@@ -63,8 +64,8 @@ def allocate(ctx, **_):
             ctx.logger.warning(
                 f"resource_id {spec.common.resource_id} is ignored for a new address: AWS chooses the IP."
             )
-        utils.mark_create_started(ctx)
-        address = aws.allocate_address(client, utils.creation_tags(ctx, spec.common.tags))
+        utils.mark_create_started(ctx.instance)
+        address = aws.allocate_address(client, ownership.creation_tags(owner, spec.common.tags))
         ctx.logger.info(f"Allocated elastic IP {address['PublicIp']} ({address['AllocationId']}).")
     # An adopted address keeps the time its interrupted create recorded.
     created = {} if owned else {constants.CREATED_AT: utils.now()}
@@ -74,12 +75,14 @@ def allocate(ctx, **_):
         **{constants.AWS_RESOURCE_ID: address["PublicIp"], constants.ALLOCATION_ID: address["AllocationId"], **created},
     )
     if aws.resent(address) or len(owned) > 1:
-        _release_others(ctx, client, address["AllocationId"], spec.common.propagation)
+        utils.record(ctx.instance, save=True, **{constants.CREATE_RESENT: True})
+        _release_others(client, owner, address["AllocationId"], spec.common.propagation, ctx.logger.warning)
+        utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
 
 
 @utils.ec2_operation
 def release(ctx, **_):
-    common = utils.common_if_created(ctx, KIND)
+    common = utils.common_if_created(ctx.node.properties, ctx.instance.runtime_properties, KIND, ctx.logger.info)
     if common is None:
         return
     client = connection.ec2_client(common.aws_config)
@@ -89,7 +92,8 @@ def release(ctx, **_):
         return
     # Allocated a moment ago, or disassociated a moment ago: EC2 may not have caught up.
     fresh_for = utils.fresh_for(ctx.instance.runtime_properties, common.propagation)
-    for allocation_id, public_ip in _own_addresses(ctx, client):
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    for allocation_id, public_ip in _own_addresses(client, ctx.instance.runtime_properties, owner):
         if aws.release_address(client, allocation_id, fresh_for, in_use_for=common.propagation):
             ctx.logger.info(f"Released elastic IP {public_ip} ({allocation_id}).")
         else:
@@ -115,7 +119,7 @@ def check(ctx) -> None:
     spec = parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
     utils.check_existence(spec.common, KIND, lambda wanted: _public_ip(client, wanted), spec.common.resource_id)
-    dry_run_elastic_ip(ctx, client, spec)
+    dry_run_elastic_ip(client, spec, ownership.owner_tags(ctx.deployment.id, ctx.instance.id))
     ctx.logger.info(f"Elastic IP {spec.common.resource_id or '(new)'} is valid.")
 
 
@@ -134,7 +138,7 @@ def associate(ctx, **_):
 
     common = utils.parse_common(ctx.target.node.properties)
     client = connection.ec2_client(common.aws_config)
-    allocation_id = _allocation_id(ctx, client, public_ip)
+    allocation_id = _allocation_id(client, ctx.target.instance.runtime_properties, ctx.target.node.id)
     # Either end may have been made a moment ago, and be unknown to EC2 for a while.
     fresh_for = max(
         utils.fresh_for(ctx.source.instance.runtime_properties, common.propagation),
@@ -157,7 +161,10 @@ def associate(ctx, **_):
 @utils.ec2_operation
 def disassociate(ctx, **_):
     """Relationship unlink: unties the address, only while it is still tied to this instance."""
-    if not _recorded_ends(ctx):
+    if not (
+        ownership.recorded(ctx.source.instance.runtime_properties)
+        and ownership.recorded(ctx.target.instance.runtime_properties)
+    ):
         ctx.logger.info("The instance or the elastic IP was never created; nothing to disassociate.")
         utils.forget(
             ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID, constants.ASSOCIATED_AT
@@ -192,11 +199,11 @@ def disassociate(ctx, **_):
         utils.forget(ctx.source.instance, "public_ip_address")
 
 
-def dry_run_elastic_ip(ctx, client, spec) -> None:
+def dry_run_elastic_ip(client, spec: ElasticIPSpec, owner: dict[str, str]) -> None:
     """AllocateAddress with DryRun, for a new address."""
     if spec.common.external:
         return
-    refusal = aws.dry_run_allocate_address(client, utils.creation_tags(ctx, spec.common.tags))
+    refusal = aws.dry_run_allocate_address(client, ownership.creation_tags(owner, spec.common.tags))
     errors.check_dry_run("AllocateAddress", refusal, "tags", "correct the tags")
 
 
@@ -240,14 +247,6 @@ def _ends(ctx) -> tuple[str, str]:
     return instance_id, public_ip
 
 
-def _recorded_ends(ctx) -> bool:
-    """Whether both ends of the relationship have recorded their AWS ids."""
-    return bool(
-        ctx.source.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-        and ctx.target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    )
-
-
 def _both_external(ctx) -> bool:
     return utils.use_external(ctx.source.node) and utils.use_external(ctx.target.node)
 
@@ -272,47 +271,50 @@ def _require_external(client, spec: ElasticIPSpec) -> dict:
     return _lookup(client, spec.common.resource_id) or {}
 
 
-def _allocation_id(ctx, client, public_ip: str) -> str:
+def _allocation_id(client, properties: Mapping[str, Any], node_id: str) -> str:
     """The recorded allocation id; for an address the classic plugin recorded
     (its public IP only), the one AWS has for that IP."""
-    allocation_id = ctx.target.instance.runtime_properties.get(constants.ALLOCATION_ID)
+    allocation_id = properties.get(constants.ALLOCATION_ID)
     if allocation_id:
         return allocation_id
-    address = aws.find_address(client, public_ip=public_ip)
+    address = ownership.recorded_address(client, properties)
     if not address or not address.get("AllocationId"):
         raise PluginError(
-            f"elastic IP {public_ip} of '{ctx.target.node.id}' does not exist in this account and region. "
+            f"elastic IP {ownership.recorded(properties)} of '{node_id}' does not exist in this account and region. "
             "Fix: reinstall the elastic IP node"
         )
     return address["AllocationId"]
 
 
-def _release_others(ctx, client, kept: str, window: float) -> None:
+def _release_others(client, owner: dict[str, str], kept: str, window: float, warn) -> None:
     """After an allocate whose answer may have been lost before (a resent call):
     releases every other address tagged as this node instance's (allocated a
     moment ago: EC2 may not know them by id yet)."""
-    utils.record(ctx.instance, save=True, **{constants.CREATE_RESENT: True})
-    for other in aws.find_owned_addresses(client, utils.ownership(ctx)):
-        if other["AllocationId"] != kept:
-            aws.release_address(client, other["AllocationId"], fresh_for=window)
-            ctx.logger.warning(f"Released elastic IP {other['PublicIp']}, a duplicate allocated by a resent call.")
-    utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
+
+    def release(other: dict) -> None:
+        aws.release_address(client, other["AllocationId"], fresh_for=window)
+        warn(f"Released elastic IP {other['PublicIp']}, a duplicate allocated by a resent call.")
+
+    ownership.sweep_others(aws.find_owned_addresses(client, owner), "AllocationId", kept, release)
 
 
-def _own_addresses(ctx, client) -> list[tuple[str, str]]:
+def _own_addresses(client, properties: Mapping[str, Any], owner: dict[str, str]) -> list[tuple[str, str | None]]:
     """(allocation id, public IP) of the address this node instance holds: the
     recorded one (found by its public IP if the classic plugin recorded it),
-    else any tagged as this node instance's after an interrupted allocate."""
-    properties = ctx.instance.runtime_properties
+    else (and after a resent allocate, too) any tagged as this node instance's."""
     allocation_id, public_ip = properties.get(constants.ALLOCATION_ID), properties.get(constants.AWS_RESOURCE_ID)
-    if allocation_id and not properties.get(constants.CREATE_RESENT):
-        return [(allocation_id, public_ip)]
     if public_ip and not allocation_id:
-        address = aws.find_address(client, public_ip=public_ip)
+        address = ownership.recorded_address(client, properties)
         return [(address["AllocationId"], public_ip)] if address else []
-    owned = [
-        (found["AllocationId"], found["PublicIp"]) for found in aws.find_owned_addresses(client, utils.ownership(ctx))
-    ]
-    if allocation_id and allocation_id not in [found for found, _ in owned]:  # recorded, not listed (yet)
-        owned.insert(0, (allocation_id, public_ip))
-    return owned
+    public_ips: dict[str, str] = {}
+
+    def owned_ids() -> list[str]:
+        public_ips.update(
+            (found["AllocationId"], found["PublicIp"]) for found in aws.find_owned_addresses(client, owner)
+        )
+        return list(public_ips)
+
+    ids = ownership.recorded_or_owned(
+        allocation_id, owned_ids, also_owned=bool(properties.get(constants.CREATE_RESENT))
+    )
+    return [(found, public_ips.get(found, public_ip)) for found in ids]

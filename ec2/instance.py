@@ -10,9 +10,11 @@ it, wait, forget everything. An external instance is only checked and recorded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import SimpleNamespace
+from typing import Any
 
-from ec2 import agent, aws, connection, constants, deployment, errors, instance_request, keypair, utils
+from ec2 import agent, aws, connection, constants, deployment, errors, instance_request, keypair, ownership, utils
 from ec2.aws import GONE_STATES, LIVE_STATES, NOT_FOUND, state_of
 from ec2.constants import KEY_PAIR, SECURITY_GROUP
 from ec2.errors import BadInput, NotReady, PluginError
@@ -46,11 +48,13 @@ def run_instances(ctx, **_):
         return
 
     request = instance_request.build_request(ctx, instance_request.resolve_security_groups(client, spec))
-    if _keep_own(ctx, client, spec.common.propagation):
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    if _keep_own(client, ctx.instance, owner, spec.common.propagation, ctx.logger):
         return
-    utils.mark_create_started(ctx)
+    utils.mark_create_started(ctx.instance)
     # The key pair and groups may have been made a moment ago, and be unknown to EC2 for a while.
-    instance, reservation_id = _run(ctx, client, request, utils.targets_fresh_for(ctx, spec.common.propagation))
+    fresh_for = utils.targets_fresh_for(ctx, spec.common.propagation)
+    instance, reservation_id = _run(client, ctx.instance, request, ctx.logger.info, fresh_for)
     instance_id = instance["InstanceId"]
     utils.record(
         ctx.instance,
@@ -63,7 +67,8 @@ def run_instances(ctx, **_):
     )
     ctx.logger.info(f"Launched instance {instance_id} (reservation {reservation_id}) from {request['ImageId']}.")
     if ctx.instance.runtime_properties.get(constants.CREATE_RESENT):
-        _terminate_others(ctx, client, instance_id, spec.common.propagation)
+        _terminate_others(client, owner, instance_id, spec.common.propagation, ctx.logger.warning)
+        utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
 
 
 @utils.ec2_operation
@@ -71,7 +76,10 @@ def start(ctx, **_):
     """Starts the instance if it is stopped, waits until it runs, records its addresses."""
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
-    instance_id = _recorded_id(ctx)
+    instance_id = ownership.require_recorded(
+        ctx.instance.runtime_properties, KIND, "run the create operation (install) first"
+    )
+    instance_request.check_recorded_id(instance_id)
     # EC2 is eventually consistent: an instance launched a moment ago may not be visible yet.
     fresh_for = utils.fresh_for(ctx.instance.runtime_properties, spec.common.propagation)
     instance = aws.poll_visible_instance(client, instance_id, fresh_for)
@@ -103,7 +111,7 @@ def stop(ctx, **_):
     live instances tagged as this node instance's, if any, and otherwise only
     logs: uninstall must get through after any failed install.
     """
-    common = utils.common_if_created(ctx, KIND)
+    common = utils.common_if_created(ctx.node.properties, ctx.instance.runtime_properties, KIND, ctx.logger.info)
     if common is None:
         return
     if common.external:
@@ -114,7 +122,8 @@ def stop(ctx, **_):
         ctx.logger.info("Not stopping: uninstall terminates the instance next, which shuts it down anyway.")
         return
     client = connection.ec2_client(common.aws_config)
-    instance_ids = _own_instance_ids(ctx, client)
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    instance_ids = _own_instance_ids(client, ctx.instance.runtime_properties, owner)
     if not instance_ids:
         ctx.logger.info("No instance was recorded or found for this node instance; there is nothing to stop.")
     fresh_for = utils.fresh_for(ctx.instance.runtime_properties, common.propagation)
@@ -136,7 +145,7 @@ def stop(ctx, **_):
 @utils.ec2_operation
 def terminate(ctx, **_):
     """delete: terminates the instance, waits for termination, forgets it."""
-    common = utils.common_if_created(ctx, KIND)
+    common = utils.common_if_created(ctx.node.properties, ctx.instance.runtime_properties, KIND, ctx.logger.info)
     if common is None:
         return
     client = connection.ec2_client(common.aws_config)
@@ -152,7 +161,8 @@ def terminate(ctx, **_):
         return
 
     # shutting-down too: a retry must still wait for an unrecorded instance it terminated.
-    instance_ids = _own_instance_ids(ctx, client, LIVE_STATES + ("shutting-down",))
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    instance_ids = _own_instance_ids(client, ctx.instance.runtime_properties, owner, LIVE_STATES + ("shutting-down",))
     if not instance_ids:
         ctx.logger.info("No instance was recorded or found for this node instance; there is nothing to terminate.")
     fresh_for = utils.fresh_for(ctx.instance.runtime_properties, common.propagation)
@@ -364,71 +374,73 @@ def _stand_in(ctx, target) -> tuple[str, bool] | None:
 # --- AWS ------------------------------------------------------------------------
 
 
-def _run(ctx, client, request: dict, fresh_for: float = 0.0) -> tuple[dict, str]:
+def _run(client, instance, request: dict, report, fresh_for: float = 0.0) -> tuple[dict, str]:
     """Calls RunInstances. AWS answers a repeated ClientToken with the first
     call's instance; if that one is already gone (a reinstall), a token
     derived from it is used, so the answer stays reproducible. A call that
-    botocore had to resend is noted: where the token was not honoured, it may
-    have launched a second instance."""
+    botocore had to resend is noted on the node instance: where the token was
+    not honoured, it may have launched a second instance."""
     for _attempt in range(5):
         response = aws.run_instance(client, request, fresh_for)
         if aws.resent(response):
-            utils.record(ctx.instance, save=True, **{constants.CREATE_RESENT: True})
-        instance = response["Instances"][0]
-        if state_of(instance) not in GONE_STATES:
-            return instance, response.get("ReservationId", "")
-        request["ClientToken"] = instance_request.token_from(f"{request['ClientToken']}/{instance['InstanceId']}")
-        ctx.logger.info(f"Token matched instance {instance['InstanceId']}, which is gone; launching a new one.")
+            utils.record(instance, save=True, **{constants.CREATE_RESENT: True})
+        launched = response["Instances"][0]
+        if state_of(launched) not in GONE_STATES:
+            return launched, response.get("ReservationId", "")
+        request["ClientToken"] = instance_request.token_from(f"{request['ClientToken']}/{launched['InstanceId']}")
+        report(f"Token matched instance {launched['InstanceId']}, which is gone; launching a new one.")
     raise PluginError("RunInstances kept answering with terminated instances")
 
 
-def _terminate_others(ctx, client, kept: str, window: float) -> None:
+def _terminate_others(client, owner: dict[str, str], kept: str, window: float, warn) -> None:
     """After a resent RunInstances: terminates every other instance tagged as
     this node instance's (launched a moment ago: EC2 may not know them by id yet)."""
-    for other in aws.find_owned_instances(client, utils.ownership(ctx)):
-        if other["InstanceId"] != kept:
-            aws.terminate_instance(client, other["InstanceId"], fresh_for=window)
-            ctx.logger.warning(f"Terminated instance {other['InstanceId']}, a duplicate launched by a resent call.")
-    utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
+
+    def terminate(other: dict) -> None:
+        aws.terminate_instance(client, other["InstanceId"], fresh_for=window)
+        warn(f"Terminated instance {other['InstanceId']}, a duplicate launched by a resent call.")
+
+    ownership.sweep_others(aws.find_owned_instances(client, owner), "InstanceId", kept, terminate)
 
 
-def _keep_own(ctx, client, window: float) -> bool:
+def _keep_own(client, instance, owner: dict[str, str], window: float, logger) -> bool:
     """Keeps the recorded instance (also one launched too recently for EC2 to
     show it), or adopts one an interrupted create launched."""
-    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    properties = instance.runtime_properties
+    recorded = ownership.recorded(properties)
     if recorded:
         state = state_of(aws.find_instance(client, recorded))
-        if state in LIVE_STATES or (state == NOT_FOUND and utils.fresh_for(ctx.instance.runtime_properties, window)):
-            ctx.logger.info(f"Instance {recorded} was already created for this node instance.")
+        if state in LIVE_STATES or (state == NOT_FOUND and utils.fresh_for(properties, window)):
+            logger.info(f"Instance {recorded} was already created for this node instance.")
             return True
-        utils.forget(ctx.instance, *RUNTIME_PROPERTIES)
-    if not utils.may_exist(ctx):
-        return False
-    found = aws.find_owned_instances(client, utils.ownership(ctx))
+        utils.forget(instance, *RUNTIME_PROPERTIES)
+    found = ownership.left_behind(properties, lambda: aws.find_owned_instances(client, owner))
     if not found:
         return False
-    instance = found[0]
+    adopted = found[0]
     utils.record(
-        ctx.instance,
+        instance,
         save=True,
-        **{constants.AWS_RESOURCE_ID: instance["InstanceId"], constants.RESERVATION_ID: instance["ReservationId"]},
+        **{constants.AWS_RESOURCE_ID: adopted["InstanceId"], constants.RESERVATION_ID: adopted["ReservationId"]},
     )
-    ctx.logger.warning(f"Adopted instance {instance['InstanceId']}, launched by an interrupted create.")
+    logger.warning(f"Adopted instance {adopted['InstanceId']}, launched by an interrupted create.")
     return True
 
 
-def _own_instance_ids(ctx, client, states: tuple[str, ...] = LIVE_STATES) -> list[str]:
+def _own_instance_ids(
+    client, properties: Mapping[str, Any], owner: dict[str, str], states: tuple[str, ...] = LIVE_STATES
+) -> list[str]:
     """The recorded instance; and the instances in ``states`` tagged as this
     node instance's when it may own one it never recorded (an interrupted
     create) or a duplicate (a resent RunInstances)."""
-    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    ids = [str(recorded)] if recorded else []
+    recorded = ownership.recorded(properties)
     if recorded:
         instance_request.check_recorded_id(recorded)
-    if not recorded or ctx.instance.runtime_properties.get(constants.CREATE_RESENT):
-        owned = aws.find_owned_instances(client, utils.ownership(ctx), states)
-        ids += [instance["InstanceId"] for instance in owned if instance["InstanceId"] not in ids]
-    return ids
+    return ownership.recorded_or_owned(
+        str(recorded) if recorded else None,
+        lambda: [found["InstanceId"] for found in aws.find_owned_instances(client, owner, states)],
+        also_owned=bool(properties.get(constants.CREATE_RESENT)),
+    )
 
 
 def _find(client, instance_id: str) -> str | None:
@@ -440,16 +452,6 @@ def wait_for_state(ctx, wait_until, client, common: utils.Common, instance_id: s
     """One of aws's named waits (``aws.wait_running``, ...), with the node's
     waiting properties, logging each poll."""
     return wait_until(client, instance_id, common.wait.timeout, common.wait.interval, ctx.logger.info, known_state)
-
-
-def _recorded_id(ctx) -> str:
-    instance_id = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    if not instance_id:
-        raise PluginError(
-            "no instance is recorded (runtime property aws_resource_id). Fix: run the create operation (install) first"
-        )
-    instance_request.check_recorded_id(instance_id)
-    return instance_id
 
 
 def _gone(instance_id: str, state: str) -> PluginError:

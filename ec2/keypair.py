@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, deployment, errors, utils
+from ec2 import aws, connection, constants, deployment, errors, ownership, utils
 from ec2.constants import KEY_NAME_PATTERN
-from ec2.errors import AlreadyExists, BadInput, PluginError
+from ec2.errors import BadInput, PluginError
 from ec2.properties import as_text
 
 KIND = "key pair"
@@ -45,26 +45,24 @@ def create(ctx, **_):
         utils.adopt_external(ctx, spec.common, KIND, lambda name: _find(client, name))
         return
 
-    if utils.may_exist(ctx):  # a rerun: the earlier private key may be lost, so start afresh
-        _remove_own_key_and_file(ctx, client, spec.common.propagation)
-    tags = utils.creation_tags(ctx, spec.common.tags)
-    utils.mark_create_started(ctx)
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    if ownership.may_exist(ctx.instance.runtime_properties):  # a rerun: the earlier private key may be lost
+        _remove_own_key_and_file(client, ctx.instance, owner, spec.common.propagation, ctx.logger)
+    tags = ownership.creation_tags(owner, spec.common.tags)
+    utils.mark_create_started(ctx.instance)
+    created = _create_once(client, owner, spec, tags, ctx.logger.warning)
     if spec.public_key:
-        imported = _create_once(
-            ctx, client, spec, lambda: aws.import_key_pair(client, spec.key_name, spec.public_key, tags)
-        )
         utils.record(
             ctx.instance,
             **{
                 constants.AWS_RESOURCE_ID: spec.key_name,
                 constants.CREATED_AT: utils.now(),
-                KEY_FINGERPRINT: imported.get("KeyFingerprint"),
+                KEY_FINGERPRINT: created.get("KeyFingerprint"),
             },
         )
         ctx.logger.info(f"Imported public key as key pair {spec.key_name}.")
         return
 
-    created = _create_once(ctx, client, spec, lambda: aws.create_key_pair(client, spec.key_name, tags))
     folders = missing_folders(spec.key_path)
     # Saved before the file is written, so that an interrupted create leaves all of it recorded.
     utils.record(
@@ -102,15 +100,16 @@ def create(ctx, **_):
 
 @utils.ec2_operation
 def delete(ctx, **_):
-    common = utils.common_if_created(ctx, KIND)
+    common = utils.common_if_created(ctx.node.properties, ctx.instance.runtime_properties, KIND, ctx.logger.info)
     if common is None:
         return
     client = connection.ec2_client(common.aws_config)
     if common.external:
         utils.release_external(ctx, common, KIND, lambda name: _find(client, name))
         return
-    _adopt_classic_key_file(ctx)
-    _remove_own_key_and_file(ctx, client, common.propagation)
+    _adopt_classic_key_file(ctx.node.properties, ctx.instance.runtime_properties)
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    _remove_own_key_and_file(client, ctx.instance, owner, common.propagation, ctx.logger)
     utils.forget(ctx.instance, constants.CREATE_STARTED)
 
 
@@ -125,22 +124,23 @@ def check(ctx) -> None:
     spec = parse(ctx.node.properties, utils.generated_name(ctx))
     check_key_file(spec, ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN))
     client = connection.ec2_client(spec.common.aws_config)
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
     utils.check_existence(
         spec.common,
         KIND,
         lambda name: _find(client, name),
         spec.key_name,
-        lambda: utils.may_exist(ctx) and bool(aws.find_owned_key_pairs(client, utils.ownership(ctx))),
+        lambda: ownership.left_behind(ctx.instance.runtime_properties, lambda: aws.find_owned_key_pairs(client, owner)),
     )
-    dry_run_key_pair(ctx, client, spec)
+    dry_run_key_pair(client, spec, owner)
     ctx.logger.info(f"Key pair {spec.key_name} at {spec.key_path} is valid.")
 
 
-def dry_run_key_pair(ctx, client, spec) -> None:
+def dry_run_key_pair(client, spec: KeyPairSpec, owner: dict[str, str]) -> None:
     """CreateKeyPair (ImportKeyPair for a given public key) with DryRun, for a new key pair."""
     if spec.common.external:
         return
-    tags = utils.creation_tags(ctx, spec.common.tags)
+    tags = ownership.creation_tags(owner, spec.common.tags)
     if spec.public_key:
         refusal = aws.dry_run_import_key_pair(client, spec.key_name, spec.public_key, tags)
         errors.check_dry_run(
@@ -272,57 +272,52 @@ def _find(client, key_name: str) -> str | None:
     return key_name if aws.find_key_pair(client, key_name) else None
 
 
-def _create_once(ctx, client, spec: KeyPairSpec, create_call, attempts: int = 3):
-    """Creates the key. A Duplicate answer for a key tagged as this node
-    instance's (a resent call whose first answer, with the private key, was
-    lost) replaces that key; one that is not ours is refused."""
-    for _attempt in range(attempts - 1):
-        try:
-            return create_call()
-        except AlreadyExists as error:
-            owned = {key["KeyName"] for key in aws.find_owned_key_pairs(client, utils.ownership(ctx))}
-            if spec.key_name not in owned:
-                raise AlreadyExists(
-                    f"{error} and is not this node instance's. Fix: choose another "
-                    "resource_id (or private_key_path base name), or set use_external_resource to true to use it"
-                ) from None
-        ctx.logger.warning(f"Key pair {spec.key_name} was made by an attempt whose answer was lost; replacing it.")
+def _create_once(client, owner: dict[str, str], spec: KeyPairSpec, tags: dict[str, str], warn) -> dict:
+    """Creates (or imports) the key. A Duplicate answer for a key tagged as
+    this node instance's (a resent call whose first answer, with the private
+    key, was lost) replaces that key; one that is not ours is refused."""
+
+    def replace(_copies: list) -> None:
+        warn(f"Key pair {spec.key_name} was made by an attempt whose answer was lost; replacing it.")
         aws.delete_key_pair(client, spec.key_name, fresh_for=spec.common.propagation)
-    return create_call()
+
+    return ownership.create_once(
+        lambda: (
+            aws.import_key_pair(client, spec.key_name, spec.public_key, tags)
+            if spec.public_key
+            else aws.create_key_pair(client, spec.key_name, tags)
+        ),
+        lambda: [key for key in aws.find_owned_key_pairs(client, owner) if key["KeyName"] == spec.key_name],
+        replace,
+        "choose another resource_id (or private_key_path base name), or set use_external_resource to true to use it",
+    )
 
 
-def _adopt_classic_key_file(ctx) -> None:
+def _adopt_classic_key_file(node_properties: Mapping[str, Any], runtime_properties: dict) -> None:
     """A key pair the classic plugin created (its name recorded, none of this
     plugin's markers) had its private key written at ``private_key_path``, and
     the classic delete removed that file: record it so that delete removes it too."""
-    properties = ctx.instance.runtime_properties
-    if not properties.get(constants.AWS_RESOURCE_ID) or properties.get(constants.CREATE_STARTED):
+    if not runtime_properties.get(constants.AWS_RESOURCE_ID) or runtime_properties.get(constants.CREATE_STARTED):
         return
-    imported = as_text(ctx.node.properties.get("public_key_material")) or as_text(
-        ctx.node.properties.get("public_key_path")
-    )
-    if properties.get(constants.KEY_FILE_WRITTEN) or imported:
+    imported = as_text(node_properties.get("public_key_material")) or as_text(node_properties.get("public_key_path"))
+    if runtime_properties.get(constants.KEY_FILE_WRITTEN) or imported:
         return
-    key_path = private_key_path(ctx.node.properties)
+    key_path = private_key_path(node_properties)
     if os.path.isfile(key_path) and not os.path.islink(key_path):
-        properties[constants.KEY_FILE_WRITTEN] = key_path
+        runtime_properties[constants.KEY_FILE_WRITTEN] = key_path
 
 
-def _remove_own_key_and_file(ctx, client, window: float) -> None:
+def _remove_own_key_and_file(client, instance, owner: dict[str, str], window: float, logger) -> None:
     """Deletes the key pair this node instance made (recorded, or found by its
     ownership tags after an interrupted create), the file and the folders create made.
     A key made less than ``window`` seconds ago is deleted once EC2 shows it."""
-    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    names = (
-        [recorded] if recorded else [key["KeyName"] for key in aws.find_owned_key_pairs(client, utils.ownership(ctx))]
+    properties = instance.runtime_properties
+    names = ownership.recorded_or_owned(
+        ownership.recorded(properties), lambda: [key["KeyName"] for key in aws.find_owned_key_pairs(client, owner)]
     )
-    fresh_for = utils.fresh_for(ctx.instance.runtime_properties, window)
-    for key_name in names:
-        if aws.delete_key_pair(client, key_name, fresh_for):
-            ctx.logger.info(f"Deleted key pair {key_name}.")
-        else:
-            ctx.logger.info(f"Key pair {key_name} was already gone.")
-    key_file = ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN)
+    fresh_for = utils.fresh_for(properties, window)
+    ownership.remove_each(names, lambda name: aws.delete_key_pair(client, name, fresh_for), KIND, logger.info)
+    key_file = properties.get(constants.KEY_FILE_WRITTEN)
     if key_file and os.path.lexists(key_file):
         try:
             os.remove(key_file)
@@ -330,10 +325,10 @@ def _remove_own_key_and_file(ctx, client, window: float) -> None:
             raise PluginError(
                 f"the private key file '{key_file}' cannot be removed ({error}). Fix: remove it by hand"
             ) from None
-        ctx.logger.info(f"Removed private key file {key_file}.")
-    _remove_folders(ctx.instance.runtime_properties.get(constants.KEY_FOLDERS_CREATED) or [])
-    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN, constants.KEY_FOLDERS_CREATED)
-    utils.forget(ctx.instance, KEY_FINGERPRINT, constants.CREATED_AT)
+        logger.info(f"Removed private key file {key_file}.")
+    _remove_folders(properties.get(constants.KEY_FOLDERS_CREATED) or [])
+    utils.forget(instance, constants.AWS_RESOURCE_ID, constants.KEY_FILE_WRITTEN, constants.KEY_FOLDERS_CREATED)
+    utils.forget(instance, KEY_FINGERPRINT, constants.CREATED_AT)
 
 
 def missing_folders(path: str) -> list[str]:

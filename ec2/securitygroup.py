@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ec2 import aws, connection, constants, deployment, errors, utils
+from ec2 import aws, connection, constants, deployment, errors, ownership, utils
 from ec2.constants import GROUP_ID_PATTERN, VPC_ID_PATTERN
-from ec2.errors import AlreadyExists, BadInput
+from ec2.errors import BadInput
 from ec2.properties import as_text
 from ec2.rules import Rule, parse_rules
 
@@ -45,11 +45,12 @@ def create(ctx, **_):
 
     ingress, egress = resolve_rules(client, spec)
     window = spec.common.propagation
-    if utils.may_exist(ctx):  # a rerun after an interrupted create starts afresh
-        _delete_own_groups(ctx, client, window)
-    utils.mark_create_started(ctx)
-    tags = utils.creation_tags(ctx, spec.common.tags, spec.name)
-    group_id = _create_once(ctx, client, spec, tags)
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    if ownership.may_exist(ctx.instance.runtime_properties):  # a rerun after an interrupted create starts afresh
+        _delete_own_groups(client, ctx.instance, owner, window, ctx.logger.info)
+    utils.mark_create_started(ctx.instance)
+    tags = ownership.creation_tags(owner, spec.common.tags, spec.name)
+    group_id = _create_once(client, owner, spec, tags, ctx.logger.warning)
     utils.record(ctx.instance, save=True, **{constants.AWS_RESOURCE_ID: group_id, constants.CREATED_AT: utils.now()})
     try:  # the new group may be unknown to EC2 for a moment
         if ingress:
@@ -59,7 +60,7 @@ def create(ctx, **_):
     except Exception:
         ctx.logger.error(f"Authorising the rules of {group_id} failed; deleting the group again.")
         try:
-            _delete_own_groups(ctx, client, window)
+            _delete_own_groups(client, ctx.instance, owner, window, ctx.logger.info)
         except Exception as cleanup_error:
             ctx.logger.error(f"Could not delete {group_id} ({cleanup_error}); it stays recorded for uninstall.")
         raise
@@ -70,7 +71,7 @@ def create(ctx, **_):
 
 @utils.ec2_operation
 def delete(ctx, **_):
-    common = utils.common_if_created(ctx, KIND)
+    common = utils.common_if_created(ctx.node.properties, ctx.instance.runtime_properties, KIND, ctx.logger.info)
     if common is None:
         return
     client = connection.ec2_client(common.aws_config)
@@ -78,7 +79,8 @@ def delete(ctx, **_):
         vpc_id = as_text(ctx.node.properties.get("vpc_id"))
         utils.release_external(ctx, common, KIND, lambda wanted: _find(client, wanted, vpc_id))
         return
-    _delete_own_groups(ctx, client, common.propagation)
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    _delete_own_groups(client, ctx.instance, owner, common.propagation, ctx.logger.info)
     utils.forget(ctx.instance, constants.CREATE_STARTED)
 
 
@@ -94,6 +96,7 @@ def check(ctx) -> None:
     client = connection.ec2_client(spec.common.aws_config)
     if spec.vpc_id and not aws.vpc_exists(client, spec.vpc_id):
         raise BadInput("vpc_id", f"names VPC '{spec.vpc_id}', which does not exist", "give an existing VPC's id")
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
     utils.check_existence(
         spec.common,
         KIND,
@@ -101,19 +104,21 @@ def check(ctx) -> None:
             _find(client, wanted, spec.vpc_id) if spec.common.external else _taken(client, wanted, spec.vpc_id)
         ),
         spec.common.resource_id,
-        lambda: utils.may_exist(ctx) and bool(aws.find_owned_security_groups(client, utils.ownership(ctx))),
+        lambda: ownership.left_behind(
+            ctx.instance.runtime_properties, lambda: aws.find_owned_security_groups(client, owner)
+        ),
     )
-    dry_run_security_group(ctx, client, spec)
+    dry_run_security_group(client, spec, owner)
     if not spec.common.external:
         resolve_rules(client, spec)
     ctx.logger.info(f"Security group {spec.name} is valid.")
 
 
-def dry_run_security_group(ctx, client, spec) -> None:
+def dry_run_security_group(client, spec: SecurityGroupSpec, owner: dict[str, str]) -> None:
     """CreateSecurityGroup with DryRun, for a new group (its rules need its id: they are checked by parsing)."""
     if spec.common.external:
         return
-    tags = utils.creation_tags(ctx, spec.common.tags, spec.name)
+    tags = ownership.creation_tags(owner, spec.common.tags, spec.name)
     refusal = aws.dry_run_create_security_group(client, spec.name, spec.description, spec.vpc_id, tags)
     prop = "vpc_id" if refusal is not None and errors.error_code(refusal) == "InvalidVpcID.NotFound" else "resource_id"
     errors.check_dry_run("CreateSecurityGroup", refusal, prop, "correct the group's name, description or vpc_id")
@@ -215,41 +220,37 @@ def _taken(client, name: str, vpc_id: str) -> str | None:
     return next((group["GroupId"] for group in groups if group.get("VpcId") == vpc_id), None)
 
 
-def _create_once(ctx, client, spec: SecurityGroupSpec, tags: dict[str, str]) -> str:
+def _create_once(client, owner: dict[str, str], spec: SecurityGroupSpec, tags: dict[str, str], warn) -> str:
     """Creates the group; a Duplicate answer for a group tagged as this node
     instance's (a resent call whose first answer was lost) adopts it."""
-    try:
-        return aws.create_security_group(client, spec.name, spec.description, spec.vpc_id, tags)
-    except AlreadyExists as error:
-        owned = [
-            group
-            for group in aws.find_owned_security_groups(client, utils.ownership(ctx))
-            if group["GroupName"] == spec.name
-        ]
-        if not owned:
-            raise AlreadyExists(
-                f"{error} and is not this node instance's. Fix: choose another "
-                "resource_id, or set use_external_resource to true to use it"
-            ) from None
-    ctx.logger.warning(f"Security group {spec.name} was made by an earlier attempt whose answer was lost; adopting it.")
-    return owned[0]["GroupId"]
+
+    def adopt(copies: list[dict]) -> str:
+        warn(f"Security group {spec.name} was made by an earlier attempt whose answer was lost; adopting it.")
+        return copies[0]["GroupId"]
+
+    return ownership.create_once(
+        lambda: aws.create_security_group(client, spec.name, spec.description, spec.vpc_id, tags),
+        lambda: [group for group in aws.find_owned_security_groups(client, owner) if group["GroupName"] == spec.name],
+        adopt,
+        "choose another resource_id, or set use_external_resource to true to use it",
+    )
 
 
-def _delete_own_groups(ctx, client, window: float) -> None:
+def _delete_own_groups(client, instance, owner: dict[str, str], window: float, report) -> None:
     """Deletes the group this node instance made: the recorded one, or any an
     interrupted create left unrecorded (found by its ownership tags). Within
     ``window`` seconds of its create, or while instances that used it are
     still being torn down, EC2's answers are asked again."""
-    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    owned = (
-        [group["GroupId"] for group in aws.find_owned_security_groups(client, utils.ownership(ctx))]
-        if not recorded
-        else []
+    properties = instance.runtime_properties
+    group_ids = ownership.recorded_or_owned(
+        ownership.recorded(properties),
+        lambda: [group["GroupId"] for group in aws.find_owned_security_groups(client, owner)],
     )
-    fresh_for = utils.fresh_for(ctx.instance.runtime_properties, window)
-    for group_id in [recorded] if recorded else owned:
-        if aws.delete_security_group(client, group_id, fresh_for=fresh_for, in_use_for=window):
-            ctx.logger.info(f"Deleted security group {group_id}.")
-        else:
-            ctx.logger.info(f"Security group {group_id} was already gone.")
-    utils.forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.CREATED_AT, save=True)
+    fresh_for = utils.fresh_for(properties, window)
+    ownership.remove_each(
+        group_ids,
+        lambda group_id: aws.delete_security_group(client, group_id, fresh_for=fresh_for, in_use_for=window),
+        KIND,
+        report,
+    )
+    utils.forget(instance, constants.AWS_RESOURCE_ID, constants.CREATED_AT, save=True)

@@ -20,7 +20,7 @@ node instance. External resources are left as they are.
 
 from __future__ import annotations
 
-from ec2 import aws, connection, constants, drift, instance_request, securitygroup, utils
+from ec2 import aws, connection, drift, instance_request, ownership, securitygroup, utils
 from ec2 import instance as instance_lifecycle
 from ec2.aws import GONE_STATES, NOT_FOUND, state_of
 from ec2.errors import PluginError
@@ -38,7 +38,7 @@ def instance(ctx, **_):
     if _external(ctx, spec.common):
         return
     client = connection.ec2_client(spec.common.aws_config)
-    instance_id = _recorded_id(ctx, "instance")
+    instance_id = ownership.require_recorded(ctx.instance.runtime_properties, "instance")
     described = aws.find_instance(client, instance_id)
     state = state_of(described)
     if state == NOT_FOUND or state in GONE_STATES:
@@ -62,7 +62,7 @@ def security_group(ctx, **_):
     if _external(ctx, spec.common):
         return
     client = connection.ec2_client(spec.common.aws_config)
-    group_id = _recorded_id(ctx, "security group")
+    group_id = ownership.require_recorded(ctx.instance.runtime_properties, "security group")
     group = aws.find_security_group_by_id(client, group_id)
     if not group:
         raise PluginError(f"security group {group_id} no longer exists. Fix: reinstall this node instance")
@@ -86,7 +86,7 @@ def key_pair(ctx, **_):
     if _external(ctx, common):
         return
     client = connection.ec2_client(common.aws_config)
-    name = _recorded_id(ctx, "key pair")
+    name = ownership.require_recorded(ctx.instance.runtime_properties, "key pair")
     found = aws.find_key_pair(client, name)
     if not found:
         raise PluginError(f"key pair {name} no longer exists. Fix: reinstall this node instance")
@@ -99,9 +99,8 @@ def elastic_ip(ctx, **_):
     if _external(ctx, common):
         return
     client = connection.ec2_client(common.aws_config)
-    public_ip = _recorded_id(ctx, "elastic IP")
-    allocation_id = ctx.instance.runtime_properties.get(constants.ALLOCATION_ID)
-    address = aws.find_address(client, allocation_id=allocation_id, public_ip=None if allocation_id else public_ip)
+    public_ip = ownership.require_recorded(ctx.instance.runtime_properties, "elastic IP")
+    address = ownership.recorded_address(client, ctx.instance.runtime_properties)
     if not address:
         raise PluginError(f"elastic IP {public_ip} no longer exists. Fix: reinstall this node instance")
     _update_tags(ctx, client, address["AllocationId"], aws.tags_of(address), common.tags)
@@ -114,13 +113,6 @@ def _external(ctx, common: utils.Common) -> bool:
     if common.external:
         ctx.logger.info("External resource: left as it is.")
     return common.external
-
-
-def _recorded_id(ctx, kind: str) -> str:
-    recorded = ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    if not recorded:
-        raise PluginError(f"no {kind} is recorded (runtime property aws_resource_id). Fix: run install first")
-    return recorded
 
 
 def _update_tags(ctx, client, resource_id: str, actual: dict[str, str], wanted: dict[str, str]) -> None:

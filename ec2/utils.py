@@ -9,7 +9,8 @@
   reference page's "Using Existing Resources" short-circuits and its common
   validation.
 - ``record`` / ``forget`` and the create marker: runtime-property bookkeeping.
-- ``ownership`` / ``creation_tags``: the tags that tie a resource to its node instance.
+- ``common_if_created``: delete's and stop's short-circuit when nothing was created.
+- ``creation_tags``: ``ec2.ownership``'s creation tags for an operation's node instance.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cloudify.decorators import operation
 from cloudify.exceptions import NonRecoverableError, OperationRetry, RecoverableError
 
-from ec2 import aws, connection, constants, errors, secrets
+from ec2 import aws, connection, constants, errors, ownership, secrets
 from ec2.properties import WaitSettings, as_bool, as_text, parse_tags, parse_wait
 
 # --- the error boundary --------------------------------------------------------
@@ -175,7 +176,7 @@ def check_existence(
     kind: str,
     find: Callable[[str], str | None],
     new_name: str = "",
-    left_by_earlier_create: Callable[[], bool] = lambda: False,
+    left_by_earlier_create: Callable[[], object] = lambda: False,
 ) -> None:
     """The reference page's common validation: an external resource must
     exist; a new one must not exist under the name it is to get, unless it is
@@ -225,11 +226,12 @@ def forget(instance, *names: str, save: bool = False) -> None:
         instance.update()
 
 
-def mark_create_started(ctx) -> None:
-    """Recorded (and saved) just before a create's first mutating call: only
-    then can an earlier attempt have left something behind to find by tags.
-    The time goes with it (a rerun's too), so that what a crash left is fresh."""
-    record(ctx.instance, save=True, **{constants.CREATE_STARTED: True, constants.CREATED_AT: now()})
+def mark_create_started(instance) -> None:
+    """Recorded (and saved) on the node instance just before a create's first
+    mutating call: only then can an earlier attempt have left something behind
+    to find by tags. The time goes with it (a rerun's too), so that what a
+    crash left is fresh."""
+    record(instance, save=True, **{constants.CREATE_STARTED: True, constants.CREATED_AT: now()})
 
 
 def now() -> str:
@@ -265,37 +267,24 @@ def targets_fresh_for(ctx, window: float) -> float:
     )
 
 
-def common_if_created(ctx, kind: str) -> Common | None:
-    """For delete and stop: the node's common properties when this node
-    instance may own something in AWS; None (logged) when it never began a
+def common_if_created(
+    node_properties: Mapping[str, Any], runtime_properties: Mapping[str, Any], kind: str, report: Callable[[str], None]
+) -> Common | None:
+    """For delete and stop: the node's common properties when its node
+    instance may own something in AWS; None (reported) when it never began a
     create, so there is nothing to call and no client to build."""
-    if not may_exist(ctx):
-        ctx.logger.info(f"No {kind} was created or recorded for this node instance; nothing to do.")
+    if not ownership.may_exist(runtime_properties):
+        report(f"No {kind} was created or recorded for this node instance; nothing to do.")
         return None
-    return parse_common(ctx.node.properties)
-
-
-def may_exist(ctx) -> bool:
-    """Whether this node instance may own something in AWS: it recorded an id
-    (perhaps a classic-era deployment) or began a create."""
-    properties = ctx.instance.runtime_properties
-    return bool(properties.get(constants.CREATE_STARTED) or properties.get(constants.AWS_RESOURCE_ID))
+    return parse_common(node_properties)
 
 
 # --- ownership tags -----------------------------------------------------------
 
 
-def ownership(ctx) -> dict[str, str]:
-    """The tags that name the deployment and node instance that own a resource."""
-    return {
-        constants.TAG_DEPLOYMENT_ID: str(ctx.deployment.id or "local"),
-        constants.TAG_NODE_INSTANCE_ID: str(ctx.instance.id),
-    }
-
-
 def creation_tags(ctx, tags: Mapping[str, str], name: str | None = None) -> dict[str, str]:
-    """A new resource's tags: its Name, the user's tags and the ownership tags."""
-    return {**({"Name": name} if name is not None else {}), **tags, **ownership(ctx)}
+    """``ownership.creation_tags`` for ``ctx``'s node instance (ec2.instance_request's instance tags)."""
+    return ownership.creation_tags(ownership.owner_tags(ctx.deployment.id, ctx.instance.id), tags, name)
 
 
 def generated_name(ctx) -> str:

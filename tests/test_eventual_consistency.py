@@ -207,7 +207,7 @@ def test_a_resent_delete_answering_not_found_after_a_throttled_attempt_is_asked_
 
 def test_a_rerun_of_create_records_its_own_time(make_ctx):
     ctx = make_ctx({}, runtime_properties={"create_started": True, "created_at": "2020-01-01T00:00:00.000+00:00"})
-    utils.mark_create_started(ctx)
+    utils.mark_create_started(ctx.instance)
     assert utils.fresh_for(ctx.instance.runtime_properties, 120) > 119
 
 

@@ -397,7 +397,7 @@ def test_a_repeated_token_answered_with_a_terminated_instance_launches_a_new_one
         return {"ReservationId": "r-1", "Instances": [{"InstanceId": f"i-{len(sent)}", "State": {"Name": state}}]}
 
     monkeypatch.setattr(aws, "run_instance", fake_run)
-    launched, _ = instance._run(ctx, None, request_for(ctx))
+    launched, _ = instance._run(None, ctx.instance, request_for(ctx), ctx.logger.info)
     assert launched["InstanceId"] == "i-2"
     assert sent[0] != sent[1] and len(sent[1]) <= 64
 

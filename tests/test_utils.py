@@ -7,7 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 from cloudify.exceptions import NonRecoverableError, OperationRetry, RecoverableError
 
-from ec2 import connection, errors, utils
+from ec2 import connection, errors, ownership, utils
 from tests.support import stubbed_error
 
 
@@ -132,4 +132,4 @@ def test_a_read_timeout_is_retryable(ctx):
 
 def test_ownership_tags_work_without_a_deployment_id(make_ctx):
     ctx = make_ctx({}, deployment_id=None)
-    assert utils.ownership(ctx)["cloudify:deployment-id"] == "local"
+    assert ownership.owner_tags(ctx.deployment.id, ctx.instance.id)["cloudify:deployment-id"] == "local"
