@@ -295,7 +295,7 @@ def _create_client(settings: dict) -> Any:
     client = session.client("ec2", **_client_arguments(session, settings))
     # Tells the propagation retries which NotFound may follow a lost answer (ec2.aws.while_propagating).
     client.meta.events.register("needs-retry.ec2", aws.note_attempt)
-    if settings["pace_after_throttle"]:
+    if settings.get("pace_after_throttle", True):
         pacing.register(client, client.meta.endpoint_url)
     return client
 
