@@ -4,7 +4,8 @@ Built from ``image_id``, ``instance_type`` and ``parameters`` (boto 2 or boto3
 spelling), the key pair and security groups of its relationships and of the
 provider context, the user data (with the agent's init script) and the tags.
 Everything is checked here, before any AWS call: a bad value raises
-``BadInput``, naming the property and the fix.
+``BadInput``, naming the property and the fix. An operation reads what its
+ctx says once (``read``, an ``InstanceContext``) and hands that down.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class Target:
 @dataclass(frozen=True)
 class InstanceContext:
     """What the Instance's request and checks need from the operation's ctx,
-    read once by ``read``: plain values, nothing that calls back."""
+    read once by ``read``: plain values, but for the agent's init script."""
 
     deployment_id: str
     node_id: str
@@ -123,12 +124,11 @@ def read(ctx, validating: bool = False, agent_script: str | None = None) -> Inst
     install): the agent's init script is a stand-in, and the engine's facts for
     ``agent.verdict`` are read. ``agent_script`` replaces the agent's own."""
     script = agent_script or (AGENT_SCRIPT_STAND_IN if validating else None)
-    engine = (
-        (utils.runs_locally(ctx), utils.workflow_id(ctx), utils.maps_operation(ctx, agent.AGENT_CREATE))
-        if validating
-        else (False, None, True)
-    )
-    return InstanceContext(
+    try:
+        provider_context = ctx.provider_context
+    except Exception:  # no manager, or one without a provider context
+        provider_context = None
+    known = InstanceContext(
         deployment_id=str(ctx.deployment.id),
         node_id=ctx.node.id,
         instance_id=ctx.instance.id,
@@ -147,11 +147,16 @@ def read(ctx, validating: bool = False, agent_script: str | None = None) -> Inst
             for relationship in ctx.instance.relationships
         ),
         ownership=utils.ownership(ctx),
-        provider_resources=_provider_resources(ctx),
+        provider_resources=provider_resources(provider_context),
         agent_script=(lambda: script) if script else (lambda: ctx.agent.init_script()),
-        local=engine[0],
-        workflow=engine[1],
-        installs_agent=engine[2],
+    )
+    if not validating:
+        return known
+    return replace(
+        known,
+        local=utils.runs_locally(ctx),
+        workflow=utils.workflow_id(ctx),
+        installs_agent=utils.maps_operation(ctx, agent.AGENT_CREATE),
     )
 
 
@@ -552,12 +557,8 @@ def _key_name(known: InstanceContext, from_parameters: str | None) -> str | None
     return (related[0] if related else None) or from_parameters or known.provider_resources.get("agents_keypair")
 
 
-def _provider_resources(ctx) -> dict[str, str]:
+def provider_resources(context: Any) -> dict[str, str]:
     """The ids in the manager's provider context (resources.<name>.id), by name; none without one."""
-    try:
-        context = ctx.provider_context or {}
-    except Exception:  # no manager, or one without a provider context
-        return {}
     resources = (context.get("resources") or {}) if isinstance(context, dict) else {}
     ids = {}
     for name, resource in resources.items() if isinstance(resources, dict) else ():
