@@ -288,7 +288,7 @@ def dry_run_instance(known: instance_request.InstanceContext, logger, client, sp
     yet (validation run before install: the preflight, or the classic hook)."""
     if spec.common.external:
         return
-    known = with_stand_ins(known)
+    known = _with_stand_ins(known)
     placeholders = {target.aws_id for target in known.targets if target.placeholder}
     request = instance_request.build_request(known, spec)
     if request.get("KeyName") in placeholders:
@@ -309,7 +309,7 @@ def dry_run_instance(known: instance_request.InstanceContext, logger, client, sp
         errors.check_dry_run("RunInstances", refusal, prop, fix)
 
 
-def with_stand_ins(known: instance_request.InstanceContext) -> instance_request.InstanceContext:
+def _with_stand_ins(known: instance_request.InstanceContext) -> instance_request.InstanceContext:
     """``known`` with an id standing in for each key pair or security group
     target not created yet (see ``_stand_in``)."""
     targets = []
