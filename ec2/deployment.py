@@ -36,10 +36,14 @@ def check_deployment_quotas(ctx) -> None:
     deployment creates exceeds what the account has left; warns about quotas
     that could not be read. Done once per execution in a process."""
     key = (str(ctx.deployment.id), str(getattr(ctx, "execution_id", None) or ""))
+    node = ctx.node
+    alone = quotas.Member(
+        node.id, ctx.instance.id, tuple(getattr(node, "type_hierarchy", None) or [node.type]), node.properties
+    )
     with _quota_lock:  # the other validations of the execution wait for the first one's answer
         report = _quota_reports.get(key) if key[1] else None
         if report is None:
-            members, partial = _deployment_members(ctx)
+            members, partial = _deployment_members(getattr(ctx, "_endpoint", None), ctx.deployment.id, alone)
             report = deployment_quotas(members, ctx.deployment.id)
             if partial:
                 report.unchecked.insert(0, f"{partial}: this node instance was checked alone")
@@ -54,25 +58,20 @@ def check_deployment_quotas(ctx) -> None:
         raise PluginError(f"the deployment needs more than the account's quotas leave; nothing was created:\n{lines}")
 
 
-def _deployment_members(ctx) -> tuple[list[quotas.Member], str]:
-    """Every node instance of the operation's deployment: from the local
-    engine's storage (what cfy and tools.local use), else the manager's REST
-    service. When neither answers (a unit test's mock ctx), the node instance
-    alone, and why."""
-    endpoint = getattr(ctx, "_endpoint", None)
+def _deployment_members(endpoint, deployment_id, alone: quotas.Member) -> tuple[list[quotas.Member], str]:
+    """Every node instance of the deployment: from the local engine's storage
+    (what cfy and tools.local use), else the manager's REST service, through
+    the operation's endpoint. When neither answers (a unit test's mock ctx),
+    the operation's node instance (``alone``), and why."""
     try:
         storage = getattr(endpoint, "storage", None)
         if storage is not None:
             nodes, instances = storage.get_nodes(), storage.get_node_instances()
         else:
-            client = endpoint.rest_client  # type: ignore[union-attr]
-            nodes = _every(client.nodes.list, deployment_id=ctx.deployment.id, evaluate_functions=True)
-            instances = _every(client.node_instances.list, deployment_id=ctx.deployment.id)
+            client = endpoint.rest_client
+            nodes = _every(client.nodes.list, deployment_id=deployment_id, evaluate_functions=True)
+            instances = _every(client.node_instances.list, deployment_id=deployment_id)
     except Exception as error:  # no storage and no manager to ask
-        node = ctx.node
-        alone = quotas.Member(
-            node.id, ctx.instance.id, tuple(getattr(node, "type_hierarchy", None) or [node.type]), node.properties
-        )
         return [alone], f"the deployment's other node instances could not be listed ({type(error).__name__})"
     by_id = {node["id"]: node for node in nodes}
     return [

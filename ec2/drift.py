@@ -151,7 +151,9 @@ def elastic_ip_association(ctx, **_):
 
 def expected_request(ctx, spec) -> dict:
     """The RunInstances request the blueprint and the relationships make now."""
-    return instance_request.build_request(instance_request.WithAgentScriptStandIn(ctx), spec)
+    return instance_request.build_request(
+        instance_request.read(ctx, agent_script=instance_request.AGENT_SCRIPT_STAND_IN), spec
+    )
 
 
 def wanted_instance_tags(request: Mapping[str, Any], tags: Mapping[str, str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ it, wait, forget everything. An external instance is only checked and recorded.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any
 
 from ec2 import agent, aws, connection, constants, deployment, errors, instance_request, keypair, ownership, utils
@@ -40,20 +40,20 @@ RUNTIME_PROPERTIES = (
 @utils.ec2_operation
 def run_instances(ctx, **_):
     """create: runs one instance, or keeps the one this node instance owns."""
-    instance_request.check_external_relationships(ctx)
-    spec = instance_request.parse(ctx.node.properties)
+    known = instance_request.read(ctx)
+    instance_request.check_external_relationships(known, ctx.logger)
+    spec = instance_request.parse(known.properties)
     client = connection.ec2_client(spec.common.aws_config)
     if spec.common.external:
         utils.adopt_external(ctx, spec.common, KIND, lambda wanted: _find(client, wanted))
         return
 
-    request = instance_request.build_request(ctx, instance_request.resolve_security_groups(client, spec))
-    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
-    if _keep_own(client, ctx.instance, owner, spec.common.propagation, ctx.logger):
+    request = instance_request.build_request(known, instance_request.resolve_security_groups(client, spec))
+    if _keep_own(client, ctx.instance, known.ownership, spec.common.propagation, ctx.logger):
         return
     utils.mark_create_started(ctx.instance)
     # The key pair and groups may have been made a moment ago, and be unknown to EC2 for a while.
-    fresh_for = utils.targets_fresh_for(ctx, spec.common.propagation)
+    fresh_for = known.targets_fresh_for(spec.common.propagation)
     instance, reservation_id = _run(client, ctx.instance, request, ctx.logger.info, fresh_for)
     instance_id = instance["InstanceId"]
     utils.record(
@@ -67,7 +67,7 @@ def run_instances(ctx, **_):
     )
     ctx.logger.info(f"Launched instance {instance_id} (reservation {reservation_id}) from {request['ImageId']}.")
     if ctx.instance.runtime_properties.get(constants.CREATE_RESENT):
-        _terminate_others(client, owner, instance_id, spec.common.propagation, ctx.logger.warning)
+        _terminate_others(client, known.ownership, instance_id, spec.common.propagation, ctx.logger.warning)
         utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
 
 
@@ -177,21 +177,21 @@ def terminate(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
-    check(ctx, honour_launch_dry_run=True)
+    check(instance_request.read(ctx, validating=True), ctx.logger, honour_launch_dry_run=True)
     deployment.check_deployment_quotas(ctx)
 
 
-def check(ctx, honour_launch_dry_run: bool = False) -> None:
+def check(known: instance_request.InstanceContext, logger, honour_launch_dry_run: bool = False) -> None:
     """validation.create's checks (the image, the type, any key pair, subnet or security group named in
     parameters, AWS's dry run), plain: the aws_preflight workflow runs them too. The dry run is left out
     when ``honour_launch_dry_run`` (validation.create) and the node's launch_dry_run is false; the
     aws_preflight workflow always makes it."""
-    instance_request.check_external_relationships(ctx)
-    spec = instance_request.parse(ctx.node.properties)
+    instance_request.check_external_relationships(known, logger)
+    spec = instance_request.parse(known.properties)
     client = connection.ec2_client(spec.common.aws_config)
     if spec.common.external:
         instance_id = utils.require_external(spec.common, KIND, lambda wanted: _find(client, wanted))
-        ctx.logger.info(f"External instance {instance_id} exists.")
+        logger.info(f"External instance {instance_id} exists.")
         return
 
     named = spec.common.resource_id
@@ -202,7 +202,7 @@ def check(ctx, honour_launch_dry_run: bool = False) -> None:
             "set use_external_resource to true to use that instance, or clear resource_id",
         )
     fields = spec.fields
-    _check_agent_install(ctx, has_key_pair=bool(fields.get("KeyName")))
+    _check_agent_install(known, logger, has_key_pair=bool(fields.get("KeyName")))
     image = aws.find_image(client, fields["ImageId"])
     if not image or image.get("State", "available") != "available":
         state = image["State"] if image else "not available to this account and region"
@@ -225,30 +225,29 @@ def check(ctx, honour_launch_dry_run: bool = False) -> None:
         )
     resolved = instance_request.resolve_security_groups(client, spec)
     if honour_launch_dry_run and not spec.launch_dry_run:
-        ctx.logger.info(
-            f"{utils.node_label(ctx)}: launch_dry_run is false, so no RunInstances dry run; create's own "
-            "request is AWS's check."
+        logger.info(
+            f"{known.label}: launch_dry_run is false, so no RunInstances dry run; create's own request is AWS's check."
         )
     else:
-        dry_run_instance(ctx, client, resolved)
-    ctx.logger.info(f"Instance of {fields['InstanceType']} from {fields['ImageId']} is valid.")
+        dry_run_instance(known, logger, client, resolved)
+    logger.info(f"Instance of {fields['InstanceType']} from {fields['ImageId']} is valid.")
 
 
-def _check_agent_install(ctx, has_key_pair: bool) -> None:
+def _check_agent_install(known: instance_request.InstanceContext, logger, has_key_pair: bool) -> None:
     """Refuses, or warns about, an agent install that cannot succeed (see ec2/agent.py)."""
     refusal, warning = agent.verdict(
-        ctx.node.properties,
-        local=utils.runs_locally(ctx),
-        workflow=utils.workflow_id(ctx),
-        installs_agent=utils.maps_operation(ctx, agent.AGENT_CREATE),
+        known.properties,
+        local=known.local,
+        workflow=known.workflow,
+        installs_agent=known.installs_agent,
         has_key_pair=has_key_pair
-        or bool(instance_request.related(ctx, instance_request.KEYPAIR_RELATIONSHIP))
-        or bool(instance_request.provider_resource(ctx, "agents_keypair")),
+        or bool(known.related(instance_request.KEYPAIR_RELATIONSHIP))
+        or bool(known.provider_resources.get("agents_keypair")),
     )
     if refusal:
         raise PluginError(refusal)
     if warning:
-        ctx.logger.warning(f"{utils.node_label(ctx)}: {warning}")
+        logger.warning(f"{known.label}: {warning}")
 
 
 @utils.ec2_operation
@@ -291,14 +290,15 @@ RUN_INSTANCES_PROPERTIES = {
 }
 
 
-def dry_run_instance(ctx, client, spec) -> None:
+def dry_run_instance(known: instance_request.InstanceContext, logger, client, spec) -> None:
     """RunInstances with DryRun: the request create would send, without the
     ClientToken, and without a connected key pair or group that does not exist
     yet (validation run before install: the preflight, or the classic hook)."""
     if spec.common.external:
         return
-    relationships, placeholders = _with_stand_ins(ctx)
-    request = instance_request.build_request(_WithStandIns(ctx, relationships), spec)
+    known = _with_stand_ins(known)
+    placeholders = {target.aws_id for target in known.targets if target.placeholder}
+    request = instance_request.build_request(known, spec)
     if request.get("KeyName") in placeholders:
         del request["KeyName"]
     groups = [group for group in request.get("SecurityGroupIds", []) if group not in placeholders]
@@ -308,7 +308,7 @@ def dry_run_instance(ctx, client, spec) -> None:
     # A key pair or group this deployment made a moment ago may be unknown to EC2 for a while.
     # Once per node and request shape in this process (instance_request.dry_run_launch).
     refusal = instance_request.dry_run_launch(
-        ctx, client, request, utils.targets_fresh_for(ctx, spec.common.propagation)
+        known, logger, client, request, known.targets_fresh_for(spec.common.propagation)
     )
     if refusal is not None:
         prop, fix = RUN_INSTANCES_PROPERTIES.get(
@@ -317,57 +317,37 @@ def dry_run_instance(ctx, client, spec) -> None:
         errors.check_dry_run("RunInstances", refusal, prop, fix)
 
 
-class _WithStandIns(instance_request.WithAgentScriptStandIn):
-    """The operation's ctx, also with stand-ins for relationship targets not created yet."""
-
-    def __init__(self, ctx, relationships: list) -> None:
-        super().__init__(ctx)
-        self.instance = SimpleNamespace(
-            id=ctx.instance.id, runtime_properties=ctx.instance.runtime_properties, relationships=relationships
-        )
-
-
-def _with_stand_ins(ctx) -> tuple[list, frozenset[str]]:
-    """The instance's relationships, a target without an AWS id given a stand-in
-    id (see ``_stand_in``), and the stand-ins that are placeholders."""
-    relationships, placeholders = [], set()
-    for relationship in ctx.instance.relationships:
-        target = relationship.target
-        stand_in = None if target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID) else _stand_in(ctx, target)
+def _with_stand_ins(known: instance_request.InstanceContext) -> instance_request.InstanceContext:
+    """``known`` with an id standing in for each key pair or security group
+    target not created yet (see ``_stand_in``)."""
+    targets = []
+    for target in known.targets:
+        stand_in = None if target.aws_id else _stand_in(target, known.deployment_id)
         if stand_in:
-            runtime = {**target.instance.runtime_properties, constants.AWS_RESOURCE_ID: stand_in[0]}
-            if stand_in[1]:
-                placeholders.add(stand_in[0])
-            relationship = SimpleNamespace(
-                type=relationship.type,
-                type_hierarchy=getattr(relationship, "type_hierarchy", None) or [relationship.type],
-                target=SimpleNamespace(
-                    node=target.node, instance=SimpleNamespace(id=target.instance.id, runtime_properties=runtime)
-                ),
-            )
-        relationships.append(relationship)
-    return relationships, frozenset(placeholders)
+            target = replace(target, aws_id=stand_in[0], placeholder=stand_in[1])
+        targets.append(target)
+    return replace(known, targets=tuple(targets))
 
 
-def _stand_in(ctx, target) -> tuple[str, bool] | None:
+def _stand_in(target: instance_request.Target, deployment_id: str) -> tuple[str, bool] | None:
     """(id, is a placeholder) for a key pair or security group not created yet:
     an external one's resource_id, else the name a new key pair will get or a
     placeholder for a new group."""
-    node_type, properties = utils.plugin_node_type(target.node), target.node.properties
-    external = bool(node_type) and utils.use_external(target.node)
+    properties = target.properties
+    external = bool(target.node_type) and utils.use_external(target)
     wanted = as_text(properties.get("resource_id"))
-    if node_type == KEY_PAIR:
+    if target.node_type == KEY_PAIR:
         if external and wanted:
             return wanted, False
         try:
-            name = keypair.parse(properties, f"{ctx.deployment.id}-{target.instance.id}").key_name
+            name = keypair.parse(properties, f"{deployment_id}-{target.instance_id}").key_name
         except PluginError:  # reported by the key pair's own validation
-            name = PLACEHOLDER.format(node=target.node.id)
+            name = PLACEHOLDER.format(node=target.node_id)
         return name, True
-    if node_type == SECURITY_GROUP:
+    if target.node_type == SECURITY_GROUP:
         if external and constants.GROUP_ID_PATTERN.match(wanted):
             return wanted, False
-        return PLACEHOLDER.format(node=target.node.id), True
+        return PLACEHOLDER.format(node=target.node_id), True
     return None
 
 

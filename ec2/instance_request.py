@@ -4,7 +4,8 @@ Built from ``image_id``, ``instance_type`` and ``parameters`` (boto 2 or boto3
 spelling), the key pair and security groups of its relationships and of the
 provider context, the user data (with the agent's init script) and the tags.
 Everything is checked here, before any AWS call: a bad value raises
-``BadInput``, naming the property and the fix.
+``BadInput``, naming the property and the fix. An operation reads what its
+ctx says once (``read``, an ``InstanceContext``) and hands that down.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from types import SimpleNamespace
 from typing import Any
 
 from botocore.validate import ParamValidator
 from cloudify import constants as cloudify_constants
 from cloudify.utils import internal as cloudify_internal
 
-from ec2 import aws, connection, constants, utils
+from ec2 import agent, aws, connection, constants, ownership, utils
 from ec2.constants import GROUP_ID_PATTERN, IMAGE_ID_PATTERN, INSTANCE_ID_PATTERN
 from ec2.errors import BadInput, PluginError
 from ec2.properties import as_bool, as_text, string_list
@@ -64,6 +64,100 @@ BOTO2_BOOLEANS = ("ebs_optimized", "disable_api_termination", "monitoring_enable
 # RunInstances fields the plugin decides itself.
 MANAGED_FIELDS = ("MinCount", "MaxCount", "DryRun")
 LIST_FIELDS = ("SecurityGroups", "SecurityGroupIds")
+
+
+# --- what the operation knows -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A relationship's target node instance, as the instance's request needs it."""
+
+    relationship: str  # the relationship's type
+    types: tuple[str, ...]  # the relationship's type hierarchy
+    node_id: str
+    node_type: str | None  # this plugin's node type of the target, if it is one
+    properties: Mapping[str, Any]
+    instance_id: str
+    runtime_properties: Mapping[str, Any]
+    aws_id: str = ""  # its recorded id; before install, what stands in for it (see ec2.instance)
+    placeholder: bool = False  # aws_id stands in for a key pair or group not created yet
+
+    def of(self, relationship_type: str) -> bool:
+        return relationship_type in self.types
+
+
+@dataclass(frozen=True)
+class InstanceContext:
+    """What the Instance's request and checks need from the operation's ctx,
+    read once by ``read``: plain values, but for the agent's init script."""
+
+    deployment_id: str
+    node_id: str
+    instance_id: str
+    properties: Mapping[str, Any]
+    targets: tuple[Target, ...]
+    ownership: Mapping[str, str]  # the ownership tags
+    provider_resources: Mapping[str, str]  # ids in the manager's provider context, by resource name
+    # The agent's init script, asked for only when the request is built: generating it has effects.
+    agent_script: Callable[[], str | None]
+    # What the install workflow will meet (validation only): the engine, the workflow, an agent to install.
+    local: bool = False
+    workflow: str | None = None
+    installs_agent: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"node '{self.node_id}'"
+
+    def related(self, relationship_type: str) -> list[Target]:
+        """Targets of relationships of the given type, or of a type derived from it."""
+        return [target for target in self.targets if target.of(relationship_type)]
+
+    def targets_fresh_for(self, window: float) -> float:
+        """The longest propagation window left among the targets this plugin created."""
+        return max((utils.fresh_for(target.runtime_properties, window) for target in self.targets), default=0.0)
+
+
+def read(ctx, validating: bool = False, agent_script: str | None = None) -> InstanceContext:
+    """What an Instance operation's ctx says, once. ``validating`` (before
+    install): the agent's init script is a stand-in, and the engine's facts for
+    ``agent.verdict`` are read. ``agent_script`` replaces the agent's own."""
+    script = agent_script or (AGENT_SCRIPT_STAND_IN if validating else None)
+    try:
+        provider_context = ctx.provider_context
+    except Exception:  # no manager, or one without a provider context
+        provider_context = None
+    known = InstanceContext(
+        deployment_id=str(ctx.deployment.id),
+        node_id=ctx.node.id,
+        instance_id=ctx.instance.id,
+        properties=ctx.node.properties,
+        targets=tuple(
+            Target(
+                relationship=relationship.type,
+                types=tuple(getattr(relationship, "type_hierarchy", None) or [relationship.type]),
+                node_id=relationship.target.node.id,
+                node_type=utils.plugin_node_type(relationship.target.node),
+                properties=relationship.target.node.properties,
+                instance_id=relationship.target.instance.id,
+                runtime_properties=dict(relationship.target.instance.runtime_properties),
+                aws_id=str(relationship.target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID) or ""),
+            )
+            for relationship in ctx.instance.relationships
+        ),
+        ownership=ownership.owner_tags(ctx.deployment.id, ctx.instance.id),
+        provider_resources=provider_resources(provider_context),
+        agent_script=(lambda: script) if script else (lambda: ctx.agent.init_script()),
+    )
+    if not validating:
+        return known
+    return replace(
+        known,
+        local=utils.runs_locally(ctx),
+        workflow=utils.workflow_id(ctx),
+        installs_agent=utils.maps_operation(ctx, agent.AGENT_CREATE),
+    )
 
 
 # --- the properties ---------------------------------------------------------
@@ -209,7 +303,7 @@ def _unresolved_groups(client, missing: list[str], where: str) -> BadInput:
 # --- the request --------------------------------------------------------------
 
 
-def build_request(ctx, spec: InstanceSpec) -> dict[str, Any]:
+def build_request(known: InstanceContext, spec: InstanceSpec) -> dict[str, Any]:
     """The complete RunInstances request for this node instance.
 
     Raises ``BadInput`` naming the property and the fix for any bad input;
@@ -220,24 +314,24 @@ def build_request(ctx, spec: InstanceSpec) -> dict[str, Any]:
     }
     request["MinCount"] = request["MaxCount"] = 1
 
-    key_name = _key_name(ctx, request.get("KeyName"))
+    key_name = _key_name(known, request.get("KeyName"))
     if key_name:
         request["KeyName"] = key_name
-    group_ids = _unique(_related_ids(ctx, SECURITY_GROUP_RELATIONSHIP) + request.get("SecurityGroupIds", []))
-    agents_group = provider_resource(ctx, "agents_security_group")
+    group_ids = _unique(_related_ids(known, SECURITY_GROUP_RELATIONSHIP) + request.get("SecurityGroupIds", []))
+    agents_group = known.provider_resources.get("agents_security_group")
     if agents_group and agents_group not in group_ids:
         group_ids.append(agents_group)
     if group_ids:
         request["SecurityGroupIds"] = group_ids
 
-    user_data = _user_data(ctx, request.get("UserData"))
+    user_data = _user_data(known, request.get("UserData"))
     if user_data:
         request["UserData"] = user_data
     metadata = request.get("MetadataOptions")
     if metadata is None or (isinstance(metadata, dict) and "HttpTokens" not in metadata):
         request["MetadataOptions"] = {**(metadata or {}), "HttpTokens": "required"}  # IMDSv2 unless told otherwise
-    request["TagSpecifications"] = _tag_specifications(ctx, spec.common.tags, request.get("TagSpecifications", []))
-    request.setdefault("ClientToken", client_token(ctx, request))
+    request["TagSpecifications"] = _tag_specifications(known, spec.common.tags, request.get("TagSpecifications", []))
+    request.setdefault("ClientToken", client_token(known, request))
 
     report = ParamValidator().validate(request, _run_instances_shape())
     if report.has_errors():
@@ -321,7 +415,7 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def client_token(ctx, request: dict[str, Any]) -> str:
+def client_token(known: InstanceContext, request: dict[str, Any]) -> str:
     """A RunInstances idempotency token for this node instance and this request.
 
     An identical request gets the same token, so AWS deduplicates a repeated
@@ -332,7 +426,7 @@ def client_token(ctx, request: dict[str, Any]) -> str:
         {key: value for key, value in request.items() if key != "ClientToken"}, sort_keys=True, default=str
     )
     request_digest = hashlib.sha256(canonical.encode()).hexdigest()
-    return token_from(f"{ctx.deployment.id}/{ctx.instance.id}/{request_digest}")
+    return token_from(f"{known.deployment_id}/{known.instance_id}/{request_digest}")
 
 
 def token_from(seed: str) -> str:
@@ -354,24 +448,12 @@ INSTANCE_ID_STAND_IN = "{node instance}"
 AGENT_SCRIPT_STAND_IN = "#!/bin/sh\n# stands in for the Cloudify agent's init script in a dry run\n"
 
 
-class WithAgentScriptStandIn:
-    """The operation's ctx, with a stand-in for the agent's init script."""
-
-    agent = SimpleNamespace(init_script=lambda *_args, **_kwargs: AGENT_SCRIPT_STAND_IN)
-
-    def __init__(self, ctx) -> None:
-        self._ctx = ctx
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ctx, name)
-
-
-def dry_run_launch(ctx, client, request: dict[str, Any], fresh_for: float = 0.0):
+def dry_run_launch(known: InstanceContext, logger, client, request: dict[str, Any], fresh_for: float = 0.0):
     """``aws.dry_run_run_instances`` for this node instance's request, unless
     the same request shape of the same node passed its dry run in this process
     less than ``LAUNCH_DRY_RUN_SECONDS`` ago. A refusal is never kept: the
     next node instance asks AWS again."""
-    key = (str(ctx.deployment.id), str(ctx.node.id), request_shape(ctx, request))
+    key = (known.deployment_id, str(known.node_id), request_shape(request, known.instance_id))
     asked = []
 
     def ask():
@@ -380,14 +462,14 @@ def dry_run_launch(ctx, client, request: dict[str, Any], fresh_for: float = 0.0)
 
     refusal = _passed_launch_dry_runs.answer(client, key, ask, lambda refused: refused is None)
     if not asked:
-        ctx.logger.info(
-            f"{utils.node_label(ctx)}: this RunInstances request (but for the node instance id) passed its dry "
+        logger.info(
+            f"{known.label}: this RunInstances request (but for the node instance id) passed its dry "
             "run a moment ago in this process; not sent again."
         )
     return refusal
 
 
-def request_shape(ctx, request: Mapping[str, Any]) -> str:
+def request_shape(request: Mapping[str, Any], instance_id: str) -> str:
     """The request as text, without what differs between the node instances of
     one node: the ClientToken, and the node instance id in tag values (the
     Name tag and the ownership tag)."""
@@ -399,8 +481,7 @@ def request_shape(ctx, request: Mapping[str, Any]) -> str:
             {
                 **specification,
                 "Tags": [
-                    {**tag, "Value": INSTANCE_ID_STAND_IN} if tag.get("Value") == ctx.instance.id else tag
-                    for tag in tags
+                    {**tag, "Value": INSTANCE_ID_STAND_IN} if tag.get("Value") == instance_id else tag for tag in tags
                 ],
             }
             if tags
@@ -414,56 +495,49 @@ def request_shape(ctx, request: Mapping[str, Any]) -> str:
 # --- relationships and the provider context -------------------------------
 
 
-def related(ctx, relationship_type: str) -> list:
-    """Relationships of the given type, or of a type derived from it."""
-    found = []
-    for relationship in ctx.instance.relationships:
-        hierarchy = getattr(relationship, "type_hierarchy", None) or [relationship.type]
-        if relationship_type in hierarchy:
-            found.append(relationship)
-    return found
-
-
-def _related_ids(ctx, relationship_type: str) -> list[str]:
+def _related_ids(known: InstanceContext, relationship_type: str) -> list[str]:
     ids = []
-    for relationship in related(ctx, relationship_type):
-        target_id = relationship.target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-        if not target_id:
+    for target in known.related(relationship_type):
+        if not target.aws_id:
             raise PluginError(
-                f"the target '{relationship.target.node.id}' of its {relationship.type} relationship has no "
+                f"the target '{target.node_id}' of its {target.relationship} relationship has no "
                 "aws_resource_id. Fix: make sure that node is installed"
             )
-        ids.append(str(target_id))
+        ids.append(target.aws_id)
     return ids
 
 
-def check_external_relationships(ctx) -> None:
+def _external(properties: Mapping[str, Any]) -> bool:
+    return as_bool(properties.get("use_external_resource", False), "use_external_resource")
+
+
+def check_external_relationships(known: InstanceContext, logger) -> None:
     """The reference page's rule for an external instance: each security group
     it is connected to must be external too; a new key pair only warrants a
     warning. Calls nothing on AWS."""
-    if not utils.use_external(ctx.node):
+    if not _external(known.properties):
         return
-    for relationship in related(ctx, SECURITY_GROUP_RELATIONSHIP):
-        group = relationship.target.node.id
-        if not utils.use_external(relationship.target.node):
+    for target in known.related(SECURITY_GROUP_RELATIONSHIP):
+        group = target.node_id
+        if not _external(target.properties):
             raise PluginError(
                 f"it is an existing instance (use_external_resource is true), but its "
-                f"{relationship.type} relationship targets '{group}', a security group Cloudify creates "
+                f"{target.relationship} relationship targets '{group}', a security group Cloudify creates "
                 "(use_external_resource is false); the plugin does not change an existing instance's groups. "
                 f"Fix: make '{group}' external too (use_external_resource: true and its resource_id), "
                 "or set use_external_resource to false on this node so that Cloudify creates the instance"
             )
-    for relationship in related(ctx, KEYPAIR_RELATIONSHIP):
-        if not utils.use_external(relationship.target.node):
-            ctx.logger.warning(
-                f"{utils.node_label(ctx)}: it is an existing instance, connected to '{relationship.target.node.id}', "
+    for target in known.related(KEYPAIR_RELATIONSHIP):
+        if not _external(target.properties):
+            logger.warning(
+                f"{known.label}: it is an existing instance, connected to '{target.node_id}', "
                 "a key pair Cloudify creates; the instance keeps the key it was launched with."
             )
 
 
-def _key_name(ctx, from_parameters: str | None) -> str | None:
+def _key_name(known: InstanceContext, from_parameters: str | None) -> str | None:
     """The key pair: a connected KeyPair node, else parameters, else the provider's agents keypair."""
-    related = _related_ids(ctx, KEYPAIR_RELATIONSHIP)
+    related = _related_ids(known, KEYPAIR_RELATIONSHIP)
     if len(related) > 1:
         raise PluginError(
             f"it has {len(related)} instance_connected_to_keypair relationships "
@@ -475,31 +549,31 @@ def _key_name(ctx, from_parameters: str | None) -> str | None:
             f"is '{from_parameters}' but the connected key pair is '{related[0]}'",
             "remove key_name from parameters, or make it name the connected key pair",
         )
-    return (related[0] if related else None) or from_parameters or provider_resource(ctx, "agents_keypair")
+    return (related[0] if related else None) or from_parameters or known.provider_resources.get("agents_keypair")
 
 
-def provider_resource(ctx, name: str) -> str | None:
-    """An id from the manager's provider context (resources.<name>.id), if any."""
-    try:
-        context = ctx.provider_context or {}
-    except Exception:  # no manager, or one without a provider context
-        return None
-    resource = ((context.get("resources") or {}) if isinstance(context, dict) else {}).get(name) or {}
-    value = resource.get("id") if isinstance(resource, dict) else None
-    return str(value) if value else None
+def provider_resources(context: Any) -> dict[str, str]:
+    """The ids in the manager's provider context (resources.<name>.id), by name; none without one."""
+    resources = (context.get("resources") or {}) if isinstance(context, dict) else {}
+    ids = {}
+    for name, resource in resources.items() if isinstance(resources, dict) else ():
+        value = resource.get("id") if isinstance(resource, dict) else None
+        if value:
+            ids[str(name)] = str(value)
+    return ids
 
 
 # --- user data and tags -------------------------------------------------------
 
 
-def _user_data(ctx, user_data: str | None) -> str | None:
+def _user_data(known: InstanceContext, user_data: str | None) -> str | None:
     """The user's user data, combined with the agent's init script if the agent installs that way."""
     if user_data is not None and not isinstance(user_data, str):
         raise BadInput("parameters.user_data", "is not text", "give the user data as plain text")
-    install_method = cloudify_internal.get_install_method(ctx.node.properties)
+    install_method = cloudify_internal.get_install_method(known.properties)
     if install_method not in cloudify_constants.AGENT_INSTALL_METHODS_SCRIPTS:
         return user_data
-    script = ctx.agent.init_script()
+    script = known.agent_script()
     if not script:
         return user_data
     if not user_data:
@@ -534,10 +608,10 @@ def _cloud_init_subtype(part: str) -> str:
     return "x-shellscript"
 
 
-def _tag_specifications(ctx, tags: Mapping[str, str], extra: list) -> list[dict]:
+def _tag_specifications(known: InstanceContext, tags: Mapping[str, str], extra: list) -> list[dict]:
     """The Name tag, the tags property and the ownership tags, plus any
     TagSpecifications given in parameters (instance tags merged in)."""
-    (ours,) = aws.tag_specifications("instance", utils.creation_tags(ctx, tags, ctx.instance.id))
+    (ours,) = aws.tag_specifications("instance", {"Name": known.instance_id, **tags, **known.ownership})
     if not isinstance(extra, list):
         raise BadInput("parameters.TagSpecifications", "is not a list", "give a list of specifications")
     others = []

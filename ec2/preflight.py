@@ -56,53 +56,54 @@ SOURCE_GROUP_PROP = re.compile(r"^(rules|egress_rules)\[(\d+)\]\.src_group_id$")
 def run(ctx, **_):
     """Validates every node instance of this plugin's types, with AWS's dry
     runs, creating nothing; raises one error listing every problem found."""
+    local = bool(getattr(ctx, "local", False))
+    provider_context = {} if getattr(ctx, "local", True) else _provider_context()
     with utils.acting_for(ctx.deployment.id):
-        _preflight(ctx)
+        _preflight(ctx.deployment.id, ctx.node_instances, ctx.logger, local, provider_context)
 
 
-def _preflight(ctx):
-    provider_context = _provider_context(ctx)
+def _preflight(deployment_id: str, node_instances: Iterable, logger, local: bool, provider_context: dict) -> None:
     views = [
-        _view(ctx, instance, provider_context)
-        for instance in sorted(ctx.node_instances, key=lambda instance: (instance.node_id, instance.id))
+        _view(instance, deployment_id, logger, local, provider_context)
+        for instance in sorted(node_instances, key=lambda instance: (instance.node_id, instance.id))
         if utils.plugin_node_type(instance.node)
     ]
     pending = _names_install_creates(views)
-    problems, unusable = _check_identities(ctx, views)
+    problems, unusable = _check_identities(logger, views)
     for view in views:
         if view.instance.id in unusable:
             continue
         try:
             _check_of(view.node_type)(view)
         except (PluginError, ClientError, BotoCoreError) as error:
-            if _created_by_install(error, view.node.properties, pending):
-                ctx.logger.info(f"{utils.node_label(view)}: {error.prop} names what install creates first.")
+            if isinstance(error, BadInput) and _created_by_install(error, view.node.properties, pending):
+                logger.info(f"{utils.node_label(view)}: {error.prop} names what install creates first.")
                 continue
             text = str(error) if isinstance(error, PluginError) else errors.describe(error)[1]
             problems.append(secrets.redact(f"- node '{view.node.id}' (instance {view.instance.id}): {text}"))
     try:
         report = deployment.deployment_quotas(
-            [deployment.member(view) for view in views if view.instance.id not in unusable], ctx.deployment.id
+            [deployment.member(view) for view in views if view.instance.id not in unusable], deployment_id
         )
     except (PluginError, ClientError, BotoCoreError) as error:  # throttled or unreachable after botocore's retries
         text = str(error) if isinstance(error, PluginError) else errors.describe(error)[1]
         report = quotas.Report()
         problems.append(secrets.redact(f"- quotas: could not be checked: {text}"))
     for line in report.unchecked:
-        ctx.logger.warning(f"aws_preflight: quota not checked: {line}")
+        logger.warning(f"aws_preflight: quota not checked: {line}")
     problems += [secrets.redact(f"- quota: {line}") for line in report.shortfalls]
     if problems:
         raise NonRecoverableError(
             f"aws_preflight found {len(problems)} problem(s); nothing was created:\n" + "\n".join(problems)
         )
     unchecked = f", {len(report.unchecked)} quota(s) not checked (warned above)" if report.unchecked else ""
-    ctx.logger.info(
+    logger.info(
         f"aws_preflight: all {len(views)} AWS node instance(s) passed, AWS's dry runs and the quotas included"
         f"{unchecked}."
     )
 
 
-def _check_identities(ctx, views: list[SimpleNamespace]) -> tuple[list[str], set[str]]:
+def _check_identities(logger, views: list[SimpleNamespace]) -> tuple[list[str], set[str]]:
     """Asks STS once per distinct aws_config who the plugin acts as (GetCallerIdentity)
     and logs the account and ARN. Returns a problem line for each aws_config whose
     credentials do not work, and the node instances that use it (not checked further)."""
@@ -125,31 +126,33 @@ def _check_identities(ctx, views: list[SimpleNamespace]) -> tuple[list[str], set
             problems.append(secrets.redact(f"- node(s) {nodes}: {text}"))
             unusable.update(view.instance.id for view in group)
             continue
-        ctx.logger.info(f"aws_preflight: node(s) {nodes} act as {identity['Arn']} (account {identity['Account']}).")
+        logger.info(f"aws_preflight: node(s) {nodes} act as {identity['Arn']} (account {identity['Account']}).")
     return problems, unusable
 
 
 def _check_of(node_type: str):
     """The plugin's validation.create checks for a node type, as a plain function."""
     return {
-        INSTANCE: instance_lifecycle.check,
+        INSTANCE: _check_instance,
         KEY_PAIR: keypair.check,
         SECURITY_GROUP: securitygroup.check,
         ELASTIC_IP: elasticip.check,
     }[node_type]
 
 
-def _provider_context(ctx) -> dict:
-    """The manager's provider context (agents key pair and group); none locally."""
-    if getattr(ctx, "local", True):
-        return {}
+def _check_instance(view: SimpleNamespace) -> None:
+    instance_lifecycle.check(instance_request.read(view, validating=True), view.logger)
+
+
+def _provider_context() -> dict:
+    """The manager's provider context (agents key pair and group)."""
     try:
         return get_provider_context() or {}
     except Exception:  # a manager without one
         return {}
 
 
-def _view(ctx, instance, provider_context: dict) -> SimpleNamespace:
+def _view(instance, deployment_id: str, logger, local: bool, provider_context: dict) -> SimpleNamespace:
     """A workflow node instance shaped like an operation's ctx (read-only copies)."""
     relationships = [
         SimpleNamespace(
@@ -177,12 +180,11 @@ def _view(ctx, instance, provider_context: dict) -> SimpleNamespace:
             runtime_properties=dict(instance.runtime_properties or {}),
             relationships=relationships,
         ),
-        deployment=SimpleNamespace(id=ctx.deployment.id),
-        logger=ctx.logger,
-        agent=SimpleNamespace(init_script=lambda *_args, **_kwargs: instance_request.AGENT_SCRIPT_STAND_IN),
+        deployment=SimpleNamespace(id=deployment_id),
+        logger=logger,
         provider_context=provider_context,
         # What the install workflow will meet: the engine, and the operations the node maps.
-        local=bool(getattr(ctx, "local", False)),
+        local=local,
         workflow_id="install",
         operations=frozenset(name for name in instance.node.operations if instance.node.has_operation(name)),
     )
@@ -217,11 +219,9 @@ def _names_install_creates(views: Iterable[SimpleNamespace]) -> frozenset[str]:
     return frozenset(names)
 
 
-def _created_by_install(error: Exception, properties: Mapping[str, Any], pending: frozenset[str]) -> bool:
+def _created_by_install(error: BadInput, properties: Mapping[str, Any], pending: frozenset[str]) -> bool:
     """Whether a "does not exist" names a key pair or group another node creates
     during install (before this one: depends_on orders them)."""
-    if not isinstance(error, BadInput):
-        return False
     parameters = properties.get("parameters") or {}
     named: list[str] = []
     if error.prop == "parameters.key_name":

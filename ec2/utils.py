@@ -282,11 +282,6 @@ def common_if_created(
 # --- ownership tags -----------------------------------------------------------
 
 
-def creation_tags(ctx, tags: Mapping[str, str], name: str | None = None) -> dict[str, str]:
-    """``ownership.creation_tags`` for ``ctx``'s node instance (ec2.instance_request's instance tags)."""
-    return ownership.creation_tags(ownership.owner_tags(ctx.deployment.id, ctx.instance.id), tags, name)
-
-
 def generated_name(ctx) -> str:
     """A readable name unique to this node instance of this deployment."""
     return f"{ctx.deployment.id}-{ctx.instance.id}"

@@ -312,9 +312,10 @@ def refuse_release_while_associated(monkeypatch) -> None:
 
 def owned_by(ctx, resource_type: str, name: str | None = None) -> list[dict]:
     """TagSpecifications that mark a resource as made by ``ctx``'s node instance."""
-    from ec2 import aws, utils
+    from ec2 import aws, ownership
 
-    return aws.tag_specifications(resource_type, utils.creation_tags(ctx, {}, name))
+    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    return aws.tag_specifications(resource_type, ownership.creation_tags(owner, {}, name))
 
 
 LONG_AGO = "2020-01-01T00:00:00.000+00:00"

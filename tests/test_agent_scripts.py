@@ -58,7 +58,8 @@ def server_ctx(make_ctx):
 
 
 def user_data_of(ctx) -> str | None:
-    return instance_request.build_request(ctx, instance_request.parse(ctx.node.properties)).get("UserData")
+    known = instance_request.read(ctx)
+    return instance_request.build_request(known, instance_request.parse(ctx.node.properties)).get("UserData")
 
 
 def parts_of(document: str) -> list[tuple[str, str]]:

@@ -123,9 +123,10 @@ def dry_run(moto_server, make_ctx):
                 **properties,
             }
             ctx = make_ctx(properties, node_id=node_id, instance_id=instance_id)
-            request = instance_request.build_request(ctx, instance_request.parse(ctx.node.properties))
+            known = instance_request.read(ctx)
+            request = instance_request.build_request(known, instance_request.parse(ctx.node.properties))
             client = connection.ec2_client(properties["aws_config"])
-            return instance_request.dry_run_launch(ctx, client, request)
+            return instance_request.dry_run_launch(known, ctx.logger, client, request)
 
         yield send, proxy
 

@@ -57,7 +57,7 @@ def server_ctx(make_ctx):
 
 def request_for(ctx) -> dict:
     """The RunInstances request the plugin would send for this context."""
-    return instance_request.build_request(ctx, instance_request.parse(ctx.node.properties))
+    return instance_request.build_request(instance_request.read(ctx), instance_request.parse(ctx.node.properties))
 
 
 # --- parameters ---------------------------------------------------------------
@@ -323,19 +323,21 @@ def test_the_client_token_changes_when_the_request_changes(server_ctx, changed):
 
 def test_the_client_token_differs_between_node_instances_and_deployments(server_ctx, make_ctx):
     request = {"ImageId": IMAGE_ID, "InstanceType": "t3.micro", "MinCount": 1, "MaxCount": 1}
-    ours = instance_request.client_token(server_ctx(), request)
-    other_instance = instance_request.client_token(make_ctx({}, instance_id="server_other"), request)
+    ours = instance_request.client_token(instance_request.read(server_ctx()), request)
+    other_instance = instance_request.client_token(
+        instance_request.read(make_ctx({}, instance_id="server_other")), request
+    )
     other_deployment = instance_request.client_token(
-        make_ctx({}, instance_id="server_abc123", deployment_id="d2"), request
+        instance_request.read(make_ctx({}, instance_id="server_abc123", deployment_id="d2")), request
     )
     assert len({ours, other_instance, other_deployment}) == 3
 
 
 def test_the_client_token_ignores_a_token_already_in_the_request(server_ctx):
-    ctx = server_ctx()
+    known = instance_request.read(server_ctx())
     request = {"ImageId": IMAGE_ID, "InstanceType": "t3.micro"}
-    assert instance_request.client_token(ctx, request) == instance_request.client_token(
-        ctx, {**request, "ClientToken": "old"}
+    assert instance_request.client_token(known, request) == instance_request.client_token(
+        known, {**request, "ClientToken": "old"}
     )
 
 

@@ -447,7 +447,8 @@ def test_on_a_manager_the_deployment_is_read_from_the_rest_service_page_by_page(
     instances = _Listing([{"id": f"ip_{n}", "node_id": "ip"} for n in range(3)])
     ctx = make_ctx({}, node_id="ip")
     ctx._endpoint = SimpleNamespace(rest_client=SimpleNamespace(nodes=nodes, node_instances=instances))
-    members, partial = deployment._deployment_members(ctx)
+    alone = quotas.Member("ip", "ip_alone", (ELASTIC_IP,), {})
+    members, partial = deployment._deployment_members(ctx._endpoint, ctx.deployment.id, alone)
     assert partial == ""
     assert [member.instance_id for member in members] == ["ip_0", "ip_1", "ip_2"]
     assert nodes.asked == [{"_offset": 0, "deployment_id": "dep", "evaluate_functions": True}]

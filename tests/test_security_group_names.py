@@ -64,7 +64,9 @@ def group_ids_of(ec2) -> list[str]:
 def resolved_request(ctx) -> dict:
     spec = instance_request.parse(ctx.node.properties)
     client = connection.ec2_client(spec.common.aws_config)
-    return instance_request.build_request(ctx, instance_request.resolve_security_groups(client, spec))
+    return instance_request.build_request(
+        instance_request.read(ctx), instance_request.resolve_security_groups(client, spec)
+    )
 
 
 def refusal(operation, ctx) -> str:

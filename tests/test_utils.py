@@ -110,9 +110,9 @@ def test_an_external_resource_that_was_never_recorded_is_simply_forgotten(make_c
     assert ctx.instance.runtime_properties == {}
 
 
-def test_creation_tags_carry_the_name_user_tags_and_ownership(make_ctx):
-    ctx = make_ctx({}, deployment_id="dep1", instance_id="node_1")
-    assert utils.creation_tags(ctx, {"team": "qa"}, "web") == {
+def test_creation_tags_carry_the_name_user_tags_and_ownership():
+    owner = ownership.owner_tags("dep1", "node_1")
+    assert ownership.creation_tags(owner, {"team": "qa"}, "web") == {
         "Name": "web",
         "team": "qa",
         "cloudify:deployment-id": "dep1",
