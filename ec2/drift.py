@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from ec2 import aws, connection, constants, instance_request, keypair, ownership, securitygroup, utils
@@ -64,7 +65,7 @@ def instance(ctx, **_):
         return [f"instance {instance_id} is {state}"]
     if spec.common.external:
         return None
-    request = expected_request(ctx, spec)
+    request = expected_request(instance_request.read(ctx), spec)
     differences = [] if state == "running" else [f"instance {instance_id} is {state}, not running"]
     for what, field in (("type", "InstanceType"), ("image", "ImageId"), ("key pair", "KeyName")):
         if described.get(field) != request.get(field):
@@ -76,7 +77,7 @@ def instance(ctx, **_):
 
 @utils.ec2_operation
 def security_group(ctx, **_):
-    spec = securitygroup.parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
+    spec = securitygroup.parse(utils.node_facts(ctx))
     client = connection.ec2_client(spec.common.aws_config)
     group_id = ownership.recorded(ctx.instance.runtime_properties)
     if not group_id:
@@ -149,10 +150,11 @@ def elastic_ip_association(ctx, **_):
 # --- comparisons, shared with ec2.update ------------------------------------------------
 
 
-def expected_request(ctx, spec) -> dict:
-    """The RunInstances request the blueprint and the relationships make now."""
+def expected_request(known: instance_request.InstanceContext, spec) -> dict:
+    """The RunInstances request the blueprint and the relationships make now (the agent's
+    init script stands in: it is not compared)."""
     return instance_request.build_request(
-        instance_request.read(ctx, agent_script=instance_request.AGENT_SCRIPT_STAND_IN), spec
+        replace(known, agent_script=lambda: instance_request.AGENT_SCRIPT_STAND_IN), spec
     )
 
 

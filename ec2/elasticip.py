@@ -47,7 +47,7 @@ def allocate(ctx, **_):
     client = connection.ec2_client(spec.common.aws_config)
     if spec.common.external:
         address = _require_external(client, spec)
-        utils.adopt_external(ctx, spec.common, KIND, lambda _: address["PublicIp"])
+        utils.adopt_external(ctx.instance, ctx.logger.info, spec.common, KIND, lambda _: address["PublicIp"])
         utils.record(ctx.instance, **{constants.ALLOCATION_ID: address["AllocationId"]})
         return
 
@@ -87,7 +87,7 @@ def release(ctx, **_):
         return
     client = connection.ec2_client(common.aws_config)
     if common.external:
-        utils.release_external(ctx, common, KIND, lambda wanted: _public_ip(client, wanted))
+        utils.release_external(ctx.instance, ctx.logger.info, common, KIND, lambda wanted: _public_ip(client, wanted))
         utils.forget(ctx.instance, *ADDRESS_PROPERTIES)
         return
     # Allocated a moment ago, or disassociated a moment ago: EC2 may not have caught up.
@@ -110,43 +110,44 @@ def release(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
-    check(ctx)
+    check(utils.node_facts(ctx), ctx.logger.info)
     deployment.check_deployment_quotas(ctx)
 
 
-def check(ctx) -> None:
+def check(node: utils.NodeFacts, report: ownership.Report) -> None:
     """validation.create's checks, plain: the aws_preflight workflow runs them too."""
-    spec = parse(ctx.node.properties)
+    spec = parse(node.properties)
     client = connection.ec2_client(spec.common.aws_config)
     utils.check_existence(spec.common, KIND, lambda wanted: _public_ip(client, wanted), spec.common.resource_id)
-    dry_run_elastic_ip(client, spec, ownership.owner_tags(ctx.deployment.id, ctx.instance.id))
-    ctx.logger.info(f"Elastic IP {spec.common.resource_id or '(new)'} is valid.")
+    dry_run_elastic_ip(client, spec, node.owner)
+    report(f"Elastic IP {spec.common.resource_id or '(new)'} is valid.")
 
 
 @utils.ec2_operation
 def associate(ctx, **_):
     """Relationship establish: ties the target address to the source instance."""
-    instance_id, public_ip = _ends(ctx)
-    if _both_external(ctx):
-        utils.record(ctx.target.instance, **{constants.ASSOCIATED_INSTANCE_ID: instance_id})
-        utils.record(ctx.source.instance, public_ip_address=public_ip)
+    source, target = ctx.source, ctx.target
+    instance_id, public_ip = _ends(source.node.id, source.instance, target.node.id, target.instance)
+    if utils.use_external(source.node) and utils.use_external(target.node):
+        utils.record(target.instance, **{constants.ASSOCIATED_INSTANCE_ID: instance_id})
+        utils.record(source.instance, public_ip_address=public_ip)
         ctx.logger.info(
             f"Instance {instance_id} and elastic IP {public_ip} are both external: runtime properties set, "
             "no association made."
         )
         return
 
-    common = utils.parse_common(ctx.target.node.properties)
+    common = utils.parse_common(target.node.properties)
     client = connection.ec2_client(common.aws_config)
-    allocation_id = _allocation_id(client, ctx.target.instance.runtime_properties, ctx.target.node.id)
+    allocation_id = _allocation_id(client, target.instance.runtime_properties, target.node.id)
     # Either end may have been made a moment ago, and be unknown to EC2 for a while.
     fresh_for = max(
-        utils.fresh_for(ctx.source.instance.runtime_properties, common.propagation),
-        utils.fresh_for(ctx.target.instance.runtime_properties, common.propagation),
+        utils.fresh_for(source.instance.runtime_properties, common.propagation),
+        utils.fresh_for(target.instance.runtime_properties, common.propagation),
     )
     association_id = aws.associate_address(client, allocation_id, instance_id, fresh_for)
     utils.record(
-        ctx.target.instance,
+        target.instance,
         **{
             constants.ALLOCATION_ID: allocation_id,
             constants.ASSOCIATION_ID: association_id,
@@ -154,49 +155,48 @@ def associate(ctx, **_):
             constants.ASSOCIATED_AT: utils.now(),
         },
     )
-    utils.record(ctx.source.instance, public_ip_address=public_ip)
+    utils.record(source.instance, public_ip_address=public_ip)
     ctx.logger.info(f"Associated elastic IP {public_ip} with instance {instance_id} ({association_id}).")
 
 
 @utils.ec2_operation
 def disassociate(ctx, **_):
     """Relationship unlink: unties the address, only while it is still tied to this instance."""
+    source, target = ctx.source, ctx.target
     if not (
-        ownership.recorded(ctx.source.instance.runtime_properties)
-        and ownership.recorded(ctx.target.instance.runtime_properties)
+        ownership.recorded(source.instance.runtime_properties)
+        and ownership.recorded(target.instance.runtime_properties)
     ):
         ctx.logger.info("The instance or the elastic IP was never created; nothing to disassociate.")
         utils.forget(
-            ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID, constants.ASSOCIATED_AT
+            target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID, constants.ASSOCIATED_AT
         )
         return
-    instance_id, public_ip = _ends(ctx)
-    if _both_external(ctx):
-        utils.forget(ctx.target.instance, constants.ASSOCIATED_INSTANCE_ID)
-        utils.forget(ctx.source.instance, "public_ip_address")
+    instance_id, public_ip = _ends(source.node.id, source.instance, target.node.id, target.instance)
+    if utils.use_external(source.node) and utils.use_external(target.node):
+        utils.forget(target.instance, constants.ASSOCIATED_INSTANCE_ID)
+        utils.forget(source.instance, "public_ip_address")
         ctx.logger.info(
             f"Instance {instance_id} and elastic IP {public_ip} are both external: runtime properties unset."
         )
         return
 
-    common = utils.parse_common(ctx.target.node.properties)
+    common = utils.parse_common(target.node.properties)
     client = connection.ec2_client(common.aws_config)
-    association_id = ctx.target.instance.runtime_properties.get(constants.ASSOCIATION_ID)
+    association_id = target.instance.runtime_properties.get(constants.ASSOCIATION_ID)
     if not association_id:  # recorded by the classic plugin: ask AWS what the address is tied to
         address = aws.find_address(client, public_ip=public_ip) or {}
         association_id = address.get("AssociationId") if address.get("InstanceId") == instance_id else None
     # A recorded association that no longer exists (the address was moved or
     # untied) is left alone; one made a moment ago may only be unknown to EC2 yet.
-    fresh_for = utils.fresh_for(ctx.target.instance.runtime_properties, common.propagation, constants.ASSOCIATED_AT)
+    fresh_for = utils.fresh_for(target.instance.runtime_properties, common.propagation, constants.ASSOCIATED_AT)
     if association_id and aws.disassociate_address(client, association_id, fresh_for):
         ctx.logger.info(f"Disassociated elastic IP {public_ip} from instance {instance_id}.")
     else:
         ctx.logger.info(f"Elastic IP {public_ip} is no longer tied to instance {instance_id}; nothing to disassociate.")
-    utils.forget(
-        ctx.target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID, constants.ASSOCIATED_AT
-    )
-    if ctx.source.instance.runtime_properties.get("public_ip_address") == public_ip:
-        utils.forget(ctx.source.instance, "public_ip_address")
+    utils.forget(target.instance, constants.ASSOCIATION_ID, constants.ASSOCIATED_INSTANCE_ID, constants.ASSOCIATED_AT)
+    if source.instance.runtime_properties.get("public_ip_address") == public_ip:
+        utils.forget(source.instance, "public_ip_address")
 
 
 def dry_run_elastic_ip(client, spec: ElasticIPSpec, owner: dict[str, str]) -> None:
@@ -230,25 +230,22 @@ def _is_ipv4(text: str) -> bool:
         return False
 
 
-def _ends(ctx) -> tuple[str, str]:
-    """(instance id, public IP) of a relationship's two ends."""
-    instance_id = ctx.source.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
-    public_ip = ctx.target.instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+def _ends(instance_node: str, instance, address_node: str, address) -> tuple[str, str]:
+    """(instance id, public IP) recorded on a relationship's two node instances (the
+    source, an instance of node ``instance_node``; the target, an address of ``address_node``)."""
+    instance_id = instance.runtime_properties.get(constants.AWS_RESOURCE_ID)
+    public_ip = address.runtime_properties.get(constants.AWS_RESOURCE_ID)
     if not instance_id:
         raise PluginError(
-            f"instance '{ctx.source.node.id}' has no aws_resource_id. "
+            f"instance '{instance_node}' has no aws_resource_id. "
             "Fix: create the instance before connecting it to the elastic IP"
         )
     if not public_ip:
         raise PluginError(
-            f"elastic IP '{ctx.target.node.id}' has no aws_resource_id. "
+            f"elastic IP '{address_node}' has no aws_resource_id. "
             "Fix: create the elastic IP before connecting an instance to it"
         )
     return instance_id, public_ip
-
-
-def _both_external(ctx) -> bool:
-    return utils.use_external(ctx.source.node) and utils.use_external(ctx.target.node)
 
 
 # --- AWS ------------------------------------------------------------------------

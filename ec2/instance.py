@@ -45,7 +45,7 @@ def run_instances(ctx, **_):
     spec = instance_request.parse(known.properties)
     client = connection.ec2_client(spec.common.aws_config)
     if spec.common.external:
-        utils.adopt_external(ctx, spec.common, KIND, lambda wanted: _find(client, wanted))
+        utils.adopt_external(ctx.instance, ctx.logger.info, spec.common, KIND, lambda wanted: _find(client, wanted))
         return
 
     request = instance_request.build_request(known, instance_request.resolve_security_groups(client, spec))
@@ -87,20 +87,20 @@ def start(ctx, **_):
     if state in GONE_STATES + (NOT_FOUND,):
         raise _gone(instance_id, state)
     if spec.common.external:
-        record_addresses(ctx, instance or {})
+        record_addresses(ctx.instance, instance or {}, ctx.logger.info)
         return
 
     if state == "stopping":
-        instance = wait_for_state(ctx, aws.wait_stopped, client, spec.common, instance_id, state)
+        instance = wait_for_state(ctx.logger.info, aws.wait_stopped, client, spec.common, instance_id, state)
         state = state_of(instance)
     if state == "stopped":
         state = aws.start_instance(client, instance_id) or NOT_FOUND
         ctx.logger.info(f"Starting instance {instance_id}.")
         known = None if state == "running" else state  # the addresses need a describe of the running instance
-        instance = wait_for_state(ctx, aws.wait_started, client, spec.common, instance_id, known)
+        instance = wait_for_state(ctx.logger.info, aws.wait_started, client, spec.common, instance_id, known)
     elif state != "running":
-        instance = wait_for_state(ctx, aws.wait_running, client, spec.common, instance_id, state)
-    record_addresses(ctx, instance or {})
+        instance = wait_for_state(ctx.logger.info, aws.wait_running, client, spec.common, instance_id, state)
+    record_addresses(ctx.instance, instance or {}, ctx.logger.info)
 
 
 @utils.ec2_operation
@@ -138,7 +138,7 @@ def stop(ctx, **_):
             ctx.logger.warning(f"Instance {instance_id} is {state}; there is nothing to stop.")
             continue
         ctx.logger.info(f"Stopping instance {instance_id}.")
-        wait_for_state(ctx, aws.wait_stopped, client, common, instance_id, state)
+        wait_for_state(ctx.logger.info, aws.wait_stopped, client, common, instance_id, state)
     utils.forget(ctx.instance, *constants.INSTANCE_NETWORK_PROPERTIES)
 
 
@@ -151,7 +151,8 @@ def terminate(ctx, **_):
     client = connection.ec2_client(common.aws_config)
     if common.external:
         utils.release_external(
-            ctx,
+            ctx.instance,
+            ctx.logger.info,
             common,
             KIND,
             lambda wanted: _find(client, wanted),
@@ -171,7 +172,7 @@ def terminate(ctx, **_):
         if state is None:
             continue
         ctx.logger.info(f"Terminating instance {instance_id}.")
-        wait_for_state(ctx, aws.wait_terminated, client, common, instance_id, state)
+        wait_for_state(ctx.logger.info, aws.wait_terminated, client, common, instance_id, state)
     utils.forget(ctx.instance, *RUNTIME_PROPERTIES)
 
 
@@ -340,7 +341,7 @@ def _stand_in(target: instance_request.Target, deployment_id: str) -> tuple[str,
         if external and wanted:
             return wanted, False
         try:
-            name = keypair.parse(properties, f"{deployment_id}-{target.instance_id}").key_name
+            name = keypair.parse(properties, utils.generated_name(deployment_id, target.instance_id)).key_name
         except PluginError:  # reported by the key pair's own validation
             name = PLACEHOLDER.format(node=target.node_id)
         return name, True
@@ -428,10 +429,12 @@ def _find(client, instance_id: str) -> str | None:
     return instance_id if state_of(aws.find_instance(client, instance_id)) in LIVE_STATES else None
 
 
-def wait_for_state(ctx, wait_until, client, common: utils.Common, instance_id: str, known_state=None) -> dict:
+def wait_for_state(
+    report: ownership.Report, wait_until, client, common: utils.Common, instance_id: str, known_state=None
+) -> dict:
     """One of aws's named waits (``aws.wait_running``, ...), with the node's
-    waiting properties, logging each poll."""
-    return wait_until(client, instance_id, common.wait.timeout, common.wait.interval, ctx.logger.info, known_state)
+    waiting properties, reporting each poll."""
+    return wait_until(client, instance_id, common.wait.timeout, common.wait.interval, report, known_state)
 
 
 def _gone(instance_id: str, state: str) -> PluginError:
@@ -441,16 +444,16 @@ def _gone(instance_id: str, state: str) -> PluginError:
     )
 
 
-def record_addresses(ctx, instance: dict) -> None:
-    """Records the four address properties from one describe's instance."""
+def record_addresses(node_instance, instance: dict, report: ownership.Report) -> None:
+    """Records the four address properties from one describe's instance on the node instance."""
     utils.record(
-        ctx.instance,
+        node_instance,
         ip=instance.get("PrivateIpAddress"),
         private_dns_name=instance.get("PrivateDnsName"),
         public_dns_name=instance.get("PublicDnsName"),
         public_ip_address=instance.get("PublicIpAddress"),
     )
-    ctx.logger.info(
+    report(
         f"Instance {instance.get('InstanceId')} is running at {instance.get('PrivateIpAddress')} "
         f"(public {instance.get('PublicIpAddress') or 'none'})."
     )

@@ -38,11 +38,11 @@ class KeyPairSpec:
 
 @utils.ec2_operation
 def create(ctx, **_):
-    spec = parse(ctx.node.properties, utils.generated_name(ctx))
+    spec = parse(ctx.node.properties, utils.generated_name(ctx.deployment.id, ctx.instance.id))
     check_key_file(spec, ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN))
     client = connection.ec2_client(spec.common.aws_config)
     if spec.common.external:
-        utils.adopt_external(ctx, spec.common, KIND, lambda name: _find(client, name))
+        utils.adopt_external(ctx.instance, ctx.logger.info, spec.common, KIND, lambda name: _find(client, name))
         return
 
     owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
@@ -105,7 +105,7 @@ def delete(ctx, **_):
         return
     client = connection.ec2_client(common.aws_config)
     if common.external:
-        utils.release_external(ctx, common, KIND, lambda name: _find(client, name))
+        utils.release_external(ctx.instance, ctx.logger.info, common, KIND, lambda name: _find(client, name))
         return
     _adopt_classic_key_file(ctx.node.properties, ctx.instance.runtime_properties)
     owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
@@ -115,25 +115,24 @@ def delete(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
-    check(ctx)
+    check(utils.node_facts(ctx), ctx.logger.info)
     deployment.check_deployment_quotas(ctx)
 
 
-def check(ctx) -> None:
+def check(node: utils.NodeFacts, report: ownership.Report) -> None:
     """validation.create's checks, plain: the aws_preflight workflow runs them too."""
-    spec = parse(ctx.node.properties, utils.generated_name(ctx))
-    check_key_file(spec, ctx.instance.runtime_properties.get(constants.KEY_FILE_WRITTEN))
+    spec = parse(node.properties, node.generated_name)
+    check_key_file(spec, node.runtime_properties.get(constants.KEY_FILE_WRITTEN))
     client = connection.ec2_client(spec.common.aws_config)
-    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
     utils.check_existence(
         spec.common,
         KIND,
         lambda name: _find(client, name),
         spec.key_name,
-        lambda: ownership.left_behind(ctx.instance.runtime_properties, lambda: aws.find_owned_key_pairs(client, owner)),
+        lambda: ownership.left_behind(node.runtime_properties, lambda: aws.find_owned_key_pairs(client, node.owner)),
     )
-    dry_run_key_pair(client, spec, owner)
-    ctx.logger.info(f"Key pair {spec.key_name} at {spec.key_path} is valid.")
+    dry_run_key_pair(client, spec, node.owner)
+    report(f"Key pair {spec.key_name} at {spec.key_path} is valid.")
 
 
 def dry_run_key_pair(client, spec: KeyPairSpec, owner: dict[str, str]) -> None:

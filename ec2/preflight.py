@@ -74,7 +74,7 @@ def _preflight(deployment_id: str, node_instances: Iterable, logger, local: bool
         if view.instance.id in unusable:
             continue
         try:
-            _check_of(view.node_type)(view)
+            _check(view)
         except (PluginError, ClientError, BotoCoreError) as error:
             if isinstance(error, BadInput) and _created_by_install(error, view.node.properties, pending):
                 logger.info(f"{utils.node_label(view)}: {error.prop} names what install creates first.")
@@ -130,18 +130,13 @@ def _check_identities(logger, views: list[SimpleNamespace]) -> tuple[list[str], 
     return problems, unusable
 
 
-def _check_of(node_type: str):
-    """The plugin's validation.create checks for a node type, as a plain function."""
-    return {
-        INSTANCE: _check_instance,
-        KEY_PAIR: keypair.check,
-        SECURITY_GROUP: securitygroup.check,
-        ELASTIC_IP: elasticip.check,
-    }[node_type]
-
-
-def _check_instance(view: SimpleNamespace) -> None:
-    instance_lifecycle.check(instance_request.read(view, validating=True), view.logger)
+def _check(view: SimpleNamespace) -> None:
+    """The plugin's validation.create checks of a node instance's type, on what its view says."""
+    if view.node_type == INSTANCE:
+        instance_lifecycle.check(instance_request.read(view, validating=True), view.logger)
+        return
+    check = {KEY_PAIR: keypair.check, SECURITY_GROUP: securitygroup.check, ELASTIC_IP: elasticip.check}
+    check[view.node_type](utils.node_facts(view), view.logger.info)
 
 
 def _provider_context() -> dict:
@@ -208,12 +203,9 @@ def _names_install_creates(views: Iterable[SimpleNamespace]) -> frozenset[str]:
             if common.external:
                 continue
             if view.node_type == KEY_PAIR:
-                names.add(keypair.parse(view.node.properties, utils.generated_name(view)).key_name)
+                names.add(keypair.parse(view.node.properties, utils.node_facts(view).generated_name).key_name)
             elif view.node_type == SECURITY_GROUP:
-                spec = securitygroup.parse(
-                    view.node.properties, utils.generated_name(view), view.node.id, view.deployment.id
-                )
-                names.add(spec.name)
+                names.add(securitygroup.parse(utils.node_facts(view)).name)
         except PluginError:  # reported by that node's own check
             continue
     return frozenset(names)

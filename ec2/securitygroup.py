@@ -9,9 +9,7 @@ group, retrying while instances that use it are still being torn down.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from ec2 import aws, connection, constants, deployment, errors, ownership, utils
 from ec2.constants import GROUP_ID_PATTERN, VPC_ID_PATTERN
@@ -37,10 +35,12 @@ class SecurityGroupSpec:
 
 @utils.ec2_operation
 def create(ctx, **_):
-    spec = parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
+    spec = parse(utils.node_facts(ctx))
     client = connection.ec2_client(spec.common.aws_config)
     if spec.common.external:
-        utils.adopt_external(ctx, spec.common, KIND, lambda wanted: _find(client, wanted, spec.vpc_id))
+        utils.adopt_external(
+            ctx.instance, ctx.logger.info, spec.common, KIND, lambda wanted: _find(client, wanted, spec.vpc_id)
+        )
         return
 
     ingress, egress = resolve_rules(client, spec)
@@ -77,7 +77,9 @@ def delete(ctx, **_):
     client = connection.ec2_client(common.aws_config)
     if common.external:
         vpc_id = as_text(ctx.node.properties.get("vpc_id"))
-        utils.release_external(ctx, common, KIND, lambda wanted: _find(client, wanted, vpc_id))
+        utils.release_external(
+            ctx.instance, ctx.logger.info, common, KIND, lambda wanted: _find(client, wanted, vpc_id)
+        )
         return
     owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
     _delete_own_groups(client, ctx.instance, owner, common.propagation, ctx.logger.info)
@@ -86,17 +88,17 @@ def delete(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
-    check(ctx)
+    check(utils.node_facts(ctx), ctx.logger.info)
     deployment.check_deployment_quotas(ctx)
 
 
-def check(ctx) -> None:
+def check(node: utils.NodeFacts, report: ownership.Report) -> None:
     """validation.create's checks, plain: the aws_preflight workflow runs them too."""
-    spec = parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
+    spec = parse(node)
     client = connection.ec2_client(spec.common.aws_config)
     if spec.vpc_id and not aws.vpc_exists(client, spec.vpc_id):
         raise BadInput("vpc_id", f"names VPC '{spec.vpc_id}', which does not exist", "give an existing VPC's id")
-    owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
+    owner = node.owner
     utils.check_existence(
         spec.common,
         KIND,
@@ -104,14 +106,12 @@ def check(ctx) -> None:
             _find(client, wanted, spec.vpc_id) if spec.common.external else _taken(client, wanted, spec.vpc_id)
         ),
         spec.common.resource_id,
-        lambda: ownership.left_behind(
-            ctx.instance.runtime_properties, lambda: aws.find_owned_security_groups(client, owner)
-        ),
+        lambda: ownership.left_behind(node.runtime_properties, lambda: aws.find_owned_security_groups(client, owner)),
     )
     dry_run_security_group(client, spec, owner)
     if not spec.common.external:
         resolve_rules(client, spec)
-    ctx.logger.info(f"Security group {spec.name} is valid.")
+    report(f"Security group {spec.name} is valid.")
 
 
 def dry_run_security_group(client, spec: SecurityGroupSpec, owner: dict[str, str]) -> None:
@@ -127,10 +127,11 @@ def dry_run_security_group(client, spec: SecurityGroupSpec, owner: dict[str, str
 # --- properties -------------------------------------------------------------
 
 
-def parse(properties: Mapping[str, Any], generated_name: str, node_id: str, deployment_id: str) -> SecurityGroupSpec:
+def parse(node: utils.NodeFacts) -> SecurityGroupSpec:
     """The SecurityGroup properties and every rule, checked without calling AWS."""
+    properties = node.properties
     common = utils.parse_common(properties)
-    name = common.resource_id or generated_name
+    name = common.resource_id or node.generated_name
     if not common.external and (len(name) > 255 or not name.isascii() or name.startswith("sg-")):
         raise BadInput(
             "resource_id",
@@ -138,7 +139,7 @@ def parse(properties: Mapping[str, Any], generated_name: str, node_id: str, depl
             "use at most 255 ASCII characters, not starting with 'sg-'",
         )
     description = as_text(properties.get("description")) or (
-        f"Cloudify security group for node {node_id} of deployment {deployment_id}"
+        f"Cloudify security group for node {node.node_id} of deployment {node.deployment_id}"
     )
     if len(description) > 255 or not description.isascii():
         raise BadInput("description", "is longer than 255 characters or not ASCII", "shorten it")

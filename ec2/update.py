@@ -35,7 +35,7 @@ RESTART_AFTER_RESIZE = "restart_after_resize"
 @utils.ec2_operation
 def instance(ctx, **_):
     spec = instance_request.parse(ctx.node.properties)
-    if _external(ctx, spec.common):
+    if _external(ctx.logger.info, spec.common):
         return
     client = connection.ec2_client(spec.common.aws_config)
     instance_id = ownership.require_recorded(ctx.instance.runtime_properties, "instance")
@@ -43,23 +43,22 @@ def instance(ctx, **_):
     state = state_of(described)
     if state == NOT_FOUND or state in GONE_STATES:
         raise PluginError(f"instance {instance_id} is {state}. Fix: run the heal workflow to replace it")
-    request = drift.expected_request(ctx, spec)
+    request = drift.expected_request(instance_request.read(ctx), spec)
     for prop, field in (("image_id", "ImageId"), ("key pair", "KeyName")):
         if described.get(field) != request.get(field):
             raise PluginError(
                 f"{prop} changed from {described.get(field)!r} to {request.get(field)!r}, which needs a new instance. "
                 "Fix: reinstall this node instance"
             )
-    _update_tags(
-        ctx, client, instance_id, aws.tags_of(described), drift.wanted_instance_tags(request, spec.common.tags)
-    )
-    _resize(ctx, client, spec.common, described, request["InstanceType"])
+    wanted_tags = drift.wanted_instance_tags(request, spec.common.tags)
+    _update_tags(ctx.logger.info, client, instance_id, aws.tags_of(described), wanted_tags)
+    _resize(ctx.instance, ctx.logger.info, client, spec.common, described, request["InstanceType"])
 
 
 @utils.ec2_operation
 def security_group(ctx, **_):
-    spec = securitygroup.parse(ctx.node.properties, utils.generated_name(ctx), ctx.node.id, ctx.deployment.id)
-    if _external(ctx, spec.common):
+    spec = securitygroup.parse(utils.node_facts(ctx))
+    if _external(ctx.logger.info, spec.common):
         return
     client = connection.ec2_client(spec.common.aws_config)
     group_id = ownership.require_recorded(ctx.instance.runtime_properties, "security group")
@@ -76,54 +75,56 @@ def security_group(ctx, **_):
                 "Fix: reinstall this node instance"
             )
     for direction, (actual, wanted) in drift.rule_sets(group, *securitygroup.resolve_rules(client, spec)).items():
-        _update_rules(ctx, client, group_id, direction, actual, wanted)
-    _update_tags(ctx, client, group_id, aws.tags_of(group), spec.common.tags)
+        _update_rules(ctx.logger.info, client, group_id, direction, actual, wanted)
+    _update_tags(ctx.logger.info, client, group_id, aws.tags_of(group), spec.common.tags)
 
 
 @utils.ec2_operation
 def key_pair(ctx, **_):
     common = utils.parse_common(ctx.node.properties)
-    if _external(ctx, common):
+    if _external(ctx.logger.info, common):
         return
     client = connection.ec2_client(common.aws_config)
     name = ownership.require_recorded(ctx.instance.runtime_properties, "key pair")
     found = aws.find_key_pair(client, name)
     if not found:
         raise PluginError(f"key pair {name} no longer exists. Fix: reinstall this node instance")
-    _update_tags(ctx, client, found["KeyPairId"], aws.tags_of(found), common.tags)
+    _update_tags(ctx.logger.info, client, found["KeyPairId"], aws.tags_of(found), common.tags)
 
 
 @utils.ec2_operation
 def elastic_ip(ctx, **_):
     common = utils.parse_common(ctx.node.properties)
-    if _external(ctx, common):
+    if _external(ctx.logger.info, common):
         return
     client = connection.ec2_client(common.aws_config)
     public_ip = ownership.require_recorded(ctx.instance.runtime_properties, "elastic IP")
     address = ownership.recorded_address(client, ctx.instance.runtime_properties)
     if not address:
         raise PluginError(f"elastic IP {public_ip} no longer exists. Fix: reinstall this node instance")
-    _update_tags(ctx, client, address["AllocationId"], aws.tags_of(address), common.tags)
+    _update_tags(ctx.logger.info, client, address["AllocationId"], aws.tags_of(address), common.tags)
 
 
 # --- helpers ------------------------------------------------------------------
 
 
-def _external(ctx, common: utils.Common) -> bool:
+def _external(report: ownership.Report, common: utils.Common) -> bool:
     if common.external:
-        ctx.logger.info("External resource: left as it is.")
+        report("External resource: left as it is.")
     return common.external
 
 
-def _update_tags(ctx, client, resource_id: str, actual: dict[str, str], wanted: dict[str, str]) -> None:
+def _update_tags(
+    report: ownership.Report, client, resource_id: str, actual: dict[str, str], wanted: dict[str, str]
+) -> None:
     to_set, to_delete = drift.tag_changes(actual, wanted)
     aws.create_tags(client, resource_id, to_set)
     aws.delete_tags(client, resource_id, to_delete)
     if to_set or to_delete:
-        ctx.logger.info(f"Tags of {resource_id}: set {sorted(to_set)}, removed {to_delete}.")
+        report(f"Tags of {resource_id}: set {sorted(to_set)}, removed {to_delete}.")
 
 
-def _update_rules(ctx, client, group_id: str, direction: str, actual: set, wanted: set) -> None:
+def _update_rules(report: ownership.Report, client, group_id: str, direction: str, actual: set, wanted: set) -> None:
     """Authorises the missing rules first, then revokes the extra ones: no moment without both."""
     egress = direction == "egress"
     missing, extra = sorted(wanted - actual, key=str), sorted(actual - wanted, key=str)
@@ -132,26 +133,28 @@ def _update_rules(ctx, client, group_id: str, direction: str, actual: set, wante
     if extra:
         aws.revoke(client, group_id, [drift.permission_of(rule) for rule in extra], egress=egress)
     if missing or extra:
-        ctx.logger.info(f"Security group {group_id}: {len(missing)} {direction} rule(s) added, {len(extra)} revoked.")
+        report(f"Security group {group_id}: {len(missing)} {direction} rule(s) added, {len(extra)} revoked.")
 
 
-def _resize(ctx, client, common: utils.Common, described: dict, wanted_type: str) -> None:
+def _resize(
+    node_instance, report: ownership.Report, client, common: utils.Common, described: dict, wanted_type: str
+) -> None:
     """Stop, change the type, start. Rerun after a retry, it goes on where it was."""
     instance_id = described["InstanceId"]
     if described.get("InstanceType") != wanted_type:
         state = state_of(described)
         if state != "stopped":
-            utils.record(ctx.instance, save=True, **{RESTART_AFTER_RESIZE: True})
+            utils.record(node_instance, save=True, **{RESTART_AFTER_RESIZE: True})
             if state != "stopping":
                 aws.stop_instance(client, instance_id)
-                ctx.logger.info(f"Stopping instance {instance_id} to change its type to {wanted_type}.")
-            instance_lifecycle.wait_for_state(ctx, aws.wait_stopped, client, common, instance_id)
+                report(f"Stopping instance {instance_id} to change its type to {wanted_type}.")
+            instance_lifecycle.wait_for_state(report, aws.wait_stopped, client, common, instance_id)
         aws.modify_instance_type(client, instance_id, wanted_type)
-        ctx.logger.info(f"Instance {instance_id} is now of type {wanted_type}.")
-    if ctx.instance.runtime_properties.get(RESTART_AFTER_RESIZE):
+        report(f"Instance {instance_id} is now of type {wanted_type}.")
+    if node_instance.runtime_properties.get(RESTART_AFTER_RESIZE):
         if state_of(aws.find_instance(client, instance_id)) == "stopped":
             aws.start_instance(client, instance_id)
-            ctx.logger.info(f"Starting instance {instance_id} again.")
-        running = instance_lifecycle.wait_for_state(ctx, aws.wait_started, client, common, instance_id)
-        instance_lifecycle.record_addresses(ctx, running)
-        utils.forget(ctx.instance, RESTART_AFTER_RESIZE, save=True)
+            report(f"Starting instance {instance_id} again.")
+        running = instance_lifecycle.wait_for_state(report, aws.wait_started, client, common, instance_id)
+        instance_lifecycle.record_addresses(node_instance, running, report)
+        utils.forget(node_instance, RESTART_AFTER_RESIZE, save=True)

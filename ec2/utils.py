@@ -10,7 +10,9 @@
   validation.
 - ``record`` / ``forget`` and the create marker: runtime-property bookkeeping.
 - ``common_if_created``: delete's and stop's short-circuit when nothing was created.
-- ``creation_tags``: ``ec2.ownership``'s creation tags for an operation's node instance.
+- ``generated_name``: a node instance's default resource name.
+- ``NodeFacts`` / ``node_facts``: what the validation checks read from an operation's ctx, once.
+  Below the operations, functions take plain values (a node instance, a ``report`` callable), not ctx.
 """
 
 from __future__ import annotations
@@ -191,21 +193,25 @@ def check_existence(
         )
 
 
-def adopt_external(ctx, common: Common, kind: str, find: Callable[[str], str | None], **extra: Any) -> str:
-    """On create: records an existing resource's id (and ``extra``) and returns it."""
+def adopt_external(
+    instance, report: ownership.Report, common: Common, kind: str, find: Callable[[str], str | None], **extra: Any
+) -> str:
+    """On create: records an existing resource's id (and ``extra``) on the node instance and returns it."""
     found = require_external(common, kind, find)
-    record(ctx.instance, save=True, **{constants.AWS_RESOURCE_ID: found, constants.EXTERNAL_RESOURCE: True}, **extra)
-    ctx.logger.info(f"Using existing {kind} {found}; it will not be deleted.")
+    record(instance, save=True, **{constants.AWS_RESOURCE_ID: found, constants.EXTERNAL_RESOURCE: True}, **extra)
+    report(f"Using existing {kind} {found}; it will not be deleted.")
     return found
 
 
-def release_external(ctx, common: Common, kind: str, find: Callable[[str], str | None], *names: str) -> None:
+def release_external(
+    instance, report: ownership.Report, common: Common, kind: str, find: Callable[[str], str | None], *names: str
+) -> None:
     """On delete: checks that a recorded external resource still exists, then
-    unassigns it. One that was never recorded (create failed) is just forgotten."""
-    if ctx.instance.runtime_properties.get(constants.AWS_RESOURCE_ID):
+    unassigns it from the node instance. One that was never recorded (create failed) is just forgotten."""
+    if instance.runtime_properties.get(constants.AWS_RESOURCE_ID):
         found = require_external(common, kind, find)
-        ctx.logger.info(f"Released existing {kind} {found} from this deployment; it is left in place.")
-    forget(ctx.instance, constants.AWS_RESOURCE_ID, constants.EXTERNAL_RESOURCE, *names)
+        report(f"Released existing {kind} {found} from this deployment; it is left in place.")
+    forget(instance, constants.AWS_RESOURCE_ID, constants.EXTERNAL_RESOURCE, *names)
 
 
 # --- runtime properties -----------------------------------------------------
@@ -256,17 +262,6 @@ def fresh_for(runtime_properties: Mapping[str, Any], window: float, key: str = c
     return max(0.0, window - age)
 
 
-def targets_fresh_for(ctx, window: float) -> float:
-    """The longest propagation window left among the relationship targets this plugin created."""
-    return max(
-        (
-            fresh_for(relationship.target.instance.runtime_properties, window)
-            for relationship in ctx.instance.relationships
-        ),
-        default=0.0,
-    )
-
-
 def common_if_created(
     node_properties: Mapping[str, Any], runtime_properties: Mapping[str, Any], kind: str, report: Callable[[str], None]
 ) -> Common | None:
@@ -279,12 +274,44 @@ def common_if_created(
     return parse_common(node_properties)
 
 
-# --- ownership tags -----------------------------------------------------------
+# --- a new resource's default name ----------------------------------------------
 
 
-def generated_name(ctx) -> str:
-    """A readable name unique to this node instance of this deployment."""
-    return f"{ctx.deployment.id}-{ctx.instance.id}"
+def generated_name(deployment_id: Any, node_instance_id: Any) -> str:
+    """A readable name unique to a node instance of a deployment."""
+    return f"{deployment_id}-{node_instance_id}"
+
+
+# --- what a node instance's checks read ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the checks of a key pair, security group or elastic IP, and a
+    security group's spec, need from an operation's ctx (or the aws_preflight
+    workflow's view of one), read once by ``node_facts``: plain values."""
+
+    deployment_id: Any
+    node_id: str
+    instance_id: str
+    properties: Mapping[str, Any]
+    runtime_properties: Mapping[str, Any]
+
+    @property
+    def owner(self) -> dict[str, str]:
+        """The ownership tags of this node instance."""
+        return ownership.owner_tags(self.deployment_id, self.instance_id)
+
+    @property
+    def generated_name(self) -> str:
+        return generated_name(self.deployment_id, self.instance_id)
+
+
+def node_facts(ctx) -> NodeFacts:
+    """What an operation's ctx says about its node instance, once."""
+    return NodeFacts(
+        ctx.deployment.id, ctx.node.id, ctx.instance.id, ctx.node.properties, ctx.instance.runtime_properties
+    )
 
 
 # --- the name of an assumed role's session -------------------------------------------

@@ -81,32 +81,46 @@ def test_bad_input_is_a_non_recoverable_error_naming_the_node_the_property_and_t
 
 def test_an_external_resource_that_exists_is_recorded(make_ctx):
     ctx = make_ctx({"use_external_resource": True, "resource_id": "thing"})
-    utils.adopt_external(ctx, utils.parse_common(ctx.node.properties), "thing", lambda wanted: "id-" + wanted)
+    utils.adopt_external(
+        ctx.instance, ctx.logger.info, utils.parse_common(ctx.node.properties), "thing", lambda wanted: "id-" + wanted
+    )
     assert ctx.instance.runtime_properties["aws_resource_id"] == "id-thing"
 
 
 def test_an_external_resource_that_does_not_exist_fails_naming_property_and_fix(make_ctx):
     ctx = make_ctx({"use_external_resource": True, "resource_id": "thing"})
     with pytest.raises(errors.BadInput) as error:
-        utils.adopt_external(ctx, utils.parse_common(ctx.node.properties), "thing", lambda wanted: None)
+        utils.adopt_external(
+            ctx.instance, ctx.logger.info, utils.parse_common(ctx.node.properties), "thing", lambda wanted: None
+        )
     assert "'resource_id'" in str(error.value) and "Fix:" in str(error.value)
 
 
 def test_deleting_an_external_resource_only_unassigns_it(make_ctx):
     ctx = make_ctx({"use_external_resource": True, "resource_id": "thing"}, runtime_properties={"aws_resource_id": "x"})
-    utils.release_external(ctx, utils.parse_common(ctx.node.properties), "thing", lambda wanted: wanted)
+    utils.release_external(
+        ctx.instance, ctx.logger.info, utils.parse_common(ctx.node.properties), "thing", lambda wanted: wanted
+    )
     assert "aws_resource_id" not in ctx.instance.runtime_properties
 
 
 def test_deleting_an_external_resource_that_vanished_fails(make_ctx):
     ctx = make_ctx({"use_external_resource": True, "resource_id": "thing"}, runtime_properties={"aws_resource_id": "x"})
     with pytest.raises(errors.BadInput):
-        utils.release_external(ctx, utils.parse_common(ctx.node.properties), "thing", lambda wanted: None)
+        utils.release_external(
+            ctx.instance, ctx.logger.info, utils.parse_common(ctx.node.properties), "thing", lambda wanted: None
+        )
 
 
 def test_an_external_resource_that_was_never_recorded_is_simply_forgotten(make_ctx):
     ctx = make_ctx({"use_external_resource": True, "resource_id": "thing"})
-    utils.release_external(ctx, utils.parse_common(ctx.node.properties), "thing", lambda wanted: pytest.fail("looked"))
+    utils.release_external(
+        ctx.instance,
+        ctx.logger.info,
+        utils.parse_common(ctx.node.properties),
+        "thing",
+        lambda wanted: pytest.fail("looked"),
+    )
     assert ctx.instance.runtime_properties == {}
 
 
