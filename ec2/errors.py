@@ -17,8 +17,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-# Error codes that mean "EC2 is busy or throttling us": worth another try later.
-RETRYABLE_CODES = frozenset(
+# Error codes that mean "the bucket is empty": the caller is throttled (ec2.pacing paces after one).
+THROTTLING_CODES = frozenset(
     {
         "Throttling",
         "ThrottlingException",
@@ -26,6 +26,11 @@ RETRYABLE_CODES = frozenset(
         "RequestThrottled",
         "RequestThrottledException",
         "TooManyRequestsException",
+    }
+)
+# Error codes that mean "EC2 is busy or throttling us": worth another try later.
+RETRYABLE_CODES = THROTTLING_CODES | frozenset(
+    {
         "InternalError",
         "InternalFailure",
         "ServiceUnavailable",

@@ -507,19 +507,15 @@ def _related_ids(known: InstanceContext, relationship_type: str) -> list[str]:
     return ids
 
 
-def _external(properties: Mapping[str, Any]) -> bool:
-    return as_bool(properties.get("use_external_resource", False), "use_external_resource")
-
-
 def check_external_relationships(known: InstanceContext, logger) -> None:
     """The reference page's rule for an external instance: each security group
     it is connected to must be external too; a new key pair only warrants a
     warning. Calls nothing on AWS."""
-    if not _external(known.properties):
+    if not utils.use_external(known):
         return
     for target in known.related(SECURITY_GROUP_RELATIONSHIP):
         group = target.node_id
-        if not _external(target.properties):
+        if not utils.use_external(target):
             raise PluginError(
                 f"it is an existing instance (use_external_resource is true), but its "
                 f"{target.relationship} relationship targets '{group}', a security group Cloudify creates "
@@ -528,7 +524,7 @@ def check_external_relationships(known: InstanceContext, logger) -> None:
                 "or set use_external_resource to false on this node so that Cloudify creates the instance"
             )
     for target in known.related(KEYPAIR_RELATIONSHIP):
-        if not _external(target.properties):
+        if not utils.use_external(target):
             logger.warning(
                 f"{known.label}: it is an existing instance, connected to '{target.node_id}', "
                 "a key pair Cloudify creates; the instance keeps the key it was launched with."

@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ec2 import errors
+
 try:
     import fcntl
 except ImportError:  # not POSIX: no pacing
@@ -51,10 +53,6 @@ LONGEST_WAIT = 120.0
 # EC2 a network trip later, and trips vary; without it a request whose
 # predecessor travelled slower arrives just before its token.
 MARGIN = 0.05
-# Error codes that mean "the bucket is empty".
-THROTTLING_CODES = frozenset(
-    {"RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException"}
-)
 # EC2's documented default refill rates, requests per second ("Request
 # throttling for the Amazon EC2 API"): the actions with their own bucket, then
 # the classes. Non-mutating actions get the unfiltered rate, the lower one.
@@ -187,7 +185,7 @@ def register(client: Any, endpoint: str) -> Pacer:
     def needs_retry(response: Any = None, event_name: str = "", **_: Any) -> None:
         parsed = response[1] if response else None
         code = parsed.get("Error", {}).get("Code") if isinstance(parsed, dict) else None
-        if code in THROTTLING_CODES:
+        if code in errors.THROTTLING_CODES:
             pacer.throttled(event_name.rsplit(".", 1)[-1])
 
     client.meta.events.register("before-send.ec2", before_send)

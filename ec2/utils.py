@@ -148,7 +148,7 @@ def plugin_node_type(node) -> str | None:
 
 
 def use_external(node) -> bool:
-    """use_external_resource of another node (a relationship's other end)."""
+    """use_external_resource of a node, or of anything holding its properties (a relationship's other end)."""
     return as_bool(node.properties.get("use_external_resource", False), "use_external_resource")
 
 
