@@ -5,7 +5,13 @@ workflow runs here on the local engine, with the deployment in a FileStorage.
 These need the wagon that `make wagon` leaves in dist/ (built from this tree's
 sources): without it they skip, and under CI=true they fail. To try another
 wagon, set MANAGER_MODE_WAGON to its path. Run them alone with
-`make test-manager` (or `pytest -m manager_mode`)."""
+`make test-manager` (or `pytest -m manager_mode`).
+
+Most of them fork each operation's process from a fork server that imported the
+plugin once (tools.manager.ForkServer): a new process each time, with nothing
+an earlier operation left, about a second sooner. The tests of the processes
+themselves start a Python for each, as a manager does; so does every test with
+MANAGER_MODE_START=spawn."""
 
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ pytestmark = pytest.mark.manager_mode
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 WAGON_VARIABLE = "MANAGER_MODE_WAGON"
+START = os.environ.get("MANAGER_MODE_START", "fork")
 # test_exactly_once's five seeds, as in one process (each operation pays a Python
 # start and the plugin's import, about a second: this file's longest tests).
 FAULT_SEEDS = SEEDS
@@ -82,9 +89,10 @@ class ManagedDeployer:
     """Deploys node templates (or a blueprint file) in manager mode: the blueprint
     in ``folder/blueprint``, the deployment's storage in ``folder/storage``."""
 
-    def __init__(self, folder: Path, plugin: manager.PluginVenv) -> None:
+    def __init__(self, folder: Path, plugin: manager.PluginVenv, start: str = START) -> None:
         self.folder = folder
         self.plugin = plugin
+        self.start = start
 
     def __call__(
         self, node_templates: dict | str, dsl: str = "cloudify_dsl_1_3", inputs=None, resolver=None, **sections
@@ -101,7 +109,7 @@ class ManagedDeployer:
             echo=True,
             storage_dir=self.folder / "storage",
             plugin=self.plugin,
-            **options,
+            **{"start": self.start, **options},
         )
 
 
@@ -161,11 +169,12 @@ def test_node_instance_updates_from_parallel_processes_are_neither_lost_nor_read
 # -- the processes --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("start", manager.STARTS)
 def test_each_operation_runs_in_a_new_process_that_imports_the_plugin_from_the_wagons_venv(
-    managed, tmp_path, plugin, ec2
+    tmp_path, plugin, ec2, start
 ):
     key = {"type": "cloudify.aws.nodes.KeyPair", "properties": {"private_key_path": str(tmp_path / "keys" / "key.pem")}}
-    deployment = managed({"key": key})
+    deployment = ManagedDeployer(tmp_path, plugin, start)({"key": key})
     deployment.install()
     assert [key["KeyName"] for key in ec2.describe_key_pairs()["KeyPairs"]] == ["key"]
     deployment.uninstall()
@@ -179,6 +188,8 @@ def test_each_operation_runs_in_a_new_process_that_imports_the_plugin_from_the_w
     ]
     pids = [p.pid for p in processes]
     assert len(set(pids)) == len(pids) and os.getpid() not in pids
+    if start == "fork":
+        assert manager.fork_server(plugin).process.pid not in pids
     for process in processes:
         assert process.outcome == "result" and process.returncode == 0
         assert plugin.holds(process.executable)
@@ -198,9 +209,9 @@ def test_an_operation_error_keeps_its_meaning_and_its_message_reaches_the_tally(
 
 
 def test_an_operation_retry_from_a_process_reschedules_the_task(moto_server, managed):
-    # The proxy keeps the instance pending for 15 s, longer than start's process takes to begin even on a
-    # loaded machine, and the plugin waits for none: it asks for a retry.
-    with Ec2Proxy(moto_server.url, ProxyConfig(latency=15)) as proxy:
+    # The proxy keeps the instance pending for 6 s, longer than start's process takes to begin even on a
+    # loaded machine (forked, as ``managed`` does by default), and the plugin waits for none: it asks for a retry.
+    with Ec2Proxy(moto_server.url, ProxyConfig(latency=6)) as proxy:
         vm = instance_node(wait_timeout=0, retry_after=1, aws_config={"endpoint_url": proxy.url})
         deployment = managed({"vm": vm})
         deployment.install(task_retries=60)
@@ -210,15 +221,23 @@ def test_an_operation_retry_from_a_process_reschedules_the_task(moto_server, man
     assert retried and all(p.operation in RETRIED_OPERATIONS for p in retried)
 
 
-def test_an_operation_process_that_outlives_its_timeout_is_killed_and_its_task_fails(managed, tmp_path):
-    key = {"type": "cloudify.aws.nodes.KeyPair", "properties": {"private_key_path": str(tmp_path / "key.pem")}}
-    blueprint = write_blueprint(tmp_path / "blueprint", {"key": key})
-    deployment = managed.blueprint(blueprint, operation_timeout=0.2)  # less than the plugin's import takes
-    with pytest.raises(WorkflowFailed):
-        deployment.install()
+@pytest.mark.parametrize("start", manager.STARTS)
+def test_an_operation_process_that_outlives_its_timeout_is_killed_and_its_task_fails(
+    moto_server, plugin, tmp_path, start
+):
+    # Every answer is held 10 s, so the first operation (validation) outlives its 1 s.
+    with Ec2Proxy(moto_server.url, ProxyConfig(delay_rate=1.0, delay_seconds=10)) as proxy:
+        properties = {"private_key_path": str(tmp_path / "key.pem"), "aws_config": {"endpoint_url": proxy.url}}
+        blueprint = write_blueprint(
+            tmp_path / "blueprint", {"key": {"type": "cloudify.aws.nodes.KeyPair", "properties": properties}}
+        )
+        deployment = ManagedDeployer(tmp_path, plugin, start).blueprint(blueprint, operation_timeout=1)
+        with pytest.raises(WorkflowFailed):
+            deployment.install()
     (process,) = deployment.processes
     assert process.outcome == "timeout" and process.returncode < 0  # killed
-    assert any("was killed after 0.2 s" in line for line in deployment.tally.last)
+    assert process.seconds < 10
+    assert any("was killed after 1 s" in line for line in deployment.tally.last)
 
 
 # -- whole deployments ------------------------------------------------------------

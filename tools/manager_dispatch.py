@@ -16,6 +16,13 @@ repository nor this folder is on ``sys.path``: the plugin comes from the venv.
 Only the standard library and cloudify-common are imported here, because the
 test process imports this module too, for :class:`LockedFileStorage`.
 
+Fork server: ``python -P tools/manager_dispatch.py --serve SOCKET PACKAGE...``
+imports the PACKAGEs and every module in them once, then forks a new process
+for each operation a launcher asks for on the Unix socket SOCKET (see
+:func:`serve`). Each child starts as a new process would after its imports, with
+nothing an operation left, and runs :func:`main`; only the Python start and the
+imports are saved (about a second per operation).
+
 Crash injection: with ``DIE_ONCE_AFTER_VARIABLE`` set to ``Operation:MARKER``
 (see :func:`die_once_after_setting`), the first process whose EC2
 ``Operation`` succeeds creates MARKER and dies on the spot (``os._exit``),
@@ -26,9 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import json
 import logging
 import os
+import pkgutil
+import selectors
+import signal
+import socket
 import sys
 import tempfile
 import traceback
@@ -43,6 +55,13 @@ from cloudify.workflows import local
 
 DIE_ONCE_AFTER_VARIABLE = "CLOUDIFY_MANAGER_MODE_DIE_ONCE_AFTER"
 DIED_EXIT_CODE = 86
+SERVE_OPTION = "--serve"
+READY = "ready"
+# The fork server's request: one JSON line {"folder": ..., "environment": {...}}, sent
+# with the write end of the pipe that takes the child's stdout and stderr. Answers:
+# "pid N" once forked, "exit CODE" (os.waitstatus_to_exitcode) once it ended.
+# The launcher may send "kill" meanwhile.
+REQUEST_LIMIT = 1 << 20
 
 
 def write_atomically(path: Path, text: str, scratch: Path) -> None:
@@ -188,9 +207,123 @@ def run(folder: Path) -> None:
     write_atomically(folder / "output.json", output, scratch)
 
 
+def import_all(package_name: str) -> None:
+    """Imports a package and every module in it."""
+    package = importlib.import_module(package_name)
+    for module in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{package_name}."):
+        importlib.import_module(module.name)
+
+
+def serve(address: str, packages: list[str]) -> int:
+    """The fork server: imports ``packages``, prints READY, then forks a child for
+    each request on the Unix socket ``address`` and reports its pid and exit. It
+    stays single-threaded (so forking is safe) and ends, killing any child still
+    running, when its stdin closes: the launcher is gone."""
+    for package in packages:
+        import_all(package)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(64)
+    print(READY, flush=True)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    stdin = sys.stdin.fileno()
+    selector.register(stdin, selectors.EVENT_READ)
+    children: dict[int, socket.socket] = {}
+    while True:
+        for key, _ in selector.select(timeout=0.005 if children else None):
+            if key.fileobj == stdin:
+                if not os.read(stdin, 1024):
+                    for pid in children:
+                        os.kill(pid, signal.SIGKILL)
+                    return 0
+            elif key.fileobj is listener:
+                connection, _ = listener.accept()
+                forked = _fork_for(connection, listener)
+                if forked is not None:
+                    children[forked] = connection
+                    selector.register(connection, selectors.EVENT_READ, forked)
+            else:
+                said = _receive(key.fileobj)
+                if key.data in children and said == b"kill":
+                    os.kill(key.data, signal.SIGKILL)
+                elif not said:  # the launcher hung up; the child's exit goes unreported
+                    selector.unregister(key.fileobj)
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            connection = children.pop(pid)
+            with contextlib.suppress(OSError):
+                connection.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(connection)
+            connection.close()
+
+
+def _receive(connection: Any) -> bytes:
+    with contextlib.suppress(OSError):
+        return connection.recv(64).strip()
+    return b""
+
+
+def _fork_for(connection: socket.socket, listener: socket.socket) -> int | None:
+    """Reads one request from ``connection`` and forks its child; returns the child's
+    pid (None, with the connection closed, for a request it could not read)."""
+    try:
+        message, fds, _, _ = socket.recv_fds(connection, REQUEST_LIMIT, 1)
+        while not message.endswith(b"\n"):
+            more = connection.recv(REQUEST_LIMIT)
+            if not more:
+                raise ValueError("the request ended before its newline")
+            message += more
+        request = json.loads(message)
+        (output,) = fds
+    except (OSError, ValueError):
+        traceback.print_exc()
+        connection.close()
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        listener.close()
+        connection.close()
+        _run_child(request, output)
+    os.close(output)
+    connection.sendall(f"pid {pid}\n".encode())
+    return pid
+
+
+def _run_child(request: dict, output: int) -> None:
+    """In the forked child: stdin from /dev/null, stdout and stderr to ``output``, no
+    other descriptor, the request's folder and environment; then :func:`main`."""
+    code = 1
+    try:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.closerange(3, max(map(int, os.listdir("/proc/self/fd")), default=2) + 1)
+        os.chdir(request["folder"])
+        os.environ.clear()
+        os.environ.update(request["environment"])
+        tempfile.tempdir = None  # chosen again from this environment, as at a start
+        code = main([sys.argv[0], request["folder"]])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) >= 3 and argv[1] == SERVE_OPTION:
+        return serve(argv[2], argv[3:])
     if len(argv) != 2:
-        print(f"usage: {argv[0]} DIR (DIR holds input.json)", file=sys.stderr)
+        print(f"usage: {argv[0]} DIR (DIR holds input.json) | {SERVE_OPTION} SOCKET PACKAGE...", file=sys.stderr)
         return 2
     # A manager's worker sets the operation process's log level; DEBUG (the default) prints every botocore line.
     os.environ.setdefault(ENV_AGENT_LOG_LEVEL, "WARNING")
