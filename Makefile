@@ -13,6 +13,9 @@ MYPY_PATHS := $(wildcard ec2 cloudify_aws_ec2_tools tools bench)
 # tests/test_wagon.py inspects both and builds nothing itself.
 WAGON_REPORT := dist/wagon-validate.txt
 WAGON_SOURCES := setup.py MANIFEST.in plugin.yaml $(wildcard ec2/*.py cloudify_aws_ec2_tools/*.py offline/*.yaml)
+# `make test` runs the suite in this many pytest-xdist workers, each with its own
+# emulator (0: all in one process, in file order).
+TEST_WORKERS ?= 4
 # make demo TARGET=aws INPUTS=examples/inputs-aws.yaml runs on real AWS (costs money).
 TARGET ?= emulator
 INPUTS ?=
@@ -41,7 +44,7 @@ lint: $(STAMP)
 # The tests need the Cloudify CLI (the cfy tests) and the wagon (its own tests and
 # manager mode) too, so that a fresh clone skips nothing; under CI=true a skip fails.
 test: $(DEMO_STAMP) $(WAGON_REPORT) lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 # Only the manager-mode tests (each operation in a new process of the plugin venv made
 # from the wagon, as a manager runs it); `make test` runs them too once a wagon is built.

@@ -209,9 +209,9 @@ def test_an_operation_error_keeps_its_meaning_and_its_message_reaches_the_tally(
 
 
 def test_an_operation_retry_from_a_process_reschedules_the_task(moto_server, managed):
-    # The proxy keeps the instance pending for 6 s, longer than start's process takes to begin even on a
+    # The proxy keeps the instance pending for 8 s, longer than start's process takes to begin even on a
     # loaded machine (forked, as ``managed`` does by default), and the plugin waits for none: it asks for a retry.
-    with Ec2Proxy(moto_server.url, ProxyConfig(latency=6)) as proxy:
+    with Ec2Proxy(moto_server.url, ProxyConfig(latency=8)) as proxy:
         vm = instance_node(wait_timeout=0, retry_after=1, aws_config={"endpoint_url": proxy.url})
         deployment = managed({"vm": vm})
         deployment.install(task_retries=60)
