@@ -145,7 +145,7 @@ def _create(duplicate_code: str, what: str, call: Callable[[], Any]) -> Any:
         return call()
     except ClientError as error:
         if error_code(error) == duplicate_code:
-            raise AlreadyExists(f"{what} already exists ({duplicate_code})") from None
+            raise AlreadyExists(f"{what} already exists ({duplicate_code})", resent(error.response)) from None
         raise
 
 

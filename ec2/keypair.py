@@ -289,6 +289,7 @@ def _create_once(client, owner: dict[str, str], spec: KeyPairSpec, tags: dict[st
         lambda: [key for key in aws.find_owned_key_pairs(client, owner) if key["KeyName"] == spec.key_name],
         replace,
         "choose another resource_id (or private_key_path base name), or set use_external_resource to true to use it",
+        fresh_for=spec.common.propagation,
     )
 
 

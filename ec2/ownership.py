@@ -15,11 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
+
 from ec2 import aws, constants
-from ec2.errors import AlreadyExists, PluginError
+from ec2.errors import AlreadyExists, PluginError, error_code
 
 T = TypeVar("T")
 Report = Callable[[str], None]
+# create_once's code for "this node instance's copy is not listed yet" (not one of EC2's).
+NOT_LISTED_YET = "OwnCopy.NotListedYet"
 
 
 def owner_tags(deployment_id: Any, node_instance_id: Any) -> dict[str, str]:
@@ -76,23 +80,43 @@ def create_once(
     settle: Callable[[list[Any]], T | None],
     fix: str,
     attempts: int = 3,
+    fresh_for: float = 0.0,
 ) -> T:
     """Calls ``create``. A Duplicate answer for a resource ``own_copies`` finds
     among this node instance's (a resent call whose first answer was lost) is
     handed to ``settle``, which adopts it (returns what ``create`` would) or
     removes it (returns None: ``create`` is called again, ``attempts`` calls
-    in all). A Duplicate for a resource that is not ours fails with ``fix``."""
+    in all). A Duplicate for a resource that is not ours fails with ``fix``.
+    After a resent call, a copy the listing by tag does not show yet is looked
+    for again, as any fresh resource is, for ``fresh_for`` seconds."""
     for _attempt in range(attempts - 1):
         try:
             return create()
         except AlreadyExists as error:
-            copies = own_copies()
+            copies = _listed(own_copies, fresh_for if error.resent else 0.0)
             if not copies:
                 raise AlreadyExists(f"{error} and is not this node instance's. Fix: {fix}") from None
         adopted = settle(copies)
         if adopted is not None:
             return adopted
     return create()
+
+
+def _listed(own_copies: Callable[[], list[Any]], window: float) -> list[Any]:
+    """``own_copies()``; while it finds none, asked again within ``window`` seconds."""
+
+    def found() -> list[Any]:
+        copies = own_copies()
+        if not copies:
+            raise aws.missing(NOT_LISTED_YET, "a listing by ownership tags", "this node instance's copy")
+        return copies
+
+    try:
+        return aws.while_propagating(found, aws.within([NOT_LISTED_YET], window))
+    except ClientError as error:
+        if error_code(error) != NOT_LISTED_YET:
+            raise
+        return []
 
 
 def sweep_others(owned: Iterable[Mapping[str, Any]], id_key: str, kept: str, remove: Callable[[Any], object]) -> list:

@@ -234,6 +234,7 @@ def _create_once(client, owner: dict[str, str], spec: SecurityGroupSpec, tags: d
         lambda: [group for group in aws.find_owned_security_groups(client, owner) if group["GroupName"] == spec.name],
         adopt,
         "choose another resource_id, or set use_external_resource to true to use it",
+        fresh_for=spec.common.propagation,
     )
 
 

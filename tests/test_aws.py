@@ -3,7 +3,9 @@ what a delete's answers mean."""
 
 from __future__ import annotations
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 from cloudify.exceptions import OperationRetry
 
 from ec2 import aws, connection, errors, utils
@@ -73,6 +75,18 @@ def test_a_dependency_violation_on_delete_means_not_ready_yet():
     client = stubbed_error("DependencyViolation", 400, "delete_security_group")
     with pytest.raises(errors.NotReady):
         aws.delete_security_group(client, "sg-12345678")
+
+
+@pytest.mark.parametrize(("retry_attempts", "resent"), [(0, False), (2, True)])
+def test_a_duplicate_answer_says_whether_botocore_had_sent_the_create_before(retry_attempts, resent):
+    client = boto3.client("ec2", region_name="us-east-1")
+    stubber = Stubber(client)
+    stubber.add_client_error(
+        "create_key_pair", "InvalidKeyPair.Duplicate", "taken", 400, response_meta={"RetryAttempts": retry_attempts}
+    )
+    with stubber, pytest.raises(errors.AlreadyExists, match=r"InvalidKeyPair\.Duplicate") as error:
+        aws.create_key_pair(client, "k", {})
+    assert error.value.resent is resent
 
 
 @pytest.mark.parametrize(

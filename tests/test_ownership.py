@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from ec2 import ownership
+from ec2 import aws, ownership
 from ec2.errors import AlreadyExists, PluginError
 
 OWNER = ownership.owner_tags("dep", "node_1")
@@ -41,6 +41,22 @@ def never() -> list:
 
 def duplicate() -> dict:
     raise AlreadyExists("key pair 'k' already exists (InvalidKeyPair.Duplicate)")
+
+
+def resent_duplicate() -> dict:
+    """The Duplicate answer to a call botocore had sent before (its first answer lost)."""
+    raise AlreadyExists("security group 'g' already exists (InvalidGroup.Duplicate)", resent=True)
+
+
+def listings(*answers: list) -> tuple:
+    """own_copies answering each of ``answers`` in turn (the last one again after that); the calls are counted."""
+    asked: list[int] = []
+
+    def own_copies() -> list:
+        asked.append(1)
+        return answers[min(len(asked), len(answers)) - 1]
+
+    return own_copies, asked
 
 
 # --- the tags -------------------------------------------------------------------
@@ -168,6 +184,33 @@ def test_our_duplicate_that_is_removed_is_created_again():
     removed = []
     made = ownership.create_once(lambda: next(answers)(), lambda: ["k"], removed.append, "")
     assert made == "made" and removed == [["k"]]
+
+
+def test_after_a_resent_call_our_copy_the_listing_does_not_show_yet_is_looked_for_again_and_adopted(monkeypatch):
+    pauses: list[float] = []
+    monkeypatch.setattr(aws.time, "sleep", pauses.append)
+    own_copies, asked = listings([], [], [{"GroupId": "sg-1"}])
+    adopted = ownership.create_once(
+        resent_duplicate, own_copies, lambda copies: copies[0]["GroupId"], "", fresh_for=120
+    )
+    assert adopted == "sg-1"
+    assert len(asked) == 3 and pauses == [1.0, 1.0]
+
+
+def test_after_a_resent_call_a_copy_never_listed_within_the_window_is_not_ours(monkeypatch):
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    own_copies, asked = listings([])
+    with pytest.raises(AlreadyExists, match="is not this node instance's. Fix: choose another name$"):
+        ownership.create_once(resent_duplicate, own_copies, never, "choose another name", fresh_for=0)
+    assert len(asked) == 1
+
+
+def test_a_duplicate_answering_the_first_attempt_is_not_ours_without_looking_again(monkeypatch):
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: pytest.fail("no pause: the call was sent once"))
+    own_copies, asked = listings([])
+    with pytest.raises(AlreadyExists, match="is not this node instance's"):
+        ownership.create_once(duplicate, own_copies, never, "fix", fresh_for=120)
+    assert len(asked) == 1
 
 
 def test_creating_again_stops_after_the_attempts_allowed():
