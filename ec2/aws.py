@@ -28,7 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ec2 import errors
-from ec2.errors import AlreadyExists, NotReady, StillWaiting, UnexpectedState, error_code
+from ec2.errors import THROTTLING_CODES, AlreadyExists, NotReady, StillWaiting, UnexpectedState, error_code
 
 Client = Any  # a boto3 EC2 client
 Owner = Mapping[str, str]  # the ownership tags of one node instance
@@ -120,12 +120,20 @@ def while_propagating(
 
 def note_attempt(response: Any = None, caught_exception: Exception | None = None, **_: Any) -> None:
     """botocore's ``needs-retry`` hook, on every client (``ec2.connection``):
-    notes, for ``while_propagating``, an attempt that may have acted although
-    its answer was lost (no answer, or a 5xx). Returns None: it decides nothing."""
+    notes, for ``while_propagating`` and ``_create``, an attempt that may have
+    acted although its answer was lost (no answer, or a 5xx other than a
+    throttle: EC2 answers ``RequestLimitExceeded`` with 503 and does nothing).
+    Returns None: it decides nothing."""
     noted = _maybe_acted.get()
     status = getattr(response[0], "status_code", 0) if response else 0
-    if noted is not None and (caught_exception is not None or status >= 500):
+    refused = status >= 500 and _answer_code(response) in THROTTLING_CODES
+    if noted is not None and (caught_exception is not None or (status >= 500 and not refused)):
         noted.append(True)
+
+
+def _answer_code(response: Any) -> str:
+    parsed = response[1] if response and len(response) > 1 else None
+    return str(((parsed or {}).get("Error") or {}).get("Code", ""))
 
 
 def missing(code: str, operation: str, what: str) -> ClientError:
@@ -140,13 +148,19 @@ def _listed(call: Callable[..., dict], result_key: str, filter_name: str, value:
 
 
 def _create(duplicate_code: str, what: str, call: Callable[[], Any]) -> Any:
-    """The create call's answer; ``AlreadyExists`` when AWS answers ``duplicate_code``."""
+    """The create call's answer; ``AlreadyExists`` when AWS answers
+    ``duplicate_code``, saying whether an earlier attempt of this call may have
+    acted although its answer was lost (``note_attempt``)."""
+    maybe_acted: list[bool] = []
+    noting = _maybe_acted.set(maybe_acted)
     try:
         return call()
     except ClientError as error:
         if error_code(error) == duplicate_code:
-            raise AlreadyExists(f"{what} already exists ({duplicate_code})", resent(error.response)) from None
+            raise AlreadyExists(f"{what} already exists ({duplicate_code})", resent=bool(maybe_acted)) from None
         raise
+    finally:
+        _maybe_acted.reset(noting)
 
 
 def _describe(call: Callable[..., dict], result_key: str, **params: Any) -> list[dict]:

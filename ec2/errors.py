@@ -131,7 +131,7 @@ def role_refused(role_arn: str, error: ClientError) -> BadInput:
 
 class AlreadyExists(PluginError):
     """A create answered Duplicate: the name is taken (perhaps by this node instance's own earlier call).
-    ``resent``: botocore had sent the call before, and an attempt whose answer was lost may have made it."""
+    ``resent``: an earlier attempt of the same call, whose answer was lost, may have made it."""
 
     def __init__(self, message: str, resent: bool = False) -> None:
         super().__init__(message)

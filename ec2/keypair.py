@@ -46,11 +46,12 @@ def create(ctx, **_):
         return
 
     owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
-    if ownership.may_exist(ctx.instance.runtime_properties):  # a rerun: the earlier private key may be lost
+    rerun = ownership.may_exist(ctx.instance.runtime_properties)
+    if rerun:  # the earlier private key may be lost
         _remove_own_key_and_file(client, ctx.instance, owner, spec.common.propagation, ctx.logger)
     tags = ownership.creation_tags(owner, spec.common.tags)
     utils.mark_create_started(ctx.instance)
-    created = _create_once(client, owner, spec, tags, ctx.logger.warning)
+    created = _create_once(client, owner, spec, tags, ctx.logger.warning, rerun)
     if spec.public_key:
         utils.record(
             ctx.instance,
@@ -271,7 +272,7 @@ def _find(client, key_name: str) -> str | None:
     return key_name if aws.find_key_pair(client, key_name) else None
 
 
-def _create_once(client, owner: dict[str, str], spec: KeyPairSpec, tags: dict[str, str], warn) -> dict:
+def _create_once(client, owner: dict[str, str], spec: KeyPairSpec, tags: dict[str, str], warn, rerun: bool) -> dict:
     """Creates (or imports) the key. A Duplicate answer for a key tagged as
     this node instance's (a resent call whose first answer, with the private
     key, was lost) replaces that key; one that is not ours is refused."""
@@ -290,6 +291,7 @@ def _create_once(client, owner: dict[str, str], spec: KeyPairSpec, tags: dict[st
         replace,
         "choose another resource_id (or private_key_path base name), or set use_external_resource to true to use it",
         fresh_for=spec.common.propagation,
+        made_before=rerun,
     )
 
 

@@ -81,19 +81,21 @@ def create_once(
     fix: str,
     attempts: int = 3,
     fresh_for: float = 0.0,
+    made_before: bool = False,
 ) -> T:
     """Calls ``create``. A Duplicate answer for a resource ``own_copies`` finds
     among this node instance's (a resent call whose first answer was lost) is
     handed to ``settle``, which adopts it (returns what ``create`` would) or
     removes it (returns None: ``create`` is called again, ``attempts`` calls
     in all). A Duplicate for a resource that is not ours fails with ``fix``.
-    After a resent call, a copy the listing by tag does not show yet is looked
-    for again, as any fresh resource is, for ``fresh_for`` seconds."""
+    After a resent call, or when an earlier create of this node instance may
+    have made it (``made_before``), a copy the listing by tag does not show
+    yet is looked for again, as any fresh resource is, for ``fresh_for`` seconds."""
     for _attempt in range(attempts - 1):
         try:
             return create()
         except AlreadyExists as error:
-            copies = _listed(own_copies, fresh_for if error.resent else 0.0)
+            copies = _listed(own_copies, fresh_for if error.resent or made_before else 0.0)
             if not copies:
                 raise AlreadyExists(f"{error} and is not this node instance's. Fix: {fix}") from None
         adopted = settle(copies)

@@ -46,11 +46,12 @@ def create(ctx, **_):
     ingress, egress = resolve_rules(client, spec)
     window = spec.common.propagation
     owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
-    if ownership.may_exist(ctx.instance.runtime_properties):  # a rerun after an interrupted create starts afresh
+    rerun = ownership.may_exist(ctx.instance.runtime_properties)
+    if rerun:  # after an interrupted create: start afresh
         _delete_own_groups(client, ctx.instance, owner, window, ctx.logger.info)
     utils.mark_create_started(ctx.instance)
     tags = ownership.creation_tags(owner, spec.common.tags, spec.name)
-    group_id = _create_once(client, owner, spec, tags, ctx.logger.warning)
+    group_id = _create_once(client, owner, spec, tags, ctx.logger.warning, rerun)
     utils.record(ctx.instance, save=True, **{constants.AWS_RESOURCE_ID: group_id, constants.CREATED_AT: utils.now()})
     try:  # the new group may be unknown to EC2 for a moment
         if ingress:
@@ -221,7 +222,9 @@ def _taken(client, name: str, vpc_id: str) -> str | None:
     return next((group["GroupId"] for group in groups if group.get("VpcId") == vpc_id), None)
 
 
-def _create_once(client, owner: dict[str, str], spec: SecurityGroupSpec, tags: dict[str, str], warn) -> str:
+def _create_once(
+    client, owner: dict[str, str], spec: SecurityGroupSpec, tags: dict[str, str], warn, rerun: bool
+) -> str:
     """Creates the group; a Duplicate answer for a group tagged as this node
     instance's (a resent call whose first answer was lost) adopts it."""
 
@@ -235,6 +238,7 @@ def _create_once(client, owner: dict[str, str], spec: SecurityGroupSpec, tags: d
         adopt,
         "choose another resource_id, or set use_external_resource to true to use it",
         fresh_for=spec.common.propagation,
+        made_before=rerun,
     )
 
 

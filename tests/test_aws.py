@@ -3,9 +3,7 @@ what a delete's answers mean."""
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 from cloudify.exceptions import OperationRetry
 
 from ec2 import aws, connection, errors, utils
@@ -77,15 +75,36 @@ def test_a_dependency_violation_on_delete_means_not_ready_yet():
         aws.delete_security_group(client, "sg-12345678")
 
 
-@pytest.mark.parametrize(("retry_attempts", "resent"), [(0, False), (2, True)])
-def test_a_duplicate_answer_says_whether_botocore_had_sent_the_create_before(retry_attempts, resent):
-    client = boto3.client("ec2", region_name="us-east-1")
-    stubber = Stubber(client)
-    stubber.add_client_error(
-        "create_key_pair", "InvalidKeyPair.Duplicate", "taken", 400, response_meta={"RetryAttempts": retry_attempts}
-    )
-    with stubber, pytest.raises(errors.AlreadyExists, match=r"InvalidKeyPair\.Duplicate") as error:
-        aws.create_key_pair(client, "k", {})
+class Answer:
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+
+
+def duplicate_after(*attempts: dict):
+    """A CreateKeyPair whose earlier attempts ended as ``attempts`` say (botocore's
+    needs-retry arguments) and whose last answered Duplicate."""
+
+    def call():
+        for attempt in attempts:
+            aws.note_attempt(**attempt)
+        raise aws.missing("InvalidKeyPair.Duplicate", "CreateKeyPair", "taken")
+
+    return call
+
+
+LOST = {"caught_exception": ConnectionError("reset")}
+SERVER_ERROR = {"response": (Answer(500), {"Error": {"Code": "InternalError"}})}
+THROTTLED = {"response": (Answer(503), {"Error": {"Code": "RequestLimitExceeded"}})}
+
+
+@pytest.mark.parametrize(
+    ("attempts", "resent"),
+    [((), False), ((LOST,), True), ((SERVER_ERROR,), True), ((THROTTLED,), False), ((THROTTLED, LOST), True)],
+    ids=["sent once", "answer lost", "server error", "throttled", "throttled then lost"],
+)
+def test_a_duplicate_answer_says_whether_an_earlier_attempt_may_have_made_it(attempts, resent):
+    with pytest.raises(errors.AlreadyExists, match=r"InvalidKeyPair\.Duplicate") as error:
+        aws._create("InvalidKeyPair.Duplicate", "key pair 'k'", duplicate_after(*attempts))
     assert error.value.resent is resent
 
 

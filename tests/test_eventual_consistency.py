@@ -202,6 +202,14 @@ def test_a_resent_delete_answering_not_found_after_a_throttled_attempt_is_asked_
     assert len(made) == 2
 
 
+def test_a_resent_delete_answering_not_found_after_a_503_request_limit_exceeded_is_asked_again(monkeypatch):
+    # EC2 throttles with 503 RequestLimitExceeded: a refusal like the 400 one, not a lost answer.
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    call, made = resent_not_found({"response": (Answer(503), {"Error": {"Code": "RequestLimitExceeded"}})})
+    assert aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 120), listed=lambda: False) == "deleted"
+    assert len(made) == 2
+
+
 # --- the record ---------------------------------------------------------------------------
 
 

@@ -198,11 +198,23 @@ def test_after_a_resent_call_our_copy_the_listing_does_not_show_yet_is_looked_fo
 
 
 def test_after_a_resent_call_a_copy_never_listed_within_the_window_is_not_ours(monkeypatch):
-    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    clock = [0.0]
+    monkeypatch.setattr(aws.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(aws.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
     own_copies, asked = listings([])
     with pytest.raises(AlreadyExists, match="is not this node instance's. Fix: choose another name$"):
-        ownership.create_once(resent_duplicate, own_copies, never, "choose another name", fresh_for=0)
-    assert len(asked) == 1
+        ownership.create_once(resent_duplicate, own_copies, never, "choose another name", fresh_for=10)
+    assert len(asked) > 1 and clock[0] == 10
+
+
+def test_in_a_rerun_of_create_our_copy_the_listing_does_not_show_yet_is_looked_for_again(monkeypatch):
+    # An earlier process made the group and died; this rerun's call is sent once and answered Duplicate.
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    own_copies, asked = listings([], [{"GroupId": "sg-1"}])
+    adopted = ownership.create_once(
+        duplicate, own_copies, lambda copies: copies[0]["GroupId"], "", fresh_for=120, made_before=True
+    )
+    assert adopted == "sg-1" and len(asked) == 2
 
 
 def test_a_duplicate_answering_the_first_attempt_is_not_ours_without_looking_again(monkeypatch):
