@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -238,6 +240,55 @@ def test_an_operation_process_that_outlives_its_timeout_is_killed_and_its_task_f
     assert process.outcome == "timeout" and process.returncode < 0  # killed
     assert process.seconds < 10
     assert any("was killed after 1 s" in line for line in deployment.tally.last)
+
+
+def children_of(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_forked_operation_process_dies_with_its_fork_server(moto_server, plugin, tmp_path):
+    # Every answer is held 30 s: the validation's process is still running when its server is killed.
+    with Ec2Proxy(moto_server.url, ProxyConfig(delay_rate=1.0, delay_seconds=30)) as proxy:
+        properties = {"private_key_path": str(tmp_path / "key.pem"), "aws_config": {"endpoint_url": proxy.url}}
+        deployment = ManagedDeployer(tmp_path, plugin, "fork")(
+            {"key": {"type": "cloudify.aws.nodes.KeyPair", "properties": properties}}
+        )
+        server = manager.fork_server(plugin).process
+        failed: list[BaseException] = []
+        install = threading.Thread(target=lambda: _catch(failed, deployment.install), daemon=True)
+        install.start()
+        children = _within(20, lambda: children_of(server.pid))
+        assert children, "no operation process was forked"
+        server.kill()
+        server.wait()
+        assert _within(10, lambda: not any(Path(f"/proc/{pid}").exists() for pid in children))
+        install.join(timeout=30)
+    assert not install.is_alive() and failed and isinstance(failed[0], WorkflowFailed)
+    assert manager.fork_server(plugin).process.pid != server.pid  # a new server serves what comes next
+
+
+def _catch(failed: list[BaseException], run) -> None:
+    try:
+        run()
+    except BaseException as error:
+        failed.append(error)
+
+
+def _within(seconds: float, check):
+    """``check()``'s first true answer within ``seconds`` (polled), else its last."""
+    started = time.monotonic()
+    while not (answer := check()) and time.monotonic() - started < seconds:
+        time.sleep(0.1)
+    return answer
 
 
 # -- whole deployments ------------------------------------------------------------

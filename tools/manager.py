@@ -45,6 +45,7 @@ import hashlib
 import json
 import os
 import re
+import selectors
 import shutil
 import socket
 import subprocess
@@ -83,6 +84,8 @@ WAGON_INSTALL_ARGS = ["--ignore-installed", "--no-deps"]
 NOT_INHERITED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
 DEFAULT_OPERATION_TIMEOUT = 600.0
 STARTS = ("spawn", "fork")
+SERVER_START_TIMEOUT = 120.0  # a fork server's imports, on a loaded machine
+FORK_TIMEOUT = 60.0  # from a request to the forked child's pid
 PLUGIN_PACKAGES = ("ec2",)  # what a fork server imports before it forks
 
 __all__ = [
@@ -190,7 +193,7 @@ class ForkServer:
             stdout=subprocess.PIPE,
             text=True,
         )
-        said = self.process.stdout.readline().strip() if self.process.stdout else ""
+        said = _first_line(self.process.stdout, SERVER_START_TIMEOUT)
         if said != READY:
             self.close()
             raise RuntimeError(f"the fork server of {plugin.path} did not start (it said {said!r})")
@@ -208,7 +211,20 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _first_line(stream: Any, timeout: float) -> str:
+    """The first line ``stream`` (a pipe) gives within ``timeout`` seconds, else ""."""
+    if stream is None:
+        return ""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return stream.readline().strip()
 
 
 class ForkedProcess:
@@ -223,12 +239,17 @@ class ForkedProcess:
         read_end, write_end = os.pipe()
         self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._connection.connect(address)
-            request = json.dumps({"folder": str(folder), "environment": environment}) + "\n"
-            socket.send_fds(self._connection, [request.encode()], [write_end])
-        finally:
-            os.close(write_end)  # the child holds the only other copy: EOF when it ends
-        self.pid = int(self._answer("pid", None))
+            try:
+                self._connection.connect(address)
+                request = json.dumps({"folder": str(folder), "environment": environment}) + "\n"
+                socket.send_fds(self._connection, [request.encode()], [write_end])
+            finally:
+                os.close(write_end)  # the child holds the only other copy: EOF when it ends
+            self.pid = int(self._answer("pid", FORK_TIMEOUT))
+        except BaseException:
+            os.close(read_end)
+            self._connection.close()
+            raise
         self._reader = threading.Thread(target=self._read, args=(read_end,), daemon=True)
         self._reader.start()
 
@@ -260,7 +281,13 @@ class ForkedProcess:
 
     def communicate(self, timeout: float | None = None) -> tuple[str, None]:
         if self.returncode is None:
-            self.returncode = int(self._answer("exit", timeout))
+            try:
+                self.returncode = int(self._answer("exit", timeout))
+            except subprocess.TimeoutExpired:
+                raise  # still running: the caller may kill it, then wait again
+            except BaseException:  # the server is gone, and its child with it (PR_SET_PDEATHSIG)
+                self._connection.close()
+                raise
             self._connection.close()
         self._reader.join()
         return b"".join(self._printed).decode(errors="replace"), None
@@ -280,6 +307,8 @@ def fork_server(plugin: PluginVenv) -> ForkServer:
     with _fork_servers_lock:
         server = _fork_servers.get(plugin.path)
         if server is None or server.process.poll() is not None:
+            if server is not None:
+                server.close()
             server = _fork_servers[plugin.path] = ForkServer(plugin)
         return server
 

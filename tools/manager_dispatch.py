@@ -32,6 +32,7 @@ after AWS acted and before the plugin saw the answer.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import importlib
 import json
@@ -43,6 +44,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +64,8 @@ READY = "ready"
 # "pid N" once forked, "exit CODE" (os.waitstatus_to_exitcode) once it ended.
 # The launcher may send "kill" meanwhile.
 REQUEST_LIMIT = 1 << 20
+REQUEST_TIMEOUT = 10.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def write_atomically(path: Path, text: str, scratch: Path) -> None:
@@ -217,10 +221,14 @@ def import_all(package_name: str) -> None:
 def serve(address: str, packages: list[str]) -> int:
     """The fork server: imports ``packages``, prints READY, then forks a child for
     each request on the Unix socket ``address`` and reports its pid and exit. It
-    stays single-threaded (so forking is safe) and ends, killing any child still
-    running, when its stdin closes: the launcher is gone."""
+    stays single-threaded (so forking is safe) and ends when its stdin closes
+    (the launcher is gone); a child still running then, or whose launcher hung
+    up, is killed, and a child dies with the server (PR_SET_PDEATHSIG)."""
     for package in packages:
         import_all(package)
+    if threading.active_count() != 1:
+        print(f"the imports started threads ({threading.enumerate()}): forking would not be safe", file=sys.stderr)
+        return 1
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen(64)
@@ -230,35 +238,44 @@ def serve(address: str, packages: list[str]) -> int:
     stdin = sys.stdin.fileno()
     selector.register(stdin, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
-    while True:
-        for key, _ in selector.select(timeout=0.005 if children else None):
-            if key.fileobj == stdin:
-                if not os.read(stdin, 1024):
-                    for pid in children:
-                        os.kill(pid, signal.SIGKILL)
-                    return 0
-            elif key.fileobj is listener:
-                connection, _ = listener.accept()
-                forked = _fork_for(connection, listener)
-                if forked is not None:
-                    children[forked] = connection
-                    selector.register(connection, selectors.EVENT_READ, forked)
-            else:
-                said = _receive(key.fileobj)
-                if key.data in children and said == b"kill":
-                    os.kill(key.data, signal.SIGKILL)
-                elif not said:  # the launcher hung up; the child's exit goes unreported
-                    selector.unregister(key.fileobj)
-        while children:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            connection = children.pop(pid)
-            with contextlib.suppress(OSError):
-                connection.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
-            with contextlib.suppress(KeyError, ValueError):
-                selector.unregister(connection)
-            connection.close()
+    try:
+        while True:
+            for key, _ in selector.select(timeout=0.005 if children else None):
+                if key.fileobj == stdin:
+                    if not os.read(stdin, 1024):
+                        return 0
+                elif key.fileobj is listener:
+                    connection, _ = listener.accept()
+                    forked = _fork_for(connection, listener)
+                    if forked is not None:
+                        children[forked] = connection
+                        selector.register(connection, selectors.EVENT_READ, forked)
+                else:
+                    said = _receive(key.fileobj)
+                    if said == b"kill" or not said:  # asked to, or the launcher hung up: nobody waits for it
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(key.data, signal.SIGKILL)
+                    if not said:
+                        selector.unregister(key.fileobj)
+            _reap(children, selector)
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _reap(children: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
+    """Reports the exit of every child that ended, and forgets it."""
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            return
+        connection = children.pop(pid)
+        with contextlib.suppress(OSError):
+            connection.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(connection)
+        connection.close()
 
 
 def _receive(connection: Any) -> bytes:
@@ -269,54 +286,86 @@ def _receive(connection: Any) -> bytes:
 
 def _fork_for(connection: socket.socket, listener: socket.socket) -> int | None:
     """Reads one request from ``connection`` and forks its child; returns the child's
-    pid (None, with the connection closed, for a request it could not read)."""
+    pid (None, with the connection closed, for a request it could not serve)."""
+    fds: list[int] = []
     try:
+        connection.settimeout(REQUEST_TIMEOUT)  # a launcher that never sends must not stop the server
         message, fds, _, _ = socket.recv_fds(connection, REQUEST_LIMIT, 1)
         while not message.endswith(b"\n"):
             more = connection.recv(REQUEST_LIMIT)
             if not more:
                 raise ValueError("the request ended before its newline")
             message += more
+        connection.settimeout(None)
         request = json.loads(message)
         (output,) = fds
+        sys.stdout.flush()
+        sys.stderr.flush()
+        server = os.getpid()
+        pid = os.fork()
     except (OSError, ValueError):
         traceback.print_exc()
+        for fd in fds:
+            os.close(fd)
         connection.close()
         return None
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
     if pid == 0:
         listener.close()
         connection.close()
-        _run_child(request, output)
+        _run_child(request, output, server)
     os.close(output)
-    connection.sendall(f"pid {pid}\n".encode())
+    try:
+        connection.sendall(f"pid {pid}\n".encode())
+    except OSError:  # the launcher is gone: nobody waits for this child
+        os.kill(pid, signal.SIGKILL)
     return pid
 
 
-def _run_child(request: dict, output: int) -> None:
-    """In the forked child: stdin from /dev/null, stdout and stderr to ``output``, no
-    other descriptor, the request's folder and environment; then :func:`main`."""
+def _run_child(request: dict, output: int, server: int) -> None:
+    """In the forked child: killed if the server dies; stdin from /dev/null, stdout
+    and stderr to ``output``, no other descriptor; the request's folder, environment
+    and arguments; then :func:`main`, its exit code passed on."""
     code = 1
     try:
+        _die_with(server)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(output, 1)
         os.dup2(output, 2)
-        os.closerange(3, max(map(int, os.listdir("/proc/self/fd")), default=2) + 1)
+        _close_descriptors_from(3)
         os.chdir(request["folder"])
         os.environ.clear()
         os.environ.update(request["environment"])
         tempfile.tempdir = None  # chosen again from this environment, as at a start
-        code = main([sys.argv[0], request["folder"]])
+        sys.argv = [sys.argv[0], request["folder"]]
+        code = main(sys.argv)
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
     except BaseException:
         traceback.print_exc()
     finally:
         with contextlib.suppress(BaseException):
+            logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _die_with(server: int) -> None:
+    """Asks Linux to kill this process when its parent, the server, dies (and
+    exits if it died already); elsewhere the server's exit kills its children."""
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != server:
+        os._exit(1)
+
+
+def _close_descriptors_from(lowest: int) -> None:
+    try:
+        highest = max(map(int, os.listdir("/proc/self/fd")), default=lowest - 1)
+    except OSError:  # no /proc
+        highest = os.sysconf("SC_OPEN_MAX") - 1
+    os.closerange(lowest, highest + 1)
 
 
 def main(argv: list[str]) -> int:
