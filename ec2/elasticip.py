@@ -76,8 +76,8 @@ def allocate(ctx, **_):
     )
     if aws.resent(address) or len(owned) > 1:
         utils.record(ctx.instance, save=True, **{constants.CREATE_RESENT: True})
-        _release_others(client, owner, address["AllocationId"], spec.common.propagation, ctx.logger.warning)
-        utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
+        if _release_others(client, owner, address["AllocationId"], spec.common.propagation, ctx.logger.warning):
+            utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
 
 
 @utils.ec2_operation
@@ -283,16 +283,20 @@ def _allocation_id(client, properties: Mapping[str, Any], node_id: str) -> str:
     return address["AllocationId"]
 
 
-def _release_others(client, owner: dict[str, str], kept: str, window: float, warn) -> None:
+def _release_others(client, owner: dict[str, str], kept: str, window: float, warn) -> bool:
     """After an allocate whose answer may have been lost before (a resent call):
     releases every other address tagged as this node instance's (allocated a
-    moment ago: EC2 may not know them by id yet)."""
+    moment ago: EC2 may not know them by id yet). False when the listing by
+    tag never caught up, and release must sweep instead."""
 
     def release(other: dict) -> None:
         aws.release_address(client, other["AllocationId"], fresh_for=window)
         warn(f"Released elastic IP {other['PublicIp']}, a duplicate allocated by a resent call.")
 
-    ownership.sweep_others(aws.find_owned_addresses(client, owner), "AllocationId", kept, release)
+    return (
+        ownership.sweep_others(lambda: aws.find_owned_addresses(client, owner), "AllocationId", kept, release, window)
+        is not None
+    )
 
 
 def _own_addresses(client, properties: Mapping[str, Any], owner: dict[str, str]) -> list[tuple[str, str | None]]:

@@ -66,8 +66,8 @@ def run_instances(ctx, **_):
         },
     )
     ctx.logger.info(f"Launched instance {instance_id} (reservation {reservation_id}) from {request['ImageId']}.")
-    if ctx.instance.runtime_properties.get(constants.CREATE_RESENT):
-        _terminate_others(client, known.ownership, instance_id, spec.common.propagation, ctx.logger.warning)
+    resent = ctx.instance.runtime_properties.get(constants.CREATE_RESENT)
+    if resent and _terminate_others(client, known.ownership, instance_id, spec.common.propagation, ctx.logger.warning):
         utils.forget(ctx.instance, constants.CREATE_RESENT, save=True)
 
 
@@ -373,15 +373,20 @@ def _run(client, instance, request: dict, report, fresh_for: float = 0.0) -> tup
     raise PluginError("RunInstances kept answering with terminated instances")
 
 
-def _terminate_others(client, owner: dict[str, str], kept: str, window: float, warn) -> None:
+def _terminate_others(client, owner: dict[str, str], kept: str, window: float, warn) -> bool:
     """After a resent RunInstances: terminates every other instance tagged as
-    this node instance's (launched a moment ago: EC2 may not know them by id yet)."""
+    this node instance's (launched a moment ago: EC2 may not know them by id
+    yet). False when the listing by tag never caught up, and terminate must
+    sweep instead."""
 
     def terminate(other: dict) -> None:
         aws.terminate_instance(client, other["InstanceId"], fresh_for=window)
         warn(f"Terminated instance {other['InstanceId']}, a duplicate launched by a resent call.")
 
-    ownership.sweep_others(aws.find_owned_instances(client, owner), "InstanceId", kept, terminate)
+    return (
+        ownership.sweep_others(lambda: aws.find_owned_instances(client, owner), "InstanceId", kept, terminate, window)
+        is not None
+    )
 
 
 def _keep_own(client, instance, owner: dict[str, str], window: float, logger) -> bool:

@@ -12,7 +12,7 @@ with a lag, so a recorded id is never dropped for not being listed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -121,15 +121,33 @@ def _listed(own_copies: Callable[[], list[Any]], window: float) -> list[Any]:
         return []
 
 
-def sweep_others(owned: Iterable[Mapping[str, Any]], id_key: str, kept: str, remove: Callable[[Any], object]) -> list:
+def sweep_others(
+    list_owned: Callable[[], Sequence[Mapping[str, Any]]],
+    id_key: str,
+    kept: str,
+    remove: Callable[[Any], object],
+    fresh_for: float = 0.0,
+) -> list | None:
     """Removes every owned copy but ``kept`` (its id under ``id_key``): the
-    duplicates a resent call made. Returns the copies removed."""
+    duplicates a resent call made. EC2 lists by tag with a lag, so the listing
+    is asked again, for up to ``fresh_for`` seconds, until it shows ``kept``:
+    a copy made by an earlier attempt is older, and shown by then. Returns the
+    copies removed, or None when the listing never showed ``kept`` (nothing
+    removed: the caller keeps the resend recorded, so that delete sweeps)."""
+    owned = _listed(lambda: _showing(list_owned(), id_key, kept), fresh_for)
+    if not owned:
+        return None
     swept = []
     for other in owned:
         if other[id_key] != kept:
             remove(other)
             swept.append(other)
     return swept
+
+
+def _showing(owned: Sequence[Mapping[str, Any]], id_key: str, kept: str) -> list[Mapping[str, Any]]:
+    """The listing if it shows ``kept``, else none of it."""
+    return list(owned) if any(item[id_key] == kept for item in owned) else []
 
 
 def recorded_or_owned(

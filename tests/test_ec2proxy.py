@@ -327,6 +327,27 @@ def test_a_listing_by_filter_sees_a_new_resource_at_once(proxy):
     assert [key["KeyName"] for key in found] == ["listed"]
 
 
+def test_with_listing_lag_a_listing_by_tag_leaves_out_what_was_made_less_than_the_window_ago(proxy):
+    client = client_for(proxy(consistency_window=30, listing_lag=True))
+    tags = [{"ResourceType": "instance", "Tags": [{"Key": "owner", "Value": "me"}]}]
+    instance_id = run_one(client, TagSpecifications=tags)
+    by_tag = [{"Name": "tag:owner", "Values": ["me"]}]
+    assert client.describe_instances(Filters=by_tag)["Reservations"] == []  # not even an empty reservation
+    by_id_filter = [{"Name": "instance-id", "Values": [instance_id]}]
+    assert [r["Instances"][0]["InstanceId"] for r in client.describe_instances(Filters=by_id_filter)["Reservations"]]
+
+
+def test_with_listing_lag_a_listing_by_tag_shows_what_was_made_before_the_window(proxy):
+    client = client_for(proxy(consistency_window=0.3, listing_lag=True))
+    tags = [{"ResourceType": "elastic-ip", "Tags": [{"Key": "owner", "Value": "me"}]}]
+    first = client.allocate_address(Domain="vpc", TagSpecifications=tags)["AllocationId"]
+    time.sleep(0.4)
+    second = client.allocate_address(Domain="vpc", TagSpecifications=tags)["AllocationId"]
+    listed = client.describe_addresses(Filters=[{"Name": "tag:owner", "Values": ["me"]}])["Addresses"]
+    assert [address["AllocationId"] for address in listed] == [first]
+    assert second != first
+
+
 def test_a_delete_of_a_key_pair_made_a_moment_ago_succeeds_without_deleting_it_as_ec2_does(proxy):
     client = client_for(proxy(consistency_window=30))
     client.create_key_pair(KeyName="lagging")

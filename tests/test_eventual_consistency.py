@@ -67,7 +67,9 @@ def test_lagging_ec2_with_twenty_percent_faults_still_makes_one_of_each_and_leav
     moto_server, deploy, tmp_path, ec2, window, seed, fault
 ):
     setting, outcome = FAULTS[fault]
-    config = ProxyConfig(seed=seed, client_token_dedup=True, consistency_window=window, **{setting: 0.2})
+    config = ProxyConfig(
+        seed=seed, client_token_dedup=True, consistency_window=window, listing_lag=True, **{setting: 0.2}
+    )
     with Ec2Proxy(moto_server.url, config) as proxy:
         install_and_uninstall(proxy, deploy, tmp_path, ec2)
         assert sum(n for seen, n in proxy.outcomes().items() if seen.startswith(outcome)) > 0
@@ -77,7 +79,7 @@ def test_lagging_ec2_with_twenty_percent_faults_still_makes_one_of_each_and_leav
 def test_a_ten_second_lag_with_faults_still_makes_one_of_each_and_leaves_nothing(
     moto_server, deploy, tmp_path, ec2, fault
 ):
-    config = ProxyConfig(seed=1, client_token_dedup=True, consistency_window=10, **{fault: 0.2})
+    config = ProxyConfig(seed=1, client_token_dedup=True, consistency_window=10, listing_lag=True, **{fault: 0.2})
     with Ec2Proxy(moto_server.url, config) as proxy:
         install_and_uninstall(proxy, deploy, tmp_path, ec2)
 

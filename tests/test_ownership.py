@@ -238,12 +238,30 @@ def test_creating_again_stops_after_the_attempts_allowed():
 def test_every_copy_but_the_kept_one_is_swept():
     removed = []
     owned = [{"InstanceId": "i-1"}, {"InstanceId": "i-2"}, {"InstanceId": "i-3"}]
-    swept = ownership.sweep_others(owned, "InstanceId", "i-2", removed.append)
+    swept = ownership.sweep_others(lambda: owned, "InstanceId", "i-2", removed.append)
     assert removed == swept == [{"InstanceId": "i-1"}, {"InstanceId": "i-3"}]
 
 
 def test_nothing_is_swept_when_only_the_kept_copy_is_owned():
-    assert ownership.sweep_others([{"AllocationId": "a-1"}], "AllocationId", "a-1", never) == []
+    assert ownership.sweep_others(lambda: [{"AllocationId": "a-1"}], "AllocationId", "a-1", never) == []
+
+
+def test_a_listing_that_does_not_show_the_kept_copy_yet_is_asked_again_before_sweeping(monkeypatch):
+    # EC2 lists by tag with a lag: until the newest copy (the kept one) is listed, an older duplicate may be missing.
+    monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
+    removed = []
+    own_copies, asked = listings([], [{"AllocationId": "a-1"}, {"AllocationId": "a-2"}])
+    swept = ownership.sweep_others(own_copies, "AllocationId", "a-2", removed.append, fresh_for=120)
+    assert removed == swept == [{"AllocationId": "a-1"}] and len(asked) == 2
+
+
+def test_a_listing_that_never_shows_the_kept_copy_sweeps_nothing_and_says_so(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(aws.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(aws.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    own_copies, asked = listings([{"AllocationId": "a-1"}])
+    assert ownership.sweep_others(own_copies, "AllocationId", "a-2", never, fresh_for=10) is None
+    assert len(asked) > 1 and clock[0] == 10
 
 
 # --- the recorded id, else what the tags find ---------------------------------------------

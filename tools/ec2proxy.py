@@ -150,6 +150,8 @@ CREATED_NAMES: dict[str, dict[str, str]] = {
     "AllocateAddress": {"allocationId": "InvalidAllocationID.NotFound", "publicIp": "InvalidAddress.NotFound"},
     "AssociateAddress": {"associationId": "InvalidAssociationID.NotFound"},
 }
+# The fields of a described item that name it (a listing by tag leaves out the unseen ones).
+LISTED_IDS = frozenset({"keyName", "keyPairId", "groupId", "instanceId", "allocationId", "publicIp"})
 # Request parameters that name a resource (the last part of a key such as
 # "InstanceId.1" or "IpPermissions.1.Groups.1.GroupId").
 NAMING_PARAMETERS = frozenset(
@@ -203,6 +205,16 @@ class Refusal:
         return action == self.action and not (self.dry_run_only and not dry_run) and not (self.real_only and dry_run)
 
 
+def _local(tag: str) -> str:
+    """An XML tag without its namespace."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _lists_by_tag(params: dict) -> bool:
+    """Whether a request is a describe filtered by a tag."""
+    return any(re.fullmatch(r"Filter\.\d+\.Name", key) and value.startswith("tag") for key, value in params.items())
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     """What the proxy does; everything off (plain counting) by default."""
@@ -232,6 +244,8 @@ class ProxyConfig:
     # Seconds a new resource stays unknown to requests that name it, and
     # DeleteSecurityGroup answers DependencyViolation after a terminate (0: off).
     consistency_window: float = 0.0
+    # With consistency_window: a describe filtered by tag leaves out what was made less than the window ago.
+    listing_lag: bool = False
     refusals: tuple[Refusal, ...] = ()
     # Addresses the account may hold (EC2's default is 5), counted from the
     # allocations and releases that pass through the proxy (None: moto's own, unenforced).
@@ -429,6 +443,8 @@ class Ec2Proxy:
             call.outcome = "forwarded"
         if config.consistency_window and status == 200 and call.outcome == "forwarded" and not call.dry_run:
             self._note_created(action, params, answer)
+        if config.consistency_window and config.listing_lag and status == 200 and _lists_by_tag(params):
+            answer = self._without_unseen(answer)
         if config.elastic_ip_limit is not None and status == 200 and not call.dry_run:
             if action == "ReleaseAddress":
                 with self._lock:
@@ -535,6 +551,26 @@ class Ec2Proxy:
                 return 200, [("Content-Type", "text/xml;charset=UTF-8")], FORGETFUL_DELETE_KEY_PAIR
             return self._error(action, 400, code, f"The {name} '{value}' does not exist")
         return None
+
+    def _without_unseen(self, answer: bytes) -> bytes:
+        """A describe's answer without the items (and reservations left empty) made
+        less than the consistency window ago: a listing by tag that lags."""
+        now = time.monotonic()
+        with self._lock:
+            unseen = {value for value, (_code, until) in self._unseen.items() if now < until}
+        try:
+            root = ET.fromstring(answer)
+        except ET.ParseError:
+            return answer
+        parents = {child: parent for parent in root.iter() for child in parent}
+        for item in [e for e in root.iter() if _local(e.tag) == "item"]:
+            if any(_local(child.tag) in LISTED_IDS and (child.text or "").strip() in unseen for child in item):
+                parents[item].remove(item)
+        for reservation in [e for e in root.iter() if _local(e.tag) == "item"]:
+            instances = next((child for child in reservation if _local(child.tag) == "instancesSet"), None)
+            if instances is not None and not len(instances):
+                parents[reservation].remove(reservation)
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
     def _note_created(self, action: str, params: dict, answer: bytes) -> None:
         """Records what a create made (unknown for the window from now), or a terminate's time."""
