@@ -28,7 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ec2 import errors
-from ec2.errors import THROTTLING_CODES, AlreadyExists, NotReady, StillWaiting, UnexpectedState, error_code
+from ec2.errors import AlreadyExists, NotReady, StillWaiting, UnexpectedState, error_code
 
 Client = Any  # a boto3 EC2 client
 Owner = Mapping[str, str]  # the ownership tags of one node instance
@@ -126,14 +126,9 @@ def note_attempt(response: Any = None, caught_exception: Exception | None = None
     Returns None: it decides nothing."""
     noted = _maybe_acted.get()
     status = getattr(response[0], "status_code", 0) if response else 0
-    refused = status >= 500 and _answer_code(response) in THROTTLING_CODES
-    if noted is not None and (caught_exception is not None or (status >= 500 and not refused)):
+    server_error = status >= 500 and errors.answer_code(response) not in errors.THROTTLING_CODES
+    if noted is not None and (caught_exception is not None or server_error):
         noted.append(True)
-
-
-def _answer_code(response: Any) -> str:
-    parsed = response[1] if response and len(response) > 1 else None
-    return str(((parsed or {}).get("Error") or {}).get("Code", ""))
 
 
 def missing(code: str, operation: str, what: str) -> ClientError:

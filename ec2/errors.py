@@ -8,6 +8,8 @@ exceptions, prefixed with the node's label.
 
 from __future__ import annotations
 
+from typing import Any
+
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -88,6 +90,12 @@ class StillWaiting(Exception):
 
 class UnexpectedState(PluginError):
     """A wait saw a state that is neither the one it waits for nor one on the way there."""
+
+
+def answer_code(response: Any) -> str:
+    """The error code in a botocore hook's ``response`` ((http response, parsed)), or ""."""
+    parsed = response[1] if response and len(response) > 1 else None
+    return str(((parsed if isinstance(parsed, dict) else {}).get("Error") or {}).get("Code") or "")
 
 
 def error_code(error: ClientError) -> str:

@@ -183,9 +183,7 @@ def register(client: Any, endpoint: str) -> Pacer:
         pacer.before_send(event_name.rsplit(".", 1)[-1])
 
     def needs_retry(response: Any = None, event_name: str = "", **_: Any) -> None:
-        parsed = response[1] if response else None
-        code = parsed.get("Error", {}).get("Code") if isinstance(parsed, dict) else None
-        if code in errors.THROTTLING_CODES:
+        if errors.answer_code(response) in errors.THROTTLING_CODES:
             pacer.throttled(event_name.rsplit(".", 1)[-1])
 
     client.meta.events.register("before-send.ec2", before_send)

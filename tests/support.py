@@ -341,3 +341,10 @@ def stubbed_error(code: str, status: int, operation: str = "describe_key_pairs")
     stubber.add_client_error(operation, service_error_code=code, service_message="nope", http_status_code=status)
     stubber.activate()
     return client
+
+
+class HttpAnswer:
+    """The HTTP answer part of botocore's needs-retry ``response`` argument, for hooks under test."""
+
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code

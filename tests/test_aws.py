@@ -7,7 +7,7 @@ import pytest
 from cloudify.exceptions import OperationRetry
 
 from ec2 import aws, connection, errors, utils
-from tests.support import stubbed_error
+from tests.support import HttpAnswer, stubbed_error
 
 # --- waiting for a state -------------------------------------------------------
 
@@ -75,11 +75,6 @@ def test_a_dependency_violation_on_delete_means_not_ready_yet():
         aws.delete_security_group(client, "sg-12345678")
 
 
-class Answer:
-    def __init__(self, status_code: int) -> None:
-        self.status_code = status_code
-
-
 def duplicate_after(*attempts: dict):
     """A CreateKeyPair whose earlier attempts ended as ``attempts`` say (botocore's
     needs-retry arguments) and whose last answered Duplicate."""
@@ -93,8 +88,8 @@ def duplicate_after(*attempts: dict):
 
 
 LOST = {"caught_exception": ConnectionError("reset")}
-SERVER_ERROR = {"response": (Answer(500), {"Error": {"Code": "InternalError"}})}
-THROTTLED = {"response": (Answer(503), {"Error": {"Code": "RequestLimitExceeded"}})}
+SERVER_ERROR = {"response": (HttpAnswer(500), {"Error": {"Code": "InternalError"}})}
+THROTTLED = {"response": (HttpAnswer(503), {"Error": {"Code": "RequestLimitExceeded"}})}
 
 
 @pytest.mark.parametrize(

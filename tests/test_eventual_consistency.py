@@ -10,7 +10,7 @@ import pytest
 from cloudify.exceptions import WorkflowFailed
 
 from ec2 import aws, connection, utils
-from tests.support import live_instances, reference_topology
+from tests.support import HttpAnswer, live_instances, reference_topology
 from tests.test_exactly_once import NOTHING, ONE_OF_EACH, inventory, reference
 from tools.ec2proxy import Ec2Proxy, ProxyConfig, Refusal
 
@@ -160,11 +160,6 @@ def test_a_code_outside_the_windows_propagates_at_once(monkeypatch):
     assert len(made) == 1
 
 
-class Answer:
-    def __init__(self, status_code: int) -> None:
-        self.status_code = status_code
-
-
 def resent_not_found(first_attempt: dict):
     """A delete whose first try's first attempt ended as ``first_attempt`` says
     (botocore's needs-retry arguments) and whose resend answered NotFound; its
@@ -191,7 +186,7 @@ def test_a_resent_delete_answering_not_found_after_a_lost_answer_is_believed_whe
 
 def test_a_resent_delete_answering_not_found_after_a_lost_answer_is_asked_again_while_a_listing_shows_it(monkeypatch):
     monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
-    call, made = resent_not_found({"response": (Answer(500), {})})
+    call, made = resent_not_found({"response": (HttpAnswer(500), {})})
     assert aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 120), listed=lambda: True) == "deleted"
     assert len(made) == 2
 
@@ -199,7 +194,7 @@ def test_a_resent_delete_answering_not_found_after_a_lost_answer_is_asked_again_
 def test_a_resent_delete_answering_not_found_after_a_throttled_attempt_is_asked_again(monkeypatch):
     # Throttled: EC2 refused the first attempt and did nothing, so the NotFound is only lag.
     monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
-    call, made = resent_not_found({"response": (Answer(400), {})})
+    call, made = resent_not_found({"response": (HttpAnswer(400), {})})
     assert aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 120), listed=lambda: False) == "deleted"
     assert len(made) == 2
 
@@ -207,7 +202,7 @@ def test_a_resent_delete_answering_not_found_after_a_throttled_attempt_is_asked_
 def test_a_resent_delete_answering_not_found_after_a_503_request_limit_exceeded_is_asked_again(monkeypatch):
     # EC2 throttles with 503 RequestLimitExceeded: a refusal like the 400 one, not a lost answer.
     monkeypatch.setattr(aws.time, "sleep", lambda _seconds: None)
-    call, made = resent_not_found({"response": (Answer(503), {"Error": {"Code": "RequestLimitExceeded"}})})
+    call, made = resent_not_found({"response": (HttpAnswer(503), {"Error": {"Code": "RequestLimitExceeded"}})})
     assert aws.while_propagating(call, aws.within(aws.GROUP_NOT_FOUND, 120), listed=lambda: False) == "deleted"
     assert len(made) == 2
 

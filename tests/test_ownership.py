@@ -43,6 +43,14 @@ def duplicate() -> dict:
     raise AlreadyExists("key pair 'k' already exists (InvalidKeyPair.Duplicate)")
 
 
+def advancing_clock(monkeypatch) -> list[float]:
+    """A monotonic clock that only pauses move on; its reading is ``clock[0]``."""
+    clock = [0.0]
+    monkeypatch.setattr(aws.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(aws.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    return clock
+
+
 def resent_duplicate() -> dict:
     """The Duplicate answer to a call botocore had sent before (its first answer lost)."""
     raise AlreadyExists("security group 'g' already exists (InvalidGroup.Duplicate)", resent=True)
@@ -198,9 +206,7 @@ def test_after_a_resent_call_our_copy_the_listing_does_not_show_yet_is_looked_fo
 
 
 def test_after_a_resent_call_a_copy_never_listed_within_the_window_is_not_ours(monkeypatch):
-    clock = [0.0]
-    monkeypatch.setattr(aws.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(aws.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    clock = advancing_clock(monkeypatch)
     own_copies, asked = listings([])
     with pytest.raises(AlreadyExists, match="is not this node instance's. Fix: choose another name$"):
         ownership.create_once(resent_duplicate, own_copies, never, "choose another name", fresh_for=10)
@@ -256,9 +262,7 @@ def test_a_listing_that_does_not_show_the_kept_copy_yet_is_asked_again_before_sw
 
 
 def test_a_listing_that_never_shows_the_kept_copy_sweeps_nothing_and_says_so(monkeypatch):
-    clock = [0.0]
-    monkeypatch.setattr(aws.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(aws.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    clock = advancing_clock(monkeypatch)
     own_copies, asked = listings([{"AllocationId": "a-1"}])
     assert ownership.sweep_others(own_copies, "AllocationId", "a-2", never, fresh_for=10) is None
     assert len(asked) > 1 and clock[0] == 10
