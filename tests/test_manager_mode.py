@@ -8,8 +8,8 @@ wagon, set MANAGER_MODE_WAGON to its path. Run them alone with
 `make test-manager` (or `pytest -m manager_mode`).
 
 Most of them fork each operation's process from a fork server that imported the
-plugin once (tools.manager.ForkServer): a new process each time, with nothing
-an earlier operation left, about a second sooner. The tests of the processes
+plugin once and built its clients once (tools.manager.ForkServer): a new process
+each time, with nothing an earlier operation left, about a second sooner. The tests of the processes
 themselves start a Python for each, as a manager does; so does every test with
 MANAGER_MODE_START=spawn."""
 
@@ -26,6 +26,7 @@ from typing import NoReturn
 import pytest
 from cloudify.exceptions import WorkflowFailed
 
+from ec2 import connection
 from tests.support import (
     IMAGE_ID,
     NO_AGENT,
@@ -49,7 +50,7 @@ from tests.test_wagon import DIST, built_from_this_tree
 from tools import manager, offline
 from tools.ec2proxy import Ec2Proxy, ProxyConfig
 from tools.local import LocalDeployment
-from tools.manager_dispatch import DIED_EXIT_CODE, LockedFileStorage
+from tools.manager_dispatch import DIED_EXIT_CODE, WARM_UP_CONFIG, LockedFileStorage, warm_up
 
 pytestmark = pytest.mark.manager_mode
 
@@ -274,6 +275,12 @@ def test_a_forked_operation_process_dies_with_its_fork_server(moto_server, plugi
         install.join(timeout=30)
     assert not install.is_alive() and failed and isinstance(failed[0], WorkflowFailed)
     assert manager.fork_server(plugin).process.pid != server.pid  # a new server serves what comes next
+
+
+def test_the_fork_servers_warm_up_leaves_no_client_for_an_operation_to_reuse():
+    built_before = connection.ec2_client(WARM_UP_CONFIG)
+    warm_up(connection)
+    assert connection.ec2_client(WARM_UP_CONFIG) is not built_before
 
 
 def _catch(failed: list[BaseException], run) -> None:

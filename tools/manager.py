@@ -30,10 +30,10 @@ prefixed with ``[pid N]``: into the deployment's EventTally during ``execute``.
 ``DIE_ONCE_AFTER_VARIABLE`` (tools.manager_dispatch) crashes one on purpose.
 
 ``start="fork"`` forks each operation's process from a :class:`ForkServer` of
-the plugin venv, which imported the plugin once, instead of starting a Python:
-still a new process per operation with nothing an earlier one left in memory,
-about a second sooner. ``start="spawn"`` (the default) starts each one as a
-manager does.
+the plugin venv, which imported the plugin once (and built its clients once, to
+fill botocore's data caches), instead of starting a Python: still a new process
+per operation with nothing an earlier one left in memory, about a second sooner.
+``start="spawn"`` (the default) starts each one as a manager does.
 """
 
 from __future__ import annotations

@@ -17,11 +17,13 @@ Only the standard library and cloudify-common are imported here, because the
 test process imports this module too, for :class:`LockedFileStorage`.
 
 Fork server: ``python -P tools/manager_dispatch.py --serve SOCKET PACKAGE...``
-imports the PACKAGEs and every module in them once, then forks a new process
-for each operation a launcher asks for on the Unix socket SOCKET (see
-:func:`serve`). Each child starts as a new process would after its imports, with
-nothing an operation left, and runs :func:`main`; only the Python start and the
-imports are saved (about a second per operation).
+imports the PACKAGEs and every module in them once, builds the plugin's clients
+once and drops them (:func:`warm_up`), then forks a new process for each
+operation a launcher asks for on the Unix socket SOCKET (see :func:`serve`).
+Each child starts as a new process would after its imports and a first client,
+with nothing an operation left, and runs :func:`main`; only the Python start,
+the imports and botocore's reading of its service data are saved (about a
+second per operation).
 
 Crash injection: with ``DIE_ONCE_AFTER_VARIABLE`` set to ``Operation:MARKER``
 (see :func:`die_once_after_setting`), the first process whose EC2
@@ -66,6 +68,14 @@ READY = "ready"
 REQUEST_LIMIT = 1 << 20
 REQUEST_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# The fork server builds the plugin's clients once with these settings, and drops
+# them, before it forks (see warm_up).
+WARM_UP_CONFIG = {
+    "aws_access_key_id": "fork-server-warm-up",
+    "aws_secret_access_key": "fork-server-warm-up",
+    "ec2_region_name": "us-east-1",
+    "endpoint_url": "http://127.0.0.1:9",
+}
 
 
 def write_atomically(path: Path, text: str, scratch: Path) -> None:
@@ -218,6 +228,16 @@ def import_all(package_name: str) -> None:
         importlib.import_module(module.name)
 
 
+def warm_up(connection: Any) -> None:
+    """Builds each client the plugin's ``connection`` module makes, then forgets them
+    (``clear_cache``): botocore's process-wide caches and the plugin's shared loader
+    then hold the service data and names, as in a process that built a client
+    before. No request is sent, and each operation still builds its own clients."""
+    for build in (connection.ec2_client, connection.service_quotas_client, connection.sts_client):
+        build(WARM_UP_CONFIG)
+    connection.clear_cache()
+
+
 def serve(address: str, packages: list[str]) -> int:
     """The fork server: imports ``packages``, prints READY, then forks a child for
     each request on the Unix socket ``address`` and reports its pid and exit. It
@@ -226,6 +246,8 @@ def serve(address: str, packages: list[str]) -> int:
     up, is killed, and a child dies with the server (PR_SET_PDEATHSIG)."""
     for package in packages:
         import_all(package)
+    if "ec2.connection" in sys.modules:
+        warm_up(sys.modules["ec2.connection"])
     if threading.active_count() != 1:
         print(f"the imports started threads ({threading.enumerate()}): forking would not be safe", file=sys.stderr)
         return 1
