@@ -23,13 +23,14 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
 from ec2 import errors
 from ec2.errors import AlreadyExists, NotReady, StillWaiting, UnexpectedState, error_code
 
+T = TypeVar("T")
 Client = Any  # a boto3 EC2 client
 Owner = Mapping[str, str]  # the ownership tags of one node instance
 
@@ -45,6 +46,8 @@ VPC_NOT_FOUND = frozenset({"InvalidVpcID.NotFound"})
 DEPENDENCY_VIOLATION = "DependencyViolation"
 ADDRESS_IN_USE = "InvalidIPAddress.InUse"
 INCORRECT_INSTANCE_STATE = "IncorrectInstanceState"
+# until_found's code for "the answer does not show it yet" (not one of EC2's).
+NOT_LISTED_YET = "Listing.NotShownYet"
 
 # Retrying while EC2 catches up: the first pauses (seconds), how many of them
 # there are before the pause grows, by how much it grows, and its ceiling.
@@ -137,6 +140,27 @@ def missing(code: str, operation: str, what: str) -> ClientError:
     return ClientError(response, operation)
 
 
+def until_found(find: Callable[[], T], window: float, what: str, complete: Callable[[T], bool] = bool) -> T:
+    """``find()``'s answer. While it is not ``complete`` (empty, by default:
+    EC2 may not show a resource made a moment ago yet), asked again with
+    ``while_propagating``'s pauses until ``window`` seconds have passed; then
+    its last answer, complete or not. ``what`` names the listing in the log."""
+    answers: list[T] = []
+
+    def found() -> T:
+        answers.append(find())
+        if not complete(answers[-1]):
+            raise missing(NOT_LISTED_YET, what, "what was asked for")
+        return answers[-1]
+
+    try:
+        return while_propagating(found, within([NOT_LISTED_YET], window))
+    except ClientError as error:
+        if error_code(error) != NOT_LISTED_YET:
+            raise
+        return answers[-1]
+
+
 def _listed(call: Callable[..., dict], result_key: str, filter_name: str, value: str) -> Callable[[], bool]:
     """Whether a describe filtered on one value (a listing, not a lookup by id) shows something."""
     return lambda: bool(_describe(call, result_key, Filters=[{"Name": filter_name, "Values": [value]}]))
@@ -166,9 +190,13 @@ def _describe(call: Callable[..., dict], result_key: str, **params: Any) -> list
     return call(**params)[result_key]
 
 
-def _found(codes: Collection[str], call: Callable[..., dict], result_key: str, **params: Any) -> list[dict]:
-    """A describe where NotFound means "none"."""
-    return _answer_or_none(codes, lambda: _describe(call, result_key, **params)) or []
+def _found(
+    codes: Collection[str], call: Callable[..., dict], result_key: str, fresh_for: float = 0.0, **params: Any
+) -> list[dict]:
+    """A describe where NotFound means "none"; asked again while ``fresh_for`` lasts."""
+    windows = within(codes, fresh_for)
+    answer = _answer_or_none(codes, lambda: while_propagating(lambda: _describe(call, result_key, **params), windows))
+    return answer or []
 
 
 def resent(response: Mapping[str, Any]) -> bool:
@@ -210,8 +238,9 @@ def dry_run(
 # --- key pairs ---------------------------------------------------------------
 
 
-def find_key_pair(client: Client, name: str) -> dict | None:
-    found = _found(KEY_PAIR_NOT_FOUND, client.describe_key_pairs, "KeyPairs", KeyNames=[name])
+def find_key_pair(client: Client, name: str, fresh_for: float = 0.0) -> dict | None:
+    """``fresh_for``: how long a key pair this deployment made may still be unknown to EC2."""
+    found = _found(KEY_PAIR_NOT_FOUND, client.describe_key_pairs, "KeyPairs", fresh_for, KeyNames=[name])
     return found[0] if found else None
 
 
@@ -270,8 +299,8 @@ def dry_run_import_key_pair(client: Client, name: str, public_key: str, tags: Ma
 # --- security groups -----------------------------------------------------------
 
 
-def find_security_group_by_id(client: Client, group_id: str) -> dict | None:
-    found = _found(GROUP_NOT_FOUND, client.describe_security_groups, "SecurityGroups", GroupIds=[group_id])
+def find_security_group_by_id(client: Client, group_id: str, fresh_for: float = 0.0) -> dict | None:
+    found = _found(GROUP_NOT_FOUND, client.describe_security_groups, "SecurityGroups", fresh_for, GroupIds=[group_id])
     return found[0] if found else None
 
 

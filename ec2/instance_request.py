@@ -116,7 +116,7 @@ class InstanceContext:
 
     def targets_fresh_for(self, window: float) -> float:
         """The longest propagation window left among the targets this plugin created."""
-        return max((utils.fresh_for(target.runtime_properties, window) for target in self.targets), default=0.0)
+        return utils.freshest((target.runtime_properties for target in self.targets), window)
 
 
 def read(ctx, validating: bool = False, agent_script: str | None = None) -> InstanceContext:
@@ -228,11 +228,12 @@ def instance_types() -> frozenset[str]:
 # --- security groups named in parameters -------------------------------------
 
 
-def resolve_security_groups(client, spec: InstanceSpec) -> InstanceSpec:
+def resolve_security_groups(client, spec: InstanceSpec, fresh_for: float = 0.0) -> InstanceSpec:
     """The spec with ``parameters.security_groups`` (the classic plugin's group
     names) moved into SecurityGroupIds: each name is looked up in the
     instance's own VPC (its subnet's, else the default VPC); ids pass through.
-    EC2 takes names only for the default VPC, so ids are always sent."""
+    EC2 takes names only for the default VPC, so ids are always sent. While
+    ``fresh_for`` lasts, names not listed yet are looked up again."""
     wanted = spec.fields.get("SecurityGroups")
     if not wanted:
         return spec
@@ -241,9 +242,13 @@ def resolve_security_groups(client, spec: InstanceSpec) -> InstanceSpec:
     resolved: dict[str, str] = {}
     if names:
         vpc_id, where = _own_vpc(client, fields.get("SubnetId"), names)
-        resolved = {
-            group["GroupName"]: group["GroupId"] for group in aws.find_security_groups_by_names(client, names, vpc_id)
-        }
+        groups = aws.until_found(
+            lambda: aws.find_security_groups_by_names(client, names, vpc_id),
+            fresh_for,
+            "a listing of security groups by name",
+            lambda found: set(names) <= {group["GroupName"] for group in found},
+        )
+        resolved = {group["GroupName"]: group["GroupId"] for group in groups}
         missing = [name for name in names if name not in resolved]
         if missing:
             raise _unresolved_groups(client, missing, where)

@@ -15,15 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
-
 from ec2 import aws, constants
-from ec2.errors import AlreadyExists, PluginError, error_code
+from ec2.errors import AlreadyExists, PluginError
 
 T = TypeVar("T")
 Report = Callable[[str], None]
-# create_once's code for "this node instance's copy is not listed yet" (not one of EC2's).
-NOT_LISTED_YET = "OwnCopy.NotListedYet"
 
 
 def owner_tags(deployment_id: Any, node_instance_id: Any) -> dict[str, str]:
@@ -106,19 +102,7 @@ def create_once(
 
 def _listed(own_copies: Callable[[], list[Any]], window: float) -> list[Any]:
     """``own_copies()``; while it finds none, asked again within ``window`` seconds."""
-
-    def found() -> list[Any]:
-        copies = own_copies()
-        if not copies:
-            raise aws.missing(NOT_LISTED_YET, "a listing by ownership tags", "this node instance's copy")
-        return copies
-
-    try:
-        return aws.while_propagating(found, aws.within([NOT_LISTED_YET], window))
-    except ClientError as error:
-        if error_code(error) != NOT_LISTED_YET:
-            raise
-        return []
+    return aws.until_found(own_copies, window, "a listing by ownership tags")
 
 
 def sweep_others(

@@ -35,7 +35,8 @@ class SecurityGroupSpec:
 
 @utils.ec2_operation
 def create(ctx, **_):
-    spec = parse(utils.node_facts(ctx))
+    node = utils.node_facts(ctx)
+    spec = parse(node)
     client = connection.ec2_client(spec.common.aws_config)
     if spec.common.external:
         utils.adopt_external(
@@ -43,8 +44,9 @@ def create(ctx, **_):
         )
         return
 
-    ingress, egress = resolve_rules(client, spec)
     window = spec.common.propagation
+    # A source group named in a rule may be a target's, made a moment ago.
+    ingress, egress = resolve_rules(client, spec, node.targets_fresh_for(window))
     owner = ownership.owner_tags(ctx.deployment.id, ctx.instance.id)
     rerun = ownership.may_exist(ctx.instance.runtime_properties)
     if rerun:  # after an interrupted create: start afresh
@@ -111,7 +113,7 @@ def check(node: utils.NodeFacts, report: ownership.Report) -> None:
     )
     dry_run_security_group(client, spec, owner)
     if not spec.common.external:
-        resolve_rules(client, spec)
+        resolve_rules(client, spec, node.targets_fresh_for(spec.common.propagation))
     report(f"Security group {spec.name} is valid.")
 
 
@@ -159,9 +161,10 @@ def parse(node: utils.NodeFacts) -> SecurityGroupSpec:
 # --- AWS ------------------------------------------------------------------------
 
 
-def resolve_rules(client, spec: SecurityGroupSpec) -> tuple[list[dict], list[dict]]:
+def resolve_rules(client, spec: SecurityGroupSpec, fresh_for: float = 0.0) -> tuple[list[dict], list[dict]]:
     """(ingress, egress) permissions with every source group as an id. A group
-    given by id must exist; one given by name is looked up in this group's VPC."""
+    given by id must exist; one given by name is looked up in this group's VPC.
+    While ``fresh_for`` lasts, a source group not found yet is looked up again."""
     resolved: dict[str, str] = {}
     vpc_id: list[str] = []  # looked up once, only when a rule names a group
 
@@ -174,16 +177,16 @@ def resolve_rules(client, spec: SecurityGroupSpec) -> tuple[list[dict], list[dic
         if not rule.source_group:
             return rule.permission
         if rule.source_group not in resolved:
-            resolved[rule.source_group] = _source_group_id(client, rule, own_vpc)
+            resolved[rule.source_group] = _source_group_id(client, rule, own_vpc, fresh_for)
         return {**rule.permission, "UserIdGroupPairs": [{"GroupId": resolved[rule.source_group]}]}
 
     return [permission(rule) for rule in spec.ingress], [permission(rule) for rule in spec.egress]
 
 
-def _source_group_id(client, rule: Rule, own_vpc) -> str:
+def _source_group_id(client, rule: Rule, own_vpc, fresh_for: float) -> str:
     prop = f"{rule.where}.src_group_id"
     if GROUP_ID_PATTERN.match(rule.source_group):
-        if not aws.find_security_group_by_id(client, rule.source_group):
+        if not aws.find_security_group_by_id(client, rule.source_group, fresh_for):
             raise BadInput(
                 prop,
                 f"names security group '{rule.source_group}', which does not exist (InvalidGroup.NotFound)",
@@ -191,7 +194,11 @@ def _source_group_id(client, rule: Rule, own_vpc) -> str:
             )
         return rule.source_group
     vpc_id = own_vpc()
-    here = aws.find_security_groups_by_name(client, rule.source_group, vpc_id)
+    here = aws.until_found(
+        lambda: aws.find_security_groups_by_name(client, rule.source_group, vpc_id),
+        fresh_for,
+        "a listing of security groups by name",
+    )
     if len(here) == 1:
         return here[0]["GroupId"]
     elsewhere = sorted({group["VpcId"] for group in aws.find_security_groups_by_name(client, rule.source_group)})

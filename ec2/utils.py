@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -262,6 +262,11 @@ def fresh_for(runtime_properties: Mapping[str, Any], window: float, key: str = c
     return max(0.0, window - age)
 
 
+def freshest(records: Iterable[Mapping[str, Any]], window: float) -> float:
+    """The longest propagation window left among what these runtime properties say this plugin created."""
+    return max((fresh_for(record, window) for record in records), default=0.0)
+
+
 def common_if_created(
     node_properties: Mapping[str, Any], runtime_properties: Mapping[str, Any], kind: str, report: Callable[[str], None]
 ) -> Common | None:
@@ -296,6 +301,8 @@ class NodeFacts:
     instance_id: str
     properties: Mapping[str, Any]
     runtime_properties: Mapping[str, Any]
+    # The runtime properties of its relationships' targets.
+    targets: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def owner(self) -> dict[str, str]:
@@ -306,11 +313,20 @@ class NodeFacts:
     def generated_name(self) -> str:
         return generated_name(self.deployment_id, self.instance_id)
 
+    def targets_fresh_for(self, window: float) -> float:
+        """The longest propagation window left among the targets this plugin created."""
+        return freshest(self.targets, window)
+
 
 def node_facts(ctx) -> NodeFacts:
     """What an operation's ctx says about its node instance, once."""
     return NodeFacts(
-        ctx.deployment.id, ctx.node.id, ctx.instance.id, ctx.node.properties, ctx.instance.runtime_properties
+        ctx.deployment.id,
+        ctx.node.id,
+        ctx.instance.id,
+        ctx.node.properties,
+        ctx.instance.runtime_properties,
+        tuple(dict(relationship.target.instance.runtime_properties) for relationship in ctx.instance.relationships),
     )
 
 

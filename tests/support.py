@@ -334,6 +334,16 @@ def interrupted_create(ctx) -> None:
     ctx.instance.runtime_properties["create_started"] = True
 
 
+def advancing_clock(monkeypatch) -> list[float]:
+    """A monotonic clock that only pauses move on; its reading is ``clock[0]``."""
+    from ec2 import aws
+
+    clock = [0.0]
+    monkeypatch.setattr(aws.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(aws.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    return clock
+
+
 def stubbed_error(code: str, status: int, operation: str = "describe_key_pairs"):
     """An EC2 client (no network) whose next ``operation`` answers error ``code``."""
     client = boto3.client("ec2", region_name="us-east-1")

@@ -327,14 +327,17 @@ def test_a_listing_by_filter_sees_a_new_resource_at_once(proxy):
     assert [key["KeyName"] for key in found] == ["listed"]
 
 
-def test_with_listing_lag_a_listing_by_tag_leaves_out_what_was_made_less_than_the_window_ago(proxy):
+def test_with_listing_lag_a_listing_by_filter_leaves_out_what_was_made_less_than_the_window_ago(proxy):
     client = client_for(proxy(consistency_window=30, listing_lag=True))
     tags = [{"ResourceType": "instance", "Tags": [{"Key": "owner", "Value": "me"}]}]
     instance_id = run_one(client, TagSpecifications=tags)
     by_tag = [{"Name": "tag:owner", "Values": ["me"]}]
     assert client.describe_instances(Filters=by_tag)["Reservations"] == []  # not even an empty reservation
     by_id_filter = [{"Name": "instance-id", "Values": [instance_id]}]
-    assert [r["Instances"][0]["InstanceId"] for r in client.describe_instances(Filters=by_id_filter)["Reservations"]]
+    assert client.describe_instances(Filters=by_id_filter)["Reservations"] == []
+    client.create_security_group(GroupName="fresh", Description="x")
+    by_name = [{"Name": "group-name", "Values": ["fresh"]}]
+    assert client.describe_security_groups(Filters=by_name)["SecurityGroups"] == []
 
 
 def test_with_listing_lag_a_listing_by_tag_shows_what_was_made_before_the_window(proxy):

@@ -56,6 +56,79 @@ def test_an_instance_whose_key_pair_and_rule_less_group_were_made_a_moment_ago_i
     assert inventory(ec2) == NOTHING
 
 
+def install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it) -> None:
+    """The reference topology, with ``name_it(nodes)`` naming a key pair or group of
+    another node by its name, through EC2 that lags in lookups and listings:
+    validation and create wait for it, and uninstall leaves nothing."""
+    with Ec2Proxy(moto_server.url, ProxyConfig(consistency_window=3, listing_lag=True)) as proxy:
+        nodes = reference_topology({"endpoint_url": proxy.url}, tmp_path / "key.pem")
+        nodes["security_group"]["properties"]["rules"] = []  # nothing between the creates and the lookups
+        name_it(nodes)
+        deployment = deploy(nodes)
+        deployment.install(task_retries=0)
+        assert len(live_instances(ec2)) == 1
+        assert "which can mean it has not caught up yet" in capsys.readouterr().out
+        deployment.uninstall(task_retries=0)
+    assert inventory(ec2) == NOTHING
+
+
+def test_an_instance_naming_its_key_pair_in_parameters_made_a_moment_ago_is_validated_and_launched(
+    moto_server, deploy, tmp_path, ec2, capsys
+):
+    def name_it(nodes):
+        nodes["keypair"]["properties"]["resource_id"] = "app-key"
+        nodes["vm"]["properties"]["parameters"] = {"key_name": "app-key"}
+
+    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it)
+
+
+def test_an_instance_naming_a_security_group_made_a_moment_ago_in_parameters_is_validated_and_launched(
+    moto_server, deploy, tmp_path, ec2, capsys
+):
+    def name_it(nodes):
+        nodes["security_group"]["properties"]["resource_id"] = "app-group"
+        nodes["vm"]["properties"]["parameters"] = {"security_groups": ["app-group"]}
+        # ordered by depends_on only: the group is not connected
+        nodes["vm"]["relationships"] = [
+            *(r for r in nodes["vm"]["relationships"] if r["target"] != "security_group"),
+            {"type": "cloudify.relationships.depends_on", "target": "security_group"},
+        ]
+
+    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it)
+
+
+def test_a_rule_naming_a_source_group_made_a_moment_ago_is_validated_and_authorised(
+    moto_server, deploy, tmp_path, ec2, capsys
+):
+    def name_it(nodes):
+        nodes["security_group"]["properties"]["resource_id"] = "app-group"
+        aws_config = nodes["security_group"]["properties"]["aws_config"]
+        rule = {"ip_protocol": "tcp", "from_port": 80, "to_port": 80, "src_group_id": "app-group"}
+        nodes["web"] = {
+            "type": "cloudify.aws.nodes.SecurityGroup",
+            "properties": {"description": "web", "rules": [rule], "aws_config": aws_config},
+            "relationships": [{"type": "cloudify.relationships.depends_on", "target": "security_group"}],
+        }
+
+    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it)
+
+
+def test_a_key_name_that_names_no_key_pair_fails_validation_at_once_when_no_target_is_fresh(
+    moto_server, deploy, tmp_path, ec2
+):
+    with Ec2Proxy(moto_server.url, ProxyConfig(consistency_window=3, listing_lag=True)) as proxy:
+        nodes = reference_topology({"endpoint_url": proxy.url}, tmp_path / "key.pem")
+        vm = nodes["vm"]
+        vm["properties"]["parameters"] = {"key_name": "no-such-key"}
+        vm["relationships"] = []
+        deployment = deploy({"vm": vm})
+        with pytest.raises(WorkflowFailed):
+            deployment.install(task_retries=0)
+        assert "property 'parameters.key_name' names key pair 'no-such-key'" in "\n".join(deployment.tally.last)
+        assert [call.action for call in proxy.seen()].count("DescribeKeyPairs") == 1
+    assert inventory(ec2) == NOTHING
+
+
 # Each kind of fault: the ProxyConfig setting, and the outcome it leaves in the proxy's records.
 FAULTS = {"request faults": ("fault_rate", "fault"), "lost answers": ("lost_rate", "lost")}
 

@@ -8,6 +8,7 @@ from botocore.exceptions import ClientError
 
 from ec2 import aws, ownership
 from ec2.errors import AlreadyExists, PluginError
+from tests.support import advancing_clock
 
 OWNER = ownership.owner_tags("dep", "node_1")
 
@@ -41,14 +42,6 @@ def never() -> list:
 
 def duplicate() -> dict:
     raise AlreadyExists("key pair 'k' already exists (InvalidKeyPair.Duplicate)")
-
-
-def advancing_clock(monkeypatch) -> list[float]:
-    """A monotonic clock that only pauses move on; its reading is ``clock[0]``."""
-    clock = [0.0]
-    monkeypatch.setattr(aws.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(aws.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
-    return clock
 
 
 def resent_duplicate() -> dict:

@@ -210,9 +210,9 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _lists_by_tag(params: dict) -> bool:
-    """Whether a request is a describe filtered by a tag."""
-    return any(re.fullmatch(r"Filter\.\d+\.Name", key) and value.startswith("tag") for key, value in params.items())
+def _lists_by_filter(params: dict) -> bool:
+    """Whether a request is a describe filtered (by a tag, a group name, ...): a listing, not a lookup by id."""
+    return any(re.fullmatch(r"Filter\.\d+\.Name", key) for key in params)
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,8 @@ class ProxyConfig:
     # Seconds a new resource stays unknown to requests that name it, and
     # DeleteSecurityGroup answers DependencyViolation after a terminate (0: off).
     consistency_window: float = 0.0
-    # With consistency_window: a describe filtered by tag leaves out what was made less than the window ago.
+    # With consistency_window: a describe filtered (by a tag, a group name, ...) leaves out what was made
+    # less than the window ago.
     listing_lag: bool = False
     refusals: tuple[Refusal, ...] = ()
     # Addresses the account may hold (EC2's default is 5), counted from the
@@ -443,7 +444,7 @@ class Ec2Proxy:
             call.outcome = "forwarded"
         if config.consistency_window and status == 200 and call.outcome == "forwarded" and not call.dry_run:
             self._note_created(action, params, answer)
-        if config.consistency_window and config.listing_lag and status == 200 and _lists_by_tag(params):
+        if config.consistency_window and config.listing_lag and status == 200 and _lists_by_filter(params):
             answer = self._without_unseen(answer)
         if config.elastic_ip_limit is not None and status == 200 and not call.dry_run:
             if action == "ReleaseAddress":
