@@ -334,6 +334,18 @@ def interrupted_create(ctx) -> None:
     ctx.instance.runtime_properties["create_started"] = True
 
 
+def listings(*answers: list) -> tuple:
+    """A listing answering each of ``answers`` in turn (the last one again after
+    that), and the list its calls are counted in."""
+    asked: list[int] = []
+
+    def listing() -> list:
+        asked.append(1)
+        return answers[min(len(asked), len(answers)) - 1]
+
+    return listing, asked
+
+
 def advancing_clock(monkeypatch) -> list[float]:
     """A monotonic clock that only pauses move on; its reading is ``clock[0]``."""
     from ec2 import aws

@@ -7,7 +7,7 @@ import pytest
 from cloudify.exceptions import OperationRetry
 
 from ec2 import aws, connection, errors, utils
-from tests.support import HttpAnswer, advancing_clock, stubbed_error
+from tests.support import HttpAnswer, advancing_clock, listings, stubbed_error
 
 # --- waiting for a state -------------------------------------------------------
 
@@ -129,32 +129,21 @@ def test_termination_is_done_when_the_instance_is_no_longer_known(monkeypatch):
 # --- a listing that does not show what was made a moment ago yet --------------------
 
 
-def answers(*series: list) -> tuple:
-    """A listing answering each of ``series`` in turn (the last one again after that); the calls are counted."""
-    asked: list[int] = []
-
-    def find() -> list:
-        asked.append(1)
-        return series[min(len(asked), len(series)) - 1]
-
-    return find, asked
-
-
 def test_a_listing_is_asked_again_until_it_shows_everything_asked_for(monkeypatch):
     advancing_clock(monkeypatch)
-    find, asked = answers(["a"], ["a", "b"])
+    find, asked = listings(["a"], ["a", "b"])
     assert aws.until_found(find, 10, "a listing", lambda found: {"a", "b"} <= set(found)) == ["a", "b"]
     assert len(asked) == 2
 
 
 def test_a_listing_that_never_shows_everything_gives_its_last_answer_once_the_window_has_passed(monkeypatch):
     clock = advancing_clock(monkeypatch)
-    find, asked = answers(["a"])
+    find, asked = listings(["a"])
     assert aws.until_found(find, 10, "a listing", lambda found: {"a", "b"} <= set(found)) == ["a"]
     assert len(asked) > 1 and clock[0] == 10
 
 
 def test_without_a_window_a_listing_is_asked_once():
-    find, asked = answers([])
+    find, asked = listings([])
     assert aws.until_found(find, 0, "a listing") == []
     assert len(asked) == 1

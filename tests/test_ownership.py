@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 
 from ec2 import aws, ownership
 from ec2.errors import AlreadyExists, PluginError
-from tests.support import advancing_clock
+from tests.support import advancing_clock, listings
 
 OWNER = ownership.owner_tags("dep", "node_1")
 
@@ -47,17 +47,6 @@ def duplicate() -> dict:
 def resent_duplicate() -> dict:
     """The Duplicate answer to a call botocore had sent before (its first answer lost)."""
     raise AlreadyExists("security group 'g' already exists (InvalidGroup.Duplicate)", resent=True)
-
-
-def listings(*answers: list) -> tuple:
-    """own_copies answering each of ``answers`` in turn (the last one again after that); the calls are counted."""
-    asked: list[int] = []
-
-    def own_copies() -> list:
-        asked.append(1)
-        return answers[min(len(asked), len(answers)) - 1]
-
-    return own_copies, asked
 
 
 # --- the tags -------------------------------------------------------------------
