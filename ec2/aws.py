@@ -111,9 +111,13 @@ def while_propagating(
                 raise
             growth = PROPAGATION_GROWTH ** max(0, tries - PROPAGATION_EVEN_PAUSES)
             pause = min(PROPAGATION_FIRST_PAUSE * growth, PROPAGATION_LONGEST_PAUSE)
+            operation = getattr(error, "operation_name", "a call")
+            seen = f"EC2 answered {code} to {operation}"
+            if code == NOT_LISTED_YET:
+                seen = f"{operation} does not show it yet"
             progress.get()(
-                f"EC2 answered {code} to {getattr(error, 'operation_name', 'a call')}, which can mean it has not "
-                f"caught up yet; trying again in {min(pause, left):.1f}s (for up to {left:.0f}s more)"
+                f"{seen}, which can mean EC2 has not caught up yet; "
+                f"trying again in {min(pause, left):.1f}s (for up to {left:.0f}s more)"
             )
             time.sleep(min(pause, left))
         finally:

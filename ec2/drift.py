@@ -77,7 +77,8 @@ def instance(ctx, **_):
 
 @utils.ec2_operation
 def security_group(ctx, **_):
-    spec = securitygroup.parse(utils.node_facts(ctx))
+    node = utils.node_facts(ctx, with_targets=True)  # a source group a target made a moment ago
+    spec = securitygroup.parse(node)
     client = connection.ec2_client(spec.common.aws_config)
     group_id = ownership.recorded(ctx.instance.runtime_properties)
     if not group_id:
@@ -88,7 +89,8 @@ def security_group(ctx, **_):
     if spec.common.external:
         return None
     differences = []
-    for direction, (actual, wanted) in rule_sets(group, *securitygroup.resolve_rules(client, spec)).items():
+    resolved = securitygroup.resolve_rules(client, spec, node.targets_fresh_for(spec.common.propagation))
+    for direction, (actual, wanted) in rule_sets(group, *resolved).items():
         differences += rule_drift(direction, actual, wanted)
     differences += tag_drift(aws.tags_of(group), spec.common.tags)
     return differences or None

@@ -49,11 +49,13 @@ def run_instances(ctx, **_):
         return
 
     # The key pair and groups may have been made a moment ago, and be unknown to EC2 for a while.
-    fresh_for = known.targets_fresh_for(spec.common.propagation)
-    request = instance_request.build_request(known, instance_request.resolve_security_groups(client, spec, fresh_for))
-    if _keep_own(client, ctx.instance, known.ownership, spec.common.propagation, ctx.logger):
+    window = spec.common.propagation
+    resolved = instance_request.resolve_security_groups(client, spec, known.targets_fresh_for(window))
+    request = instance_request.build_request(known, resolved)
+    if _keep_own(client, ctx.instance, known.ownership, window, ctx.logger):
         return
     utils.mark_create_started(ctx.instance)
+    fresh_for = known.targets_fresh_for(window)
     instance, reservation_id = _run(client, ctx.instance, request, ctx.logger.info, fresh_for)
     instance_id = instance["InstanceId"]
     utils.record(
@@ -204,7 +206,7 @@ def check(known: instance_request.InstanceContext, logger, honour_launch_dry_run
         )
     fields = spec.fields
     # A key pair or group named in parameters may be a target's, made a moment ago.
-    fresh_for = known.targets_fresh_for(spec.common.propagation)
+    window = spec.common.propagation
     _check_agent_install(known, logger, has_key_pair=bool(fields.get("KeyName")))
     image = aws.find_image(client, fields["ImageId"])
     if not image or image.get("State", "available") != "available":
@@ -214,7 +216,7 @@ def check(known: instance_request.InstanceContext, logger, honour_launch_dry_run
             f"names image '{fields['ImageId']}', which is {state}",
             "give an available AMI id of this region",
         )
-    if fields.get("KeyName") and not aws.find_key_pair(client, fields["KeyName"], fresh_for):
+    if fields.get("KeyName") and not aws.find_key_pair(client, fields["KeyName"], known.targets_fresh_for(window)):
         raise BadInput(
             "parameters.key_name",
             f"names key pair '{fields['KeyName']}', which does not exist",
@@ -226,7 +228,7 @@ def check(known: instance_request.InstanceContext, logger, honour_launch_dry_run
             f"names subnet '{fields['SubnetId']}', which does not exist",
             "give the id of an existing subnet, or leave it out for the default VPC",
         )
-    resolved = instance_request.resolve_security_groups(client, spec, fresh_for)
+    resolved = instance_request.resolve_security_groups(client, spec, known.targets_fresh_for(window))
     if honour_launch_dry_run and not spec.launch_dry_run:
         logger.info(
             f"{known.label}: launch_dry_run is false, so no RunInstances dry run; create's own request is AWS's check."

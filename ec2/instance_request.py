@@ -116,7 +116,7 @@ class InstanceContext:
 
     def targets_fresh_for(self, window: float) -> float:
         """The longest propagation window left among the targets this plugin created."""
-        return utils.freshest((target.runtime_properties for target in self.targets), window)
+        return utils.freshest((target.runtime_properties for target in self.targets if target.node_type), window)
 
 
 def read(ctx, validating: bool = False, agent_script: str | None = None) -> InstanceContext:

@@ -35,7 +35,7 @@ class SecurityGroupSpec:
 
 @utils.ec2_operation
 def create(ctx, **_):
-    node = utils.node_facts(ctx)
+    node = utils.node_facts(ctx, with_targets=True)
     spec = parse(node)
     client = connection.ec2_client(spec.common.aws_config)
     if spec.common.external:
@@ -91,7 +91,7 @@ def delete(ctx, **_):
 
 @utils.ec2_operation
 def creation_validation(ctx, **_):
-    check(utils.node_facts(ctx), ctx.logger.info)
+    check(utils.node_facts(ctx, with_targets=True), ctx.logger.info)
     deployment.check_deployment_quotas(ctx)
 
 

@@ -57,7 +57,8 @@ def instance(ctx, **_):
 
 @utils.ec2_operation
 def security_group(ctx, **_):
-    spec = securitygroup.parse(utils.node_facts(ctx))
+    node = utils.node_facts(ctx, with_targets=True)  # a source group a target made a moment ago
+    spec = securitygroup.parse(node)
     if _external(ctx.logger.info, spec.common):
         return
     client = connection.ec2_client(spec.common.aws_config)
@@ -74,7 +75,8 @@ def security_group(ctx, **_):
                 f"{prop} changed from {actual!r} to {wanted!r}, which needs a new group. "
                 "Fix: reinstall this node instance"
             )
-    for direction, (actual, wanted) in drift.rule_sets(group, *securitygroup.resolve_rules(client, spec)).items():
+    resolved = securitygroup.resolve_rules(client, spec, node.targets_fresh_for(spec.common.propagation))
+    for direction, (actual, wanted) in drift.rule_sets(group, *resolved).items():
         _update_rules(ctx.logger.info, client, group_id, direction, actual, wanted)
     _update_tags(ctx.logger.info, client, group_id, aws.tags_of(group), spec.common.tags)
 

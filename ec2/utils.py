@@ -301,7 +301,7 @@ class NodeFacts:
     instance_id: str
     properties: Mapping[str, Any]
     runtime_properties: Mapping[str, Any]
-    # The runtime properties of its relationships' targets.
+    # The runtime properties of its relationships' targets of this plugin's types (see node_facts).
     targets: tuple[Mapping[str, Any], ...] = ()
 
     @property
@@ -318,15 +318,20 @@ class NodeFacts:
         return freshest(self.targets, window)
 
 
-def node_facts(ctx) -> NodeFacts:
-    """What an operation's ctx says about its node instance, once."""
+def node_facts(ctx, with_targets: bool = False) -> NodeFacts:
+    """What an operation's ctx says about its node instance, once; ``with_targets``:
+    with the runtime properties of its targets of this plugin's types (a read each)."""
     return NodeFacts(
         ctx.deployment.id,
         ctx.node.id,
         ctx.instance.id,
         ctx.node.properties,
         ctx.instance.runtime_properties,
-        tuple(dict(relationship.target.instance.runtime_properties) for relationship in ctx.instance.relationships),
+        tuple(
+            dict(relationship.target.instance.runtime_properties)
+            for relationship in (ctx.instance.relationships if with_targets else ())
+            if plugin_node_type(relationship.target.node)
+        ),
     )
 
 

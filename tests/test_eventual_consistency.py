@@ -56,10 +56,14 @@ def test_an_instance_whose_key_pair_and_rule_less_group_were_made_a_moment_ago_i
     assert inventory(ec2) == NOTHING
 
 
-def install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it) -> None:
+KEY_PAIR_LOOKUP = "EC2 answered InvalidKeyPair.NotFound to DescribeKeyPairs"
+GROUP_LISTING = "a listing of security groups by name does not show it yet"
+
+
+def install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it, waited) -> None:
     """The reference topology, with ``name_it(nodes)`` naming a key pair or group of
-    another node by its name, through EC2 that lags in lookups and listings:
-    validation and create wait for it, and uninstall leaves nothing."""
+    another node by its name, through EC2 that lags in lookups and listings: the
+    lookup logs that it ``waited``, install succeeds, and uninstall leaves nothing."""
     with Ec2Proxy(moto_server.url, ProxyConfig(consistency_window=3, listing_lag=True)) as proxy:
         nodes = reference_topology({"endpoint_url": proxy.url}, tmp_path / "key.pem")
         nodes["security_group"]["properties"]["rules"] = []  # nothing between the creates and the lookups
@@ -67,7 +71,7 @@ def install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2
         deployment = deploy(nodes)
         deployment.install(task_retries=0)
         assert len(live_instances(ec2)) == 1
-        assert "which can mean it has not caught up yet" in capsys.readouterr().out
+        assert waited in capsys.readouterr().out
         deployment.uninstall(task_retries=0)
     assert inventory(ec2) == NOTHING
 
@@ -79,7 +83,7 @@ def test_an_instance_naming_its_key_pair_in_parameters_made_a_moment_ago_is_vali
         nodes["keypair"]["properties"]["resource_id"] = "app-key"
         nodes["vm"]["properties"]["parameters"] = {"key_name": "app-key"}
 
-    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it)
+    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it, KEY_PAIR_LOOKUP)
 
 
 def test_an_instance_naming_a_security_group_made_a_moment_ago_in_parameters_is_validated_and_launched(
@@ -94,7 +98,22 @@ def test_an_instance_naming_a_security_group_made_a_moment_ago_in_parameters_is_
             {"type": "cloudify.relationships.depends_on", "target": "security_group"},
         ]
 
-    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it)
+    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it, GROUP_LISTING)
+
+
+def test_without_validation_create_looks_a_security_group_named_in_parameters_up_again_while_it_is_fresh(
+    moto_server, deploy, tmp_path, ec2, capsys
+):
+    def name_it(nodes):
+        nodes["security_group"]["properties"]["resource_id"] = "app-group"
+        nodes["vm"]["properties"]["parameters"] = {"security_groups": ["app-group"]}
+        nodes["vm"]["relationships"] = [
+            *(r for r in nodes["vm"]["relationships"] if r["target"] != "security_group"),
+            {"type": "cloudify.relationships.depends_on", "target": "security_group"},
+        ]
+        nodes["vm"]["interfaces"] = {"cloudify.interfaces.validation": {"create": {}}}  # create meets the lag
+
+    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it, GROUP_LISTING)
 
 
 def test_a_rule_naming_a_source_group_made_a_moment_ago_is_validated_and_authorised(
@@ -110,7 +129,27 @@ def test_a_rule_naming_a_source_group_made_a_moment_ago_is_validated_and_authori
             "relationships": [{"type": "cloudify.relationships.depends_on", "target": "security_group"}],
         }
 
-    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it)
+    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it, GROUP_LISTING)
+
+
+def test_a_key_name_that_names_no_key_pair_fails_validation_once_the_fresh_targets_window_has_passed(
+    moto_server, deploy, tmp_path, ec2
+):
+    # The name is wrong, not lagging: EC2 lags 1 s here, and the plugin allows 2 s.
+    with Ec2Proxy(moto_server.url, ProxyConfig(consistency_window=1, listing_lag=True)) as proxy:
+        aws_config = {"endpoint_url": proxy.url, "propagation_timeout": 2}
+        nodes = reference_topology(aws_config, tmp_path / "key.pem")
+        vm = nodes["vm"]
+        vm["properties"]["parameters"] = {"key_name": "no-such-key"}
+        vm["relationships"] = [{"type": "cloudify.relationships.depends_on", "target": "keypair"}]
+        deployment = deploy({"keypair": nodes["keypair"], "vm": vm})
+        with pytest.raises(WorkflowFailed):
+            deployment.install(task_retries=0)
+        assert "property 'parameters.key_name' names key pair 'no-such-key'" in "\n".join(deployment.tally.last)
+        lookups = [call for call in proxy.seen() if call.action == "DescribeKeyPairs"]
+        assert len(lookups) > 1 and lookups[-1].started - lookups[0].started >= 1
+        deployment.uninstall(task_retries=0)
+    assert inventory(ec2) == NOTHING
 
 
 def test_a_key_name_that_names_no_key_pair_fails_validation_at_once_when_no_target_is_fresh(

@@ -15,6 +15,7 @@ MANAGER_MODE_START=spawn."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from typing import NoReturn
 import pytest
 from cloudify.exceptions import WorkflowFailed
 
-from ec2 import connection
+from ec2 import connection, secrets
 from tests.support import (
     IMAGE_ID,
     NO_AGENT,
@@ -50,7 +51,7 @@ from tests.test_wagon import DIST, built_from_this_tree
 from tools import manager, offline
 from tools.ec2proxy import Ec2Proxy, ProxyConfig
 from tools.local import LocalDeployment
-from tools.manager_dispatch import DIED_EXIT_CODE, WARM_UP_CONFIG, LockedFileStorage, warm_up
+from tools.manager_dispatch import DIED_EXIT_CODE, LockedFileStorage, warm_up
 
 pytestmark = pytest.mark.manager_mode
 
@@ -277,10 +278,11 @@ def test_a_forked_operation_process_dies_with_its_fork_server(moto_server, plugi
     assert manager.fork_server(plugin).process.pid != server.pid  # a new server serves what comes next
 
 
-def test_the_fork_servers_warm_up_leaves_no_client_for_an_operation_to_reuse():
-    built_before = connection.ec2_client(WARM_UP_CONFIG)
+def test_the_fork_servers_warm_up_changes_nothing_of_the_plugins_own():
+    connection.ec2_client({"endpoint_url": "http://127.0.0.1:9", "ec2_region_name": "us-east-1"})
+    before = (dict(connection._clients), logging.getLogRecordFactory(), set(secrets._known))
     warm_up(connection)
-    assert connection.ec2_client(WARM_UP_CONFIG) is not built_before
+    assert (dict(connection._clients), logging.getLogRecordFactory(), set(secrets._known)) == before
 
 
 def _catch(failed: list[BaseException], run) -> None:

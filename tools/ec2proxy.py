@@ -564,7 +564,12 @@ class Ec2Proxy:
         except ET.ParseError:
             return answer
         parents = {child: parent for parent in root.iter() for child in parent}
-        for item in [e for e in root.iter() if _local(e.tag) == "item"]:
+
+        def listed(item: ET.Element) -> bool:
+            """An item of the answer's list (or an instance of a reservation), not one nested in it."""
+            return parents.get(parents[item]) is root or _local(parents[item].tag) == "instancesSet"
+
+        for item in [e for e in root.iter() if _local(e.tag) == "item" and listed(e)]:
             if any(_local(child.tag) in LISTED_IDS and (child.text or "").strip() in unseen for child in item):
                 parents[item].remove(item)
         for reservation in [e for e in root.iter() if _local(e.tag) == "item"]:

@@ -68,14 +68,8 @@ READY = "ready"
 REQUEST_LIMIT = 1 << 20
 REQUEST_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# The fork server builds the plugin's clients once with these settings, and drops
-# them, before it forks (see warm_up).
-WARM_UP_CONFIG = {
-    "aws_access_key_id": "fork-server-warm-up",
-    "aws_secret_access_key": "fork-server-warm-up",
-    "ec2_region_name": "us-east-1",
-    "endpoint_url": "http://127.0.0.1:9",
-}
+# The services the plugin calls: the fork server builds a client of each once (see warm_up).
+WARM_UP_SERVICES = ("ec2", "service-quotas", "sts")
 
 
 def write_atomically(path: Path, text: str, scratch: Path) -> None:
@@ -229,13 +223,19 @@ def import_all(package_name: str) -> None:
 
 
 def warm_up(connection: Any) -> None:
-    """Builds each client the plugin's ``connection`` module makes, then forgets them
-    (``clear_cache``): botocore's process-wide caches and the plugin's shared loader
-    then hold the service data and names, as in a process that built a client
-    before. No request is sent, and each operation still builds its own clients."""
-    for build in (connection.ec2_client, connection.service_quotas_client, connection.sts_client):
-        build(WARM_UP_CONFIG)
-    connection.clear_cache()
+    """Builds one client of each service the plugin calls, on a botocore session of
+    the plugin's ``connection`` module (its shared data loader), and drops it:
+    botocore's caches then hold the service data, as in a process that built a
+    client before. Nothing of the plugin's own changes (its client cache, the
+    secrets' log filter, pacing), no request is sent, and each operation builds
+    its own clients. It only saves time: a failure is reported, and serving goes on."""
+    try:
+        for service in WARM_UP_SERVICES:
+            connection._core_session().create_client(
+                service, region_name="us-east-1", aws_access_key_id="warm-up", aws_secret_access_key="warm-up"
+            )
+    except Exception as error:
+        print(f"the fork server's warm-up failed, and is skipped: {error!r}", file=sys.stderr, flush=True)
 
 
 def serve(address: str, packages: list[str]) -> int:
