@@ -86,31 +86,29 @@ def test_an_instance_naming_its_key_pair_in_parameters_made_a_moment_ago_is_vali
     install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it, KEY_PAIR_LOOKUP)
 
 
+def name_the_group_in_parameters(nodes: dict) -> None:
+    """The instance names the group in parameters.security_groups, ordered after it by depends_on only."""
+    nodes["security_group"]["properties"]["resource_id"] = "app-group"
+    nodes["vm"]["properties"]["parameters"] = {"security_groups": ["app-group"]}
+    nodes["vm"]["relationships"] = [
+        *(r for r in nodes["vm"]["relationships"] if r["target"] != "security_group"),
+        {"type": "cloudify.relationships.depends_on", "target": "security_group"},
+    ]
+
+
 def test_an_instance_naming_a_security_group_made_a_moment_ago_in_parameters_is_validated_and_launched(
     moto_server, deploy, tmp_path, ec2, capsys
 ):
-    def name_it(nodes):
-        nodes["security_group"]["properties"]["resource_id"] = "app-group"
-        nodes["vm"]["properties"]["parameters"] = {"security_groups": ["app-group"]}
-        # ordered by depends_on only: the group is not connected
-        nodes["vm"]["relationships"] = [
-            *(r for r in nodes["vm"]["relationships"] if r["target"] != "security_group"),
-            {"type": "cloudify.relationships.depends_on", "target": "security_group"},
-        ]
-
-    install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it, GROUP_LISTING)
+    install_naming_what_was_made_a_moment_ago(
+        moto_server, deploy, tmp_path, ec2, capsys, name_the_group_in_parameters, GROUP_LISTING
+    )
 
 
 def test_without_validation_create_looks_a_security_group_named_in_parameters_up_again_while_it_is_fresh(
     moto_server, deploy, tmp_path, ec2, capsys
 ):
     def name_it(nodes):
-        nodes["security_group"]["properties"]["resource_id"] = "app-group"
-        nodes["vm"]["properties"]["parameters"] = {"security_groups": ["app-group"]}
-        nodes["vm"]["relationships"] = [
-            *(r for r in nodes["vm"]["relationships"] if r["target"] != "security_group"),
-            {"type": "cloudify.relationships.depends_on", "target": "security_group"},
-        ]
+        name_the_group_in_parameters(nodes)
         nodes["vm"]["interfaces"] = {"cloudify.interfaces.validation": {"create": {}}}  # create meets the lag
 
     install_naming_what_was_made_a_moment_ago(moto_server, deploy, tmp_path, ec2, capsys, name_it, GROUP_LISTING)
