@@ -150,7 +150,7 @@ CREATED_NAMES: dict[str, dict[str, str]] = {
     "AllocateAddress": {"allocationId": "InvalidAllocationID.NotFound", "publicIp": "InvalidAddress.NotFound"},
     "AssociateAddress": {"associationId": "InvalidAssociationID.NotFound"},
 }
-# The fields of a described item that name it (a listing by tag leaves out the unseen ones).
+# The fields of a described item that name it (a lagging listing leaves out the unseen ones).
 LISTED_IDS = frozenset({"keyName", "keyPairId", "groupId", "instanceId", "allocationId", "publicIp"})
 # Request parameters that name a resource (the last part of a key such as
 # "InstanceId.1" or "IpPermissions.1.Groups.1.GroupId").
@@ -527,7 +527,7 @@ class Ec2Proxy:
             root = ET.fromstring(answer)
         except ET.ParseError:
             return
-        ids = [e.text.strip() for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "allocationId" and e.text]
+        ids = [e.text.strip() for e in root.iter() if _local(e.tag) == "allocationId" and e.text]
         with self._lock:
             self._addresses.update(ids)
 
@@ -555,7 +555,7 @@ class Ec2Proxy:
 
     def _without_unseen(self, answer: bytes) -> bytes:
         """A describe's answer without the items (and reservations left empty) made
-        less than the consistency window ago: a listing by tag that lags."""
+        less than the consistency window ago: a listing by filter that lags."""
         now = time.monotonic()
         with self._lock:
             unseen = {value for value, (_code, until) in self._unseen.items() if now < until}
@@ -594,7 +594,7 @@ class Ec2Proxy:
         except ET.ParseError:
             root = None
         for element in root.iter() if root is not None else ():
-            tag = element.tag.rsplit("}", 1)[-1]
+            tag = _local(element.tag)
             if tag in names and element.text:
                 found[element.text.strip()] = names[tag]
         with self._lock:
