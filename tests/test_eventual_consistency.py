@@ -33,10 +33,21 @@ def test_the_reference_topology_installs_and_uninstalls_without_a_workflow_retry
 ):
     with Ec2Proxy(moto_server.url, ProxyConfig(consistency_window=window)) as proxy:
         deployment = install_and_uninstall(proxy, deploy, tmp_path, ec2, task_retries=0)
-        # EC2 did lag: each of these was refused at least once.
-        lagged = {call.action for call in proxy.seen() if call.outcome == "not caught up"}
-    assert {"AuthorizeSecurityGroupIngress", "DescribeInstances", "DeleteSecurityGroup"} <= lagged
+        calls = proxy.seen()
+    # EC2 did lag: each of these was refused at least once.
+    lagged = {call.action for call in calls if call.outcome == "not caught up"}
+    assert {"AuthorizeSecurityGroupIngress", "DescribeInstances"} <= lagged
+    if delete_came_within_the_window(calls, window):
+        assert "DeleteSecurityGroup" in lagged
     assert deployment.tally.events["rescheduled"] == 0
+
+
+def delete_came_within_the_window(calls: list, window: float, margin: float = 0.2) -> bool:
+    """Whether the group's first delete reached the proxy while its DependencyViolation
+    after the terminate still held; on a loaded machine a 1 s window can pass first."""
+    terminate = next(call for call in calls if call.action == "TerminateInstances" and not call.dry_run)
+    delete = next(call for call in calls if call.action == "DeleteSecurityGroup" and not call.dry_run)
+    return delete.started + margin < terminate.started + window
 
 
 def test_an_instance_whose_key_pair_and_rule_less_group_were_made_a_moment_ago_is_validated_and_launched(
