@@ -12,15 +12,22 @@ import-resolver rules serve them from this project's files:
   cloudify_dsl_1_2 or later, so that cloudify_dsl_1_0/1_1 blueprints import it.
   It is generated from ``plugin.yaml`` (``generate``); a test keeps the two equal.
 
+The versions served are listed: the releases, with both the ``X.Y`` and
+``X.Y.Z`` forms, and the milestones of the classic era, on the hosts those
+files were published under, over http and https.
+
 dsl_parser's ``DefaultImportResolver`` matches a rule when its key is a prefix
-of the import URL and appends the rest of the URL to the rule's value. A rule
-per host (``.../spec/cloudify/``) would need one target file per version
-(``<value>3.4/types.yaml``), so every rule here is a whole URL (nothing is
-appended) and the versions are listed: the releases, with both the ``X.Y``
-and ``X.Y.Z`` forms, and the milestones of the classic era, on the hosts
-those files were published under, over http and https. (A URL that no rule
-lists is fetched as usual; offline that fails, and dsl_parser's error then
-lists every rule.)
+of the import URL and appends the rest of the URL to the rule's value; when
+that target cannot be read, it fetches the URL itself (offline, that fails).
+
+- For the Python API (``rules``, ``import_resolver``) every rule is a whole
+  URL, so nothing is appended: one rule per URL, kept in memory.
+- cfy reads its config.yaml with a pure-Python YAML parser twice at every
+  start, so the rules ``write-cfy-config`` writes are prefixes, two per host
+  (``.../spec/cloudify/``, ``.../spec/aws-plugin/``): a rule per URL made the
+  file 93 KB, about 0.3 s of CPU per cfy command. Their values are folders
+  under the workdir holding a link per listed version
+  (``cloudify/3.4/types.yaml``) to the one copied file.
 
 Usage (``cfy-aws-offline`` is installed with the plugin; it is also
 ``python -m cloudify_aws_ec2_tools.offline``, and ``python -m tools.offline``
@@ -28,7 +35,7 @@ in a clone)::
 
     cfy-aws-offline write-cfy-config DIR   # DIR is cfy's CFY_WORKDIR
     cfy-aws-offline generate [--check]     # offline/plugin-classic-dsl.yaml (in a clone)
-    cfy-aws-offline rules                  # prints the rules as YAML
+    cfy-aws-offline rules                  # prints the Python API's rules as YAML
 
 and, for ``cloudify.workflows.local``, ``init_env(..., resolver=import_resolver())``.
 
@@ -40,6 +47,7 @@ upgraded without breaking cfy (run it again to take a newer plugin's files).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -62,8 +70,10 @@ def _data_file(clone_path: str) -> Path:
 PLUGIN_YAML = _data_file("plugin.yaml")
 TYPES_FILE = _data_file("offline/types.yaml")
 CLASSIC_PLUGIN_FILE = _data_file("offline/plugin-classic-dsl.yaml")
-# Where write-cfy-config copies the two files, under cfy's workdir.
+# Where write-cfy-config copies the two files, under cfy's workdir, and the
+# folders there that hold a link to the copy per version (the cfy rules' targets).
 WORKDIR_FILES = Path(".cloudify") / "offline"
+VERSION_FOLDERS = ("cloudify", "aws-plugin")
 
 # The plugin keys that cloudify_dsl_1_0 and 1_1 refuse (dsl_parser: PluginPackageName/Version).
 PACKAGE_KEYS = ("package_name", "package_version")
@@ -78,7 +88,8 @@ HOSTS = (
 )
 # Milestone and release-candidate URLs were only published under getcloudify.org.
 PRERELEASE_HOSTS = ("http://www.getcloudify.org", "http://getcloudify.org")
-GITHUB_PLUGIN = "https://raw.githubusercontent.com/cloudify-cosmo/cloudify-aws-plugin/{version}/plugin.yaml"
+GITHUB_PLUGIN_PREFIX = "https://raw.githubusercontent.com/cloudify-cosmo/cloudify-aws-plugin/"
+GITHUB_PLUGIN = GITHUB_PLUGIN_PREFIX + "{version}/plugin.yaml"
 
 # Release series and their last patch release. Blueprints wrote both "3.4" and
 # "3.4.1", "5.0.0" and "5.0.5", so each series gives X.Y, X.Y.0 .. X.Y.<last>.
@@ -124,6 +135,18 @@ def _versions(series: dict[str, int], prerelease_series: tuple[str, ...]) -> tup
     return released, prereleases
 
 
+def types_versions() -> list[str]:
+    """Every Cloudify types version that the rules serve (3.4, 3.4.1, 3.4m1, ...)."""
+    released, prereleases = _versions(TYPES_SERIES, TYPES_PRERELEASE_SERIES)
+    return released + prereleases
+
+
+def plugin_versions() -> list[str]:
+    """Every classic AWS plugin version that the rules serve."""
+    released, prereleases = _versions(PLUGIN_SERIES, PLUGIN_PRERELEASE_SERIES)
+    return released + prereleases
+
+
 def classic_types_urls() -> list[str]:
     """Every Cloudify types URL that the rules serve."""
     released, prereleases = _versions(TYPES_SERIES, TYPES_PRERELEASE_SERIES)
@@ -160,6 +183,17 @@ def rules(types_file: Path = TYPES_FILE, plugin_file: Path = CLASSIC_PLUGIN_FILE
         [{url: types_target} for url in classic_types_urls()]
         + [{url: plugin_target} for url in classic_plugin_urls()]
         + [{MANAGER_PLUGIN_IMPORT: plugin_target}]
+    )
+
+
+def cfy_rules(folder: Path) -> list[dict[str, str]]:
+    """The prefix rules of cfy's config, serving the version folders that
+    ``link_versions`` made in ``folder`` and its copy of the old-DSL plugin file."""
+    types_tree, plugin_tree = (file_url(folder / name) + "/" for name in VERSION_FOLDERS)
+    return (
+        [{f"{host}/spec/cloudify/": types_tree} for host in HOSTS]
+        + [{f"{host}/spec/aws-plugin/": plugin_tree} for host in HOSTS]
+        + [{GITHUB_PLUGIN_PREFIX: plugin_tree}, {MANAGER_PLUGIN_IMPORT: file_url(folder / CLASSIC_PLUGIN_FILE.name)}]
     )
 
 
@@ -241,7 +275,8 @@ def fresh_cfy_config(workdir: Path) -> dict:
 def merge_resolver_settings(settings: dict, new_rules: list[dict[str, str]]) -> dict:
     """``settings`` with ``new_rules`` in ``import_resolver.parameters.rules``:
     rules for other URLs stay, first and in their order; a rule for a URL in
-    ``new_rules`` is replaced. Everything else is kept as it is."""
+    ``new_rules``, or for a whole classic URL (as earlier versions wrote them),
+    is replaced. Everything else is kept as it is."""
     resolver = settings.get("import_resolver") or {}
     if not isinstance(resolver, dict):
         raise ValueError("import_resolver in config.yaml is not a mapping")
@@ -251,7 +286,7 @@ def merge_resolver_settings(settings: dict, new_rules: list[dict[str, str]]) -> 
     existing = parameters.get("rules") or []
     if not isinstance(existing, list):
         raise ValueError("import_resolver.parameters.rules in config.yaml is not a list")
-    ours = {url for rule in new_rules for url in rule}
+    ours = {url for rule in new_rules for url in rule} | {url for rule in rules() for url in rule}
     kept = [rule for rule in existing if not (isinstance(rule, dict) and len(rule) == 1 and set(rule) <= ours)]
     merged = dict(settings)
     merged["import_resolver"] = {**resolver, "parameters": {**parameters, "rules": kept + new_rules}}
@@ -297,6 +332,19 @@ def copy_offline_files(workdir: Path) -> tuple[Path, Path]:
     return copies
 
 
+def link_versions(types_copy: Path, plugin_copy: Path) -> None:
+    """Beside the copies, a folder per kind with ``<version>/types.yaml`` (or
+    ``plugin.yaml``) for every listed version: a relative link to the copy."""
+    folder = types_copy.parent
+    kinds = ((types_copy, types_versions(), "types.yaml"), (plugin_copy, plugin_versions(), "plugin.yaml"))
+    for name, (copy, versions, file_name) in zip(VERSION_FOLDERS, kinds, strict=True):
+        for version in versions:
+            link = folder / name / version / file_name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(os.path.relpath(copy, link.parent))
+
+
 def write_cfy_config(workdir: Path, new_rules: list[dict[str, str]] | None = None) -> Path:
     """Writes or merges the offline rules into cfy's config.yaml under
     ``workdir`` (cfy's CFY_WORKDIR), keeping the rest of the file: its other
@@ -304,7 +352,9 @@ def write_cfy_config(workdir: Path, new_rules: list[dict[str, str]] | None = Non
     rules serve copies of the two files made under ``workdir``, so that they
     do not depend on where this package or the clone is. Returns the file's path."""
     if new_rules is None:
-        new_rules = rules(*copy_offline_files(workdir))
+        copies = copy_offline_files(workdir)
+        link_versions(*copies)
+        new_rules = cfy_rules(copies[0].parent)
     path = cfy_config_path(workdir)
     text = path.read_text() if path.exists() else ""
     settings = yaml.safe_load(text) if text.strip() else None
@@ -334,13 +384,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     write.add_argument("workdir", metavar="DIR", type=Path)
     generate_command = commands.add_parser("generate", help="write the old-DSL plugin file from plugin.yaml")
     generate_command.add_argument("--check", action="store_true", help="only check that it is up to date")
-    commands.add_parser("rules", help="print the import-resolver rules as YAML")
+    commands.add_parser("rules", help="print the Python API's import-resolver rules (one per URL) as YAML")
     args = parser.parse_args(argv)
 
     if args.command == "write-cfy-config":
         path = write_cfy_config(args.workdir)
         folder = workdir_files(args.workdir)[0].parent
-        print(f"wrote {len(rules())} import rules for classic blueprints to {path}")
+        print(f"wrote {len(cfy_rules(folder))} import rules for classic blueprints to {path}")
         print(
             f"they serve copies of {TYPES_FILE.name} and {CLASSIC_PLUGIN_FILE.name} made in {folder}: "
             "moving this plugin or its clone does not break them; after moving the workdir "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
 
 from tests.support import CFY, ROOT, TYPES_URL
 from tools import offline
@@ -70,9 +71,10 @@ def test_demo_runs_end_to_end_and_stops_its_emulator(tmp_path):
     config = yaml.safe_load((tmp_path / "work" / ".cloudify" / "config.yaml").read_text())
     # one step serves the standard URL and every classic one (tools.offline)
     # (served from copies in the workdir, so the clone may move)
-    workdir_rules = offline.rules(*offline.workdir_files(tmp_path / "work"))
-    assert config["import_resolver"]["parameters"]["rules"] == workdir_rules
-    assert {TYPES_URL: offline.file_url(tmp_path / "work" / ".cloudify" / "offline" / "types.yaml")} in workdir_rules
+    copies = tmp_path / "work" / ".cloudify" / "offline"
+    rules = config["import_resolver"]["parameters"]["rules"]
+    assert rules == offline.cfy_rules(copies)
+    assert DefaultImportResolver(rules=rules, fallback=False).resolve(TYPES_URL) == (copies / "types.yaml").read_text()
 
 
 def test_demo_fails_clearly_and_still_stops_its_emulator(tmp_path):
@@ -312,4 +314,5 @@ def test_demo_workdir_can_be_prepared_again(tmp_path, monkeypatch):
     demo.prepare_workdir(tmp_path / "work")
     config = yaml.safe_load((tmp_path / "work" / ".cloudify" / "config.yaml").read_text())
     assert "logging" in config
-    assert config["import_resolver"]["parameters"]["rules"] == offline.rules(*offline.workdir_files(tmp_path / "work"))
+    copies = tmp_path / "work" / ".cloudify" / "offline"
+    assert config["import_resolver"]["parameters"]["rules"] == offline.cfy_rules(copies)

@@ -179,7 +179,11 @@ def config_text(workdir: Path) -> str:
 
 def workdir_rules(workdir: Path) -> list[dict[str, str]]:
     """The rules write-cfy-config writes: they serve its copies in the workdir."""
-    return offline.rules(*offline.workdir_files(workdir))
+    return offline.cfy_rules(offline.workdir_files(workdir)[0].parent)
+
+
+def config_rules(workdir: Path) -> list[dict[str, str]]:
+    return yaml.safe_load(config_text(workdir))["import_resolver"]["parameters"]["rules"]
 
 
 def test_the_cfy_config_is_created_with_what_cfy_needs_to_read_it(tmp_path):
@@ -198,7 +202,33 @@ def test_the_cfy_config_rules_serve_copies_in_the_workdir(tmp_path):
     assert types_copy.read_bytes() == offline.TYPES_FILE.read_bytes()
     assert plugin_copy.read_bytes() == offline.CLASSIC_PLUGIN_FILE.read_bytes()
     targets = {target for rule in workdir_rules(tmp_path) for target in rule.values()}
-    assert targets == {offline.file_url(types_copy), offline.file_url(plugin_copy)}
+    assert targets == {
+        offline.file_url(types_copy.parent / "cloudify") + "/",
+        offline.file_url(types_copy.parent / "aws-plugin") + "/",
+        offline.file_url(plugin_copy),
+    }
+
+
+def test_the_cfy_config_rules_serve_every_listed_url_from_the_workdir_copies(tmp_path):
+    offline.write_cfy_config(tmp_path)
+    # No fallback: a URL its rules do not serve fails here instead of going to the network.
+    resolver = DefaultImportResolver(rules=config_rules(tmp_path), fallback=False)
+    for rule in offline.rules():
+        ((url, target),) = rule.items()
+        assert resolver.resolve(url) == read_target(target), url
+
+
+def test_the_cfy_config_is_short_two_prefix_rules_per_host(tmp_path):
+    """cfy parses its config.yaml twice at every start: a rule per URL made it 93 KB."""
+    offline.write_cfy_config(tmp_path)
+    assert len(config_rules(tmp_path)) == 2 * len(offline.HOSTS) + 2
+    assert len(config_text(tmp_path)) < 4096
+
+
+def test_writing_the_cfy_config_replaces_the_whole_url_rules_of_earlier_versions(tmp_path):
+    offline.write_cfy_config(tmp_path, offline.rules(*offline.copy_offline_files(tmp_path)))
+    offline.write_cfy_config(tmp_path)
+    assert config_rules(tmp_path) == workdir_rules(tmp_path)
 
 
 def test_the_cfy_config_survives_a_moved_clone(tmp_path, monkeypatch):
@@ -212,8 +242,7 @@ def test_the_cfy_config_survives_a_moved_clone(tmp_path, monkeypatch):
         monkeypatch.setattr(offline, name, copy)
     offline.write_cfy_config(tmp_path / "cfy")
     clone.rename(tmp_path / "moved")
-    rules = yaml.safe_load(config_text(tmp_path / "cfy"))["import_resolver"]["parameters"]["rules"]
-    resolver = DefaultImportResolver(rules=rules)
+    resolver = DefaultImportResolver(rules=config_rules(tmp_path / "cfy"), fallback=False)
     plan = parse_from_path(str(write_classic_blueprint(tmp_path / "blueprint")), resolver=resolver)
     assert {node["id"] for node in plan["nodes"]} == {"key", "group", "address", "server"}
 
@@ -278,7 +307,7 @@ def test_writing_the_cfy_config_twice_changes_nothing(tmp_path):
 def test_the_command_writes_the_cfy_config_and_says_where_its_files_are(tmp_path, capsys):
     assert offline.main(["write-cfy-config", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert f"wrote {len(offline.rules())} import rules" in out
+    assert f"wrote {len(workdir_rules(tmp_path))} import rules" in out
     assert f"made in {tmp_path / '.cloudify' / 'offline'}: moving this plugin or its clone does not break them" in out
     assert "after moving the workdir or upgrading the plugin, run this again" in out
     assert yaml.safe_load(config_text(tmp_path))["import_resolver"]["parameters"]["rules"] == workdir_rules(tmp_path)
