@@ -125,9 +125,7 @@ def prepare_workdir(workdir: Path) -> None:
     classic import URLs from the project's offline files (tools.offline)."""
     os.environ["CFY_WORKDIR"] = str(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if not (workdir / ".cloudify" / "config.yaml").exists():
-        cfy("init", quiet=True)  # writes config.yaml; refuses to run twice
-    offline.write_cfy_config(workdir)
+    offline.write_cfy_config(workdir)  # with the logging section cfy needs: no bare `cfy init` first
 
 
 def cfy(*args: str, quiet: bool = False, capture: bool = False) -> str:
