@@ -80,10 +80,13 @@ CACHE_SIZE = 32
 
 _clients: OrderedDict[str, Any] = OrderedDict()
 _clients_lock = threading.Lock()
-# One loader for every session: the EC2 service model is read from disk once
-# per process, by the first client, not at import (cfy imports the plugin to
-# check a blueprint's operations, and builds no client then).
+# One loader for every session: the EC2 service model is read from disk once,
+# when the plugin is imported, so that no operation pays for it.
 _DATA_LOADER = botocore.loaders.create_loader()
+for _model in ("service-2", "paginators-1"):
+    _DATA_LOADER.load_service_model("ec2", _model)
+for _data in ("endpoints", "partitions", "_retry", "sdk-default-configuration"):
+    _DATA_LOADER.load_data(_data)
 
 
 def ec2_client(aws_config: dict | None) -> Any:
