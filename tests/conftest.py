@@ -44,6 +44,33 @@ def pytest_configure(config):
         "shared_deployment: the tests of this class only read what a class-scoped fixture installed once "
         "with deploy_once; the emulator is not reset between them",
     )
+    config.addinivalue_line(
+        "markers",
+        "waits: the test spends most of its time waiting out a simulated EC2 lag, with little CPU",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, starts the tests marked ``waits`` first, in half of the
+    workers: ``--dist worksteal`` gives each worker a contiguous share of this
+    order, so they go to the heads of the first shares, and the other workers
+    have the CPU meanwhile. Left in file order they ran last and drew out the run."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    waiting = [item for item in items if item.get_closest_marker("waits")]
+    if workers < 2 or not waiting:
+        return
+    others = iter([item for item in items if not item.get_closest_marker("waits")])
+    lanes = max(1, workers // 2)
+    ordered: list = []
+    left = len(items)
+    for worker in range(workers):
+        share = left // (workers - worker)  # how worksteal sizes the shares, in turn
+        left -= share
+        head = waiting[worker::lanes] if worker < lanes else []
+        ordered += head + [item for _, item in zip(range(share - len(head)), others, strict=False)]
+    ordered += list(others)
+    assert len(ordered) == len(items)
+    items[:] = ordered
 
 
 # The tests skipped in this session, with their reasons.

@@ -370,3 +370,13 @@ class HttpAnswer:
 
     def __init__(self, status_code: int) -> None:
         self.status_code = status_code
+
+
+def came_within(calls: list, cause: str, effect: str, window: float, dry_run: bool = False) -> bool:
+    """Whether the first ``effect`` call after the first ``cause`` (a dry run or
+    not, as ``dry_run`` says) reached the proxy less than ``window`` seconds after
+    it, with a margin: only then can the lag that ``cause`` starts still refuse it.
+    On a loaded machine a short window can pass first."""
+    cause_at = next(c.started for c in calls if c.action == cause and not c.dry_run)
+    effect_at = next(c.started for c in calls if c.action == effect and c.dry_run == dry_run and c.started >= cause_at)
+    return effect_at + 0.2 < cause_at + window
