@@ -25,7 +25,7 @@ that target cannot be read, it fetches the URL itself (offline, that fails).
 - cfy reads its config.yaml with a pure-Python YAML parser twice at every
   start, so the rules ``write-cfy-config`` writes are prefixes, two per host
   (``.../spec/cloudify/``, ``.../spec/aws-plugin/``): a rule per URL made the
-  file 93 KB, about 0.3 s of CPU per cfy command. Their values are folders
+  file 93 KB, about 0.25 s of CPU per cfy command. Their values are folders
   under the workdir holding a link per listed version
   (``cloudify/3.4/types.yaml``) to the one copied file.
 
@@ -49,8 +49,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 from dsl_parser.import_resolver.default_import_resolver import DefaultImportResolver
@@ -274,9 +276,10 @@ def fresh_cfy_config(workdir: Path) -> dict:
 
 def merge_resolver_settings(settings: dict, new_rules: list[dict[str, str]]) -> dict:
     """``settings`` with ``new_rules`` in ``import_resolver.parameters.rules``:
-    rules for other URLs stay, first and in their order; a rule for a URL in
-    ``new_rules``, or for a whole classic URL (as earlier versions wrote them),
-    is replaced. Everything else is kept as it is."""
+    the rules this tool wrote (for a URL in ``new_rules``, or a whole classic
+    URL as earlier versions wrote them, served from an offline folder) are
+    replaced; every other rule stays, first and in its order (a mirror of the
+    same URL too). Everything else is kept as it is."""
     resolver = settings.get("import_resolver") or {}
     if not isinstance(resolver, dict):
         raise ValueError("import_resolver in config.yaml is not a mapping")
@@ -286,11 +289,22 @@ def merge_resolver_settings(settings: dict, new_rules: list[dict[str, str]]) -> 
     existing = parameters.get("rules") or []
     if not isinstance(existing, list):
         raise ValueError("import_resolver.parameters.rules in config.yaml is not a list")
-    ours = {url for rule in new_rules for url in rule} | {url for rule in rules() for url in rule}
-    kept = [rule for rule in existing if not (isinstance(rule, dict) and len(rule) == 1 and set(rule) <= ours)]
+    ours = {url for rule in new_rules for url in rule}
+    kept = [rule for rule in existing if not _written_here(rule, ours)]
     merged = dict(settings)
     merged["import_resolver"] = {**resolver, "parameters": {**parameters, "rules": kept + new_rules}}
     return merged
+
+
+def _written_here(rule: Any, keys: set[str]) -> bool:
+    """Whether ``rule`` is one this tool writes (now, or as earlier versions did):
+    for one of ``keys`` or a classic URL, served from a file of an offline folder.
+    A user's rule for the same URL that points elsewhere (a mirror) is not."""
+    if not isinstance(rule, dict) or len(rule) != 1:
+        return False
+    ((url, target),) = rule.items()
+    ours = url in keys or (isinstance(url, str) and (is_classic_url(url) or url == MANAGER_PLUGIN_IMPORT))
+    return ours and isinstance(target, str) and target.startswith("file:") and "/offline/" in target
 
 
 def _dump(data: dict) -> str:
@@ -339,10 +353,20 @@ def link_versions(types_copy: Path, plugin_copy: Path) -> None:
     kinds = ((types_copy, types_versions(), "types.yaml"), (plugin_copy, plugin_versions(), "plugin.yaml"))
     for name, (copy, versions, file_name) in zip(VERSION_FOLDERS, kinds, strict=True):
         for version in versions:
-            link = folder / name / version / file_name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.unlink(missing_ok=True)
-            link.symlink_to(os.path.relpath(copy, link.parent))
+            _place(folder / name / version / file_name, copy)
+
+
+def _place(link: Path, copy: Path) -> None:
+    """``link`` to ``copy``, put in place at once (a cfy reading meanwhile sees
+    the old one or the new); a copy where the file system has no symbolic links."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    new = link.with_name(f".{link.name}.{os.getpid()}.new")
+    new.unlink(missing_ok=True)
+    try:
+        new.symlink_to(os.path.relpath(copy, link.parent))
+    except OSError:
+        shutil.copyfile(copy, new)
+    os.replace(new, link)
 
 
 def write_cfy_config(workdir: Path, new_rules: list[dict[str, str]] | None = None) -> Path:

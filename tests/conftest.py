@@ -50,11 +50,13 @@ def pytest_configure(config):
     )
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist, starts the tests marked ``waits`` first, in half of the
-    workers: ``--dist worksteal`` gives each worker a contiguous share of this
-    order, so they go to the heads of the first shares, and the other workers
-    have the CPU meanwhile. Left in file order they ran last and drew out the run."""
+    workers (at least one). ``--dist worksteal`` (make test's; a worker's own
+    options do not say) gives each worker a contiguous share of this order, so
+    they go to the heads of the first shares, and the other workers have the CPU
+    meanwhile. Left in file order they ran last and drew out the run."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     waiting = [item for item in items if item.get_closest_marker("waits")]
     if workers < 2 or not waiting:

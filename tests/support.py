@@ -373,10 +373,11 @@ class HttpAnswer:
 
 
 def came_within(calls: list, cause: str, effect: str, window: float, dry_run: bool = False) -> bool:
-    """Whether the first ``effect`` call after the first ``cause`` (a dry run or
-    not, as ``dry_run`` says) reached the proxy less than ``window`` seconds after
-    it, with a margin: only then can the lag that ``cause`` starts still refuse it.
-    On a loaded machine a short window can pass first."""
-    cause_at = next(c.started for c in calls if c.action == cause and not c.dry_run)
+    """Whether the first ``effect`` call after the first ``cause`` that EC2 carried
+    out (a dry run or not, as ``dry_run`` says) reached the proxy less than
+    ``window`` seconds after it, with a margin: only then can the lag that ``cause``
+    starts still refuse it. On a loaded machine a short window can pass first."""
+    carried_out = (c for c in calls if c.action == cause and not c.dry_run and c.outcome == "forwarded")
+    cause_at = next(c.started for c in carried_out if c.status == 200)
     effect_at = next(c.started for c in calls if c.action == effect and c.dry_run == dry_run and c.started >= cause_at)
     return effect_at + 0.2 < cause_at + window

@@ -310,8 +310,11 @@ def test_demo_workdir_can_be_prepared_again(tmp_path, monkeypatch):
     """A kept working folder (the real-AWS one) is reused on the next run."""
     demo = load_demo()
     monkeypatch.setenv("CFY_WORKDIR", str(tmp_path))
+    ran = []
+    monkeypatch.setattr(demo, "cfy", lambda *args, **_: ran.append(args))
     demo.prepare_workdir(tmp_path / "work")
     demo.prepare_workdir(tmp_path / "work")
+    assert ran == []  # write-cfy-config writes what cfy needs: no bare `cfy init`
     config = yaml.safe_load((tmp_path / "work" / ".cloudify" / "config.yaml").read_text())
     assert "logging" in config
     copies = tmp_path / "work" / ".cloudify" / "offline"

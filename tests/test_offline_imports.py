@@ -4,6 +4,7 @@ cloudify_dsl_1_1 blueprint installs and uninstalls through both."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -297,11 +298,37 @@ def test_the_cfy_config_merge_keeps_other_rules_and_settings_and_replaces_its_ow
     assert text.startswith(CFY_INIT_CONFIG.format(workdir=tmp_path))
 
 
+def version_files(workdir: Path) -> dict[str, str]:
+    """Each version folder's file under the workdir, and what it links to."""
+    folder = offline.workdir_files(workdir)[0].parent
+    return {str(path.relative_to(folder)): os.readlink(path) for path in sorted(folder.glob("*/*/*.yaml"))}
+
+
 def test_writing_the_cfy_config_twice_changes_nothing(tmp_path):
     offline.write_cfy_config(tmp_path)
-    once = config_text(tmp_path)
+    once, links = config_text(tmp_path), version_files(tmp_path)
     offline.write_cfy_config(tmp_path)
     assert config_text(tmp_path) == once
+    assert version_files(tmp_path) == links
+    assert links["cloudify/3.4/types.yaml"] == "../../types.yaml"
+
+
+def test_a_users_mirror_of_the_same_prefix_is_kept_before_the_offline_rules(tmp_path):
+    mirror = {"http://www.getcloudify.org/spec/cloudify/": "http://mirror.example.invalid/spec/cloudify/"}
+    offline.write_cfy_config(tmp_path, [mirror])
+    offline.write_cfy_config(tmp_path)
+    assert config_rules(tmp_path) == [mirror, *workdir_rules(tmp_path)]
+
+
+def test_without_symbolic_links_the_version_folders_hold_copies(tmp_path, monkeypatch):
+    def refuse(*_):
+        raise OSError("operation not supported")
+
+    monkeypatch.setattr(Path, "symlink_to", refuse)
+    offline.write_cfy_config(tmp_path)
+    resolver = DefaultImportResolver(rules=config_rules(tmp_path), fallback=False)
+    assert resolver.resolve(TYPES_URLS[0]) == offline.TYPES_FILE.read_text()
+    assert resolver.resolve(PLUGIN_URLS[0]) == offline.CLASSIC_PLUGIN_FILE.read_text()
 
 
 def test_the_command_writes_the_cfy_config_and_says_where_its_files_are(tmp_path, capsys):
