@@ -27,7 +27,9 @@ that target cannot be read, it fetches the URL itself (offline, that fails).
   (``.../spec/cloudify/``, ``.../spec/aws-plugin/``): a rule per URL made the
   file 93 KB, about 0.25 s of CPU per cfy command. Their values are folders
   under the workdir holding a link per listed version
-  (``cloudify/3.4/types.yaml``) to the one copied file.
+  (``cloudify/3.4/types.yaml``) to the one copied file. So cfy serves every
+  listed version on every host (and the GitHub URL), a few more URLs than
+  the Python API's rules list.
 
 Usage (``cfy-aws-offline`` is installed with the plugin; it is also
 ``python -m cloudify_aws_ec2_tools.offline``, and ``python -m tools.offline``
@@ -348,7 +350,8 @@ def copy_offline_files(workdir: Path) -> tuple[Path, Path]:
 
 def link_versions(types_copy: Path, plugin_copy: Path) -> None:
     """Beside the copies, a folder per kind with ``<version>/types.yaml`` (or
-    ``plugin.yaml``) for every listed version: a relative link to the copy."""
+    ``plugin.yaml``) for every listed version: a relative link to the copy (or
+    a copy of it, where the file system has no symbolic links)."""
     folder = types_copy.parent
     kinds = ((types_copy, types_versions(), "types.yaml"), (plugin_copy, plugin_versions(), "plugin.yaml"))
     for name, (copy, versions, file_name) in zip(VERSION_FOLDERS, kinds, strict=True):

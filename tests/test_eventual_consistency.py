@@ -14,7 +14,7 @@ from tests.support import HttpAnswer, came_within, live_instances, reference_top
 from tests.test_exactly_once import NOTHING, ONE_OF_EACH, inventory, reference
 from tools.ec2proxy import Ec2Proxy, ProxyConfig, Refusal
 
-# Each test waits out seconds of simulated lag: started first under xdist (conftest).
+# Most tests here wait out seconds of simulated lag: started first under xdist (conftest).
 pytestmark = pytest.mark.waits
 
 WINDOWS = (1, 3, 10)
