@@ -1,12 +1,13 @@
 """The one EC2 emulator launcher: a moto server in its own process on 127.0.0.1.
 
-Used by the tests, the benchmarks and the demo. By default the server is a
-plain child process. For a driver that may be killed outright (the demo), two
-options tie it to its parent:
+Used by the tests, the benchmarks and the demo. The server is
+``tools/moto_server.py`` (moto's own server, with two of its per-request
+lookups remembered), a plain child process by default. For a driver that may
+be killed outright (the demo), two options tie it to its parent:
 
-- ``watchdog``: the server runs behind a small wrapper that reads its stdin
-  pipe; when the parent's end closes (the parent exited or was killed, even
-  with SIGKILL), the read sees EOF and the server exits at once.
+- ``watchdog``: a thread of the server reads its stdin pipe; when the
+  parent's end closes (the parent exited or was killed, even with SIGKILL),
+  the read sees EOF and the server exits at once.
 - ``death_signal``: on Linux, PR_SET_PDEATHSIG sends it SIGTERM when the
   parent dies.
 
@@ -27,20 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-# Runs the moto server in-process after starting a watchdog thread that ends
-# the process as soon as stdin reaches EOF.
-WATCHDOG_WRAPPER = """
-import os, sys, threading
-
-def watchdog():
-    while os.read(0, 4096):
-        pass
-    os._exit(0)
-
-threading.Thread(target=watchdog, daemon=True).start()
-from moto.server import main
-main(sys.argv[1:])
-"""
+SERVER = Path(__file__).resolve().with_name("moto_server.py")
 PR_SET_PDEATHSIG = 1
 
 
@@ -86,7 +74,7 @@ class MotoServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: IO[bytes] | None = log_path.open("wb") if log_path else None
         arguments = ["-H", "127.0.0.1", "-p", str(self.port)]
-        command = ["-c", WATCHDOG_WRAPPER, *arguments] if watchdog else ["-m", "moto.server", *arguments]
+        command = [str(SERVER), *(["--watchdog"] if watchdog else []), *arguments]
         env = dict(os.environ)
         if ami_validation:
             env["MOTO_ENABLE_AMI_VALIDATION"] = "true"
